@@ -1,0 +1,45 @@
+# nodecache: the README's two commands are `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+PKGS := ./...
+FUZZTIME ?= 10s
+
+.PHONY: build run test lint bench fuzz deps clean
+
+deps:
+	$(GO) mod download
+
+build: deps
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/nodecache ./cmd/nodecache
+
+# Builds and runs the daemon with its defaults: 127.0.0.1:5050, the
+# docker.io default registry, /var/lib/nodecache as root. Add flags with
+# ARGS="--listen unix:///run/nodecache.sock ...".
+run: build
+	./bin/nodecache serve $(ARGS)
+
+lint: deps
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test: lint
+	$(GO) test -race -count=1 $(PKGS)
+
+# Benchmarks print ratios measured side by side in one run; see README.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./pkg/... 
+
+# A short run of every fuzz target.
+fuzz: deps
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin

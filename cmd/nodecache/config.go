@@ -1,0 +1,181 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"nodecache/pkg/mirror"
+)
+
+// Defaults for serve.
+const (
+	defaultListen = "127.0.0.1:5050"
+	// defaultShutdownGrace lets a pull in progress finish on SIGTERM;
+	// systemd's own stop timeout is 90 s, so 30 s fits well inside it.
+	defaultShutdownGrace = 30 * time.Second
+)
+
+// Config is everything serve needs, from flags and the environment.
+type Config struct {
+	Listen          []string          // host:port or unix:///path
+	DataDir         string            // root of the store
+	Registries      map[string]string // registry name -> endpoint URL
+	DefaultRegistry string            // for requests without ?ns=
+	AllowRegistries []string          // registries that may be contacted
+	TagTTL          time.Duration     // 0: always ask upstream
+	FillTimeout     time.Duration     // bound on one upstream fetch
+	ShutdownGrace   time.Duration     // how long in-flight requests may finish
+	LogLevel        slog.Level
+	LogFormat       string // text or json
+}
+
+// defaultDataDir is /var/lib/nodecache for root, the user cache dir else.
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/nodecache"
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "nodecache")
+	}
+	return filepath.Join(os.TempDir(), "nodecache")
+}
+
+// parseServe reads serve's flags, then the environment, and checks them.
+// Errors name the flag and say what is wrong, in one line.
+func parseServe(args []string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	listen := &listFlag{values: []string{defaultListen}}
+	registries := &listFlag{}
+	allow := &listFlag{values: slices.Clone(mirror.DefaultAllowList)}
+	fs.Var(listen, "listen", "address to serve on: host:port or unix:///path/to/sock; repeatable")
+	dataDir := fs.String("data-dir", defaultDataDir(), "directory of the cache store")
+	fs.Var(registries, "registry", "NAME=URL: the endpoint of registry NAME (e.g. docker.io=https://registry-1.docker.io); repeatable")
+	defaultRegistry := fs.String("default-registry", mirror.DefaultRegistry, "registry for requests without ?ns=")
+	fs.Var(allow, "allow-registry", "registry that may be contacted; repeatable; replaces the default list ("+strings.Join(mirror.DefaultAllowList, ",")+"), and every --registry and --default-registry name is added")
+	tagTTL := fs.Duration("tag-ttl", mirror.DefaultTagTTL, "how long a tag's digest is reused without asking upstream; 0 asks every time")
+	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest one upstream download may take")
+	grace := fs.Duration("shutdown-grace", defaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	// Parse quietly: a mistake gets one line naming the flag, and only
+	// --help prints the full list.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(stderr)
+			usage(fs, "nodecache serve [flags]")()
+			return Config{}, err
+		}
+		return Config{}, usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if err := applyEnv(fs); err != nil {
+		return Config{}, usagef("%v", err)
+	}
+	cfg := Config{
+		Listen: listen.values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
+		TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace, LogFormat: *logFormat,
+		Registries: map[string]string{},
+	}
+	if err := cfg.check(registries.values, allow.values, *logLevel); err != nil {
+		return Config{}, usagef("%v", err)
+	}
+	return cfg, nil
+}
+
+func (cfg *Config) check(registries, allow []string, logLevel string) error {
+	if len(cfg.Listen) == 0 {
+		return fmt.Errorf("--listen: at least one address is required")
+	}
+	for _, l := range cfg.Listen {
+		if err := checkListen(l); err != nil {
+			return fmt.Errorf("--listen %q: %v", l, err)
+		}
+	}
+	if cfg.DataDir == "" {
+		return fmt.Errorf("--data-dir: must not be empty")
+	}
+	for _, r := range registries {
+		name, endpoint, ok := strings.Cut(r, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("--registry %q: want NAME=URL", r)
+		}
+		if err := checkEndpoint(endpoint); err != nil {
+			return fmt.Errorf("--registry %q: %v", r, err)
+		}
+		cfg.Registries[strings.ToLower(name)] = endpoint
+	}
+	for _, a := range allow {
+		if a == "" || strings.ContainsAny(a, "/ ") {
+			return fmt.Errorf("--allow-registry %q: want a registry host such as ghcr.io or localhost:5000", a)
+		}
+	}
+	cfg.AllowRegistries = append(cfg.AllowRegistries, allow...)
+	for name := range cfg.Registries {
+		cfg.AllowRegistries = append(cfg.AllowRegistries, name)
+	}
+	cfg.AllowRegistries = append(cfg.AllowRegistries, cfg.DefaultRegistry)
+	for i, a := range cfg.AllowRegistries {
+		cfg.AllowRegistries[i] = strings.ToLower(a)
+	}
+	slices.Sort(cfg.AllowRegistries)
+	cfg.AllowRegistries = slices.Compact(cfg.AllowRegistries)
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--tag-ttl", cfg.TagTTL}, {"--fill-timeout", cfg.FillTimeout}, {"--shutdown-grace", cfg.ShutdownGrace}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s: must not be negative", d.flag)
+		}
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", cfg.LogFormat)
+	}
+	return nil
+}
+
+func checkListen(addr string) error {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("a unix socket path must be absolute")
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port or unix:///path")
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return fmt.Errorf("host must be an IP address or localhost")
+	}
+	if port == "" {
+		return fmt.Errorf("missing port")
+	}
+	return nil
+}
+
+func checkEndpoint(endpoint string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("want an http:// or https:// URL")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("the URL must not have a query or fragment")
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+// Command nodecache is a per-node pull-through cache for OCI registries,
+// used by containerd as a registry mirror.
+//
+//	nodecache serve [flags]     run the daemon
+//	nodecache version           print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nodecache:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// usageError is a mistake in the command line or the settings; it exits
+// with status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+func exitCode(err error) int {
+	var u *usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("a command is required: serve or version")
+	}
+	switch args[0] {
+	case "serve":
+		cfg, err := parseServe(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return run(ctx, cfg)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "nodecache", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, "usage: nodecache serve|version [flags]; nodecache serve --help lists every flag")
+		return nil
+	default:
+		return usagef("unknown command %q: want serve or version", args[0])
+	}
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"nodecache/pkg/diskstore"
+	"nodecache/pkg/mirror"
+	"nodecache/pkg/upstream"
+)
+
+const (
+	// readHeaderTimeout ends connections that never finish their headers
+	// (slowloris); real clients send them at once.
+	readHeaderTimeout = 10 * time.Second
+	// maxHeaderBytes bounds what a client can make us hold per request;
+	// registry requests carry a few hundred bytes of headers.
+	maxHeaderBytes = 64 << 10
+	// idleTimeout closes keep-alive connections nobody uses.
+	idleTimeout = 2 * time.Minute
+)
+
+func newLogger(cfg Config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// run serves until ctx is done, then shuts down gracefully.
+func run(ctx context.Context, cfg Config) error {
+	log := newLogger(cfg)
+	store, err := diskstore.Open(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	client, err := upstream.New(cfg.Registries, upstream.WithUserAgent("nodecache/"+version))
+	if err != nil {
+		return err
+	}
+	handler := newHandler(mirror.New(store, client,
+		mirror.WithAllowList(cfg.AllowRegistries),
+		mirror.WithDefaultRegistry(cfg.DefaultRegistry),
+		mirror.WithTagTTL(cfg.TagTTL),
+		mirror.WithFillTimeout(cfg.FillTimeout),
+		mirror.WithLogger(log),
+	))
+	listeners, err := listenAll(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, l := range listeners {
+		g.Go(func() error {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	log.Info("serving", "listen", strings.Join(cfg.Listen, ","), "data_dir", cfg.DataDir,
+		"entries", store.Len(), "allow", strings.Join(cfg.AllowRegistries, ","))
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down", "grace", cfg.ShutdownGrace)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownGrace)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// newHandler puts the probes beside the mirror; they are not access-logged.
+func newHandler(m http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	ok := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
+	mux.HandleFunc("GET /healthz", ok)
+	mux.HandleFunc("GET /readyz", ok)
+	mux.Handle("/", m)
+	return mux
+}
+
+// listenAll opens every --listen address; on error it closes those opened.
+func listenAll(addrs []string) ([]net.Listener, error) {
+	var ls []net.Listener
+	for _, a := range addrs {
+		l, err := listen(a)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return nil, fmt.Errorf("--listen %s: %w", a, err)
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+func listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix://")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	// A socket left by a process that died is removed; any other file is
+	// not ours to delete.
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		os.Remove(path)
+	}
+	return net.Listen("unix", path)
+}

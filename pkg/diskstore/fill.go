@@ -1,0 +1,299 @@
+package diskstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Fill writes one entry. One goroutine writes and then calls Commit or
+// Abort; any number of Readers, created with NewReader, read concurrently.
+//
+// Readers are held back by one byte until the fill is committed: a reader
+// never sees the whole content before its digest is verified, so a client
+// streaming a fill that fails verification cannot mistake what it got for
+// a complete answer.
+type Fill struct {
+	store     *Store
+	digest    digest.Digest
+	size      int64 // expected size; -1 if unknown
+	mediaType string
+	file      *os.File
+	hash      hash.Hash // used by the writer only
+
+	// mu guards the fields below.
+	mu         sync.Mutex
+	written    int64
+	done       bool          // committed or aborted
+	err        error         // why the fill was aborted; nil once committed
+	wake       chan struct{} // closed and replaced whenever the fields above change
+	readers    int
+	writerDone bool // Commit or Abort returned; file closes once readers is 0 too
+}
+
+// Begin starts a fill of d. size is the expected size in bytes, or -1 if it
+// is not known. mediaType is stored with the entry ("" for plain blobs). It
+// returns ErrExists if d is already committed and ErrFilling if another fill
+// of d is in progress (see Filling).
+func (s *Store) Begin(d digest.Digest, size int64, mediaType string) (*Fill, error) {
+	if err := Check(d); err != nil {
+		return nil, err
+	}
+	file, err := os.CreateTemp(s.tmpDir(), d.Encoded()[:16]+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("diskstore: start fill of %s: %w", d, err)
+	}
+	f := &Fill{
+		store: s, digest: d, size: size, mediaType: mediaType,
+		file: file, hash: d.Algorithm().Hash(), wake: make(chan struct{}),
+	}
+	s.mu.Lock()
+	_, exists := s.entries[d]
+	_, filling := s.fills[d]
+	if !exists && !filling {
+		s.fills[d] = f
+	}
+	s.mu.Unlock()
+	if exists || filling {
+		file.Close()
+		os.Remove(file.Name())
+		if exists {
+			return nil, ErrExists
+		}
+		return nil, ErrFilling
+	}
+	return f, nil
+}
+
+// Digest returns the digest being filled.
+func (f *Fill) Digest() digest.Digest { return f.digest }
+
+// Size returns the expected size, or -1 if it is not known.
+func (f *Fill) Size() int64 { return f.size }
+
+// MediaType returns the media type that will be stored with the entry.
+func (f *Fill) MediaType() string { return f.mediaType }
+
+// Write appends p to the fill. It fails with ErrSizeMismatch, and aborts
+// the fill, as soon as more bytes arrive than the expected size.
+func (f *Fill) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	written, done := f.written, f.done
+	f.mu.Unlock()
+	if done {
+		return 0, ErrAborted
+	}
+	if f.size >= 0 && written+int64(len(p)) > f.size {
+		err := fmt.Errorf("%w: %s: more than %d bytes", ErrSizeMismatch, f.digest, f.size)
+		f.Abort(err)
+		return 0, err
+	}
+	n, err := f.file.Write(p)
+	f.hash.Write(p[:n])
+	f.mu.Lock()
+	f.written += int64(n)
+	f.signalLocked()
+	f.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("diskstore: write %s: %w", f.digest, err)
+		f.Abort(err)
+		return n, err
+	}
+	return n, nil
+}
+
+// Commit verifies the content against the digest and the expected size and,
+// if it matches, makes it durable and visible. Otherwise it aborts the fill
+// and returns an error matching ErrDigestMismatch or ErrSizeMismatch.
+func (f *Fill) Commit() error {
+	if err := f.commit(); err != nil {
+		f.Abort(err)
+		return err
+	}
+	s := f.store
+	info := &Info{Digest: f.digest, Size: f.written, MediaType: f.mediaType, Accessed: s.now()}
+	s.mu.Lock()
+	s.entries[f.digest] = info
+	delete(s.fills, f.digest)
+	s.mu.Unlock()
+	f.finish(nil)
+	return nil
+}
+
+func (f *Fill) commit() error {
+	f.mu.Lock()
+	written, done, abortErr := f.written, f.done, f.err
+	f.mu.Unlock()
+	if done {
+		return abortErr
+	}
+	if f.size >= 0 && written != f.size {
+		return fmt.Errorf("%w: %s: got %d bytes, want %d", ErrSizeMismatch, f.digest, written, f.size)
+	}
+	if got := digest.NewDigest(f.digest.Algorithm(), f.hash); got != f.digest {
+		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, f.digest)
+	}
+	s := f.store
+	final := s.path(f.digest)
+	if err := ensureDir(filepath.Dir(final)); err != nil {
+		return err
+	}
+	if f.mediaType != "" {
+		if err := writeFileAtomic(s.tmpDir(), final+typeSuffix, []byte(f.mediaType)); err != nil {
+			return err
+		}
+		s.step(StepTypeWritten)
+	}
+	s.step(StepWritten)
+	if err := f.file.Sync(); err != nil {
+		return fmt.Errorf("diskstore: sync %s: %w", f.digest, err)
+	}
+	s.step(StepSynced)
+	if err := os.Rename(f.file.Name(), final); err != nil {
+		return fmt.Errorf("diskstore: commit %s: %w", f.digest, err)
+	}
+	s.step(StepRenamed)
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return err
+	}
+	s.step(StepDirSynced)
+	return nil
+}
+
+// Abort ends the fill without committing it. Readers get an error wrapping
+// err (or ErrAborted if err is nil) once they have read what was written.
+// Abort after Commit, or a second Abort, does nothing.
+func (f *Fill) Abort(err error) {
+	if err == nil {
+		err = ErrAborted
+	} else if !errors.Is(err, ErrAborted) {
+		err = fmt.Errorf("%w: %w", ErrAborted, err)
+	}
+	f.mu.Lock()
+	done := f.done
+	f.mu.Unlock()
+	if done {
+		return
+	}
+	os.Remove(f.file.Name())
+	s := f.store
+	s.mu.Lock()
+	if s.fills[f.digest] == f {
+		delete(s.fills, f.digest)
+	}
+	s.mu.Unlock()
+	f.finish(err)
+}
+
+// finish records the outcome, wakes readers and lets go of the file once
+// no reader needs it.
+func (f *Fill) finish(err error) {
+	f.mu.Lock()
+	if f.done {
+		f.mu.Unlock()
+		return
+	}
+	f.done, f.err, f.writerDone = true, err, true
+	f.signalLocked()
+	closeNow := f.readers == 0
+	f.mu.Unlock()
+	if closeNow {
+		f.file.Close()
+	}
+}
+
+func (f *Fill) signalLocked() {
+	close(f.wake)
+	f.wake = make(chan struct{})
+}
+
+func (s *Store) step(st Step) {
+	if s.hook != nil {
+		s.hook(st)
+	}
+}
+
+// NewReader returns a reader of the fill's content starting at off. Reads
+// block until bytes are available or ctx is done. If the fill is aborted,
+// reads fail with an error matching ErrAborted. The caller must Close it.
+func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done && f.err != nil {
+		return nil, f.err
+	}
+	f.readers++
+	return &Reader{ctx: ctx, fill: f, off: off}, nil
+}
+
+// Reader reads a Fill as it is being written. It is not safe for
+// concurrent use; create one per client.
+type Reader struct {
+	ctx    context.Context
+	fill   *Fill
+	off    int64
+	closed bool
+}
+
+// Read implements io.Reader.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.closed {
+		return 0, os.ErrClosed
+	}
+	f := r.fill
+	for {
+		f.mu.Lock()
+		limit, done, err, wake := f.written, f.done, f.err, f.wake
+		f.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if !done {
+			limit-- // hold back the last byte until the digest is verified
+		}
+		if r.off < limit {
+			n := int64(len(p))
+			if rest := limit - r.off; rest < n {
+				n = rest
+			}
+			n2, err := f.file.ReadAt(p[:n], r.off)
+			r.off += int64(n2)
+			if err == io.EOF {
+				err = nil // the file holds at least limit bytes
+			}
+			return n2, err
+		}
+		if done {
+			return 0, io.EOF
+		}
+		select {
+		case <-wake:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+// Close releases the reader.
+func (r *Reader) Close() error {
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	f := r.fill
+	f.mu.Lock()
+	f.readers--
+	closeNow := f.readers == 0 && f.writerDone
+	f.mu.Unlock()
+	if closeNow {
+		f.file.Close()
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package mirror
+
+import (
+	"net/http"
+	"strconv"
+)
+
+// serveBlob answers GET and HEAD of /v2/<name>/blobs/<digest>.
+func (s *Server) serveBlob(q *request) error {
+	d := q.route.digest
+	if q.r.Method == http.MethodHead {
+		c, ok, err := s.lookup(d)
+		if err != nil {
+			return err
+		}
+		if ok {
+			defer c.close()
+			q.rec.source = "cache"
+			return serveContent(q, c)
+		}
+		resp, err := s.headUpstream(q, d.String(), nil)
+		if err != nil {
+			return err
+		}
+		q.rec.source = "upstream"
+		h := q.rec.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Docker-Content-Digest", d.String())
+		if resp.ContentLength >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		}
+		q.rec.WriteHeader(http.StatusOK)
+		return nil
+	}
+	c, err := s.fetch(q, d, nil)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	q.rec.source = sourceOf(c)
+	return serveContent(q, c)
+}
+
+// sourceOf names where content is served from, for the access log.
+func sourceOf(c content) string {
+	if c.file != nil {
+		return "cache"
+	}
+	return "upstream"
+}

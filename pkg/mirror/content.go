@@ -1,0 +1,105 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+
+	"nodecache/pkg/diskstore"
+)
+
+// content is what a GET or HEAD of a blob or manifest is answered with:
+// either a committed file or a fill in progress.
+type content struct {
+	digest    digest.Digest
+	size      int64 // -1 if not known yet
+	mediaType string
+	file      *os.File        // committed content, or nil
+	fill      *diskstore.Fill // content still arriving, or nil
+}
+
+// close releases the file, if any.
+func (c content) close() {
+	if c.file != nil {
+		c.file.Close()
+	}
+}
+
+// serveContent writes headers and, for GET, the body of c, honouring a
+// single Range. Once headers are out, a failure aborts the connection: a
+// client never receives a short 200 or 206.
+func serveContent(q *request, c content) error {
+	h := q.rec.Header()
+	mediaType := c.mediaType
+	if mediaType == "" {
+		mediaType = "application/octet-stream"
+	}
+	h.Set("Content-Type", mediaType)
+	h.Set("Docker-Content-Digest", c.digest.String())
+	h.Set("Etag", `"`+c.digest.String()+`"`)
+
+	status, start, length := http.StatusOK, int64(0), c.size
+	if c.size >= 0 {
+		h.Set("Accept-Ranges", "bytes")
+		rng, partial, err := parseRange(q.r.Header.Get("Range"), c.size)
+		if err != nil {
+			e := errorf(http.StatusRequestedRangeNotSatisfiable, codeRangeInvalid, "%v for %d bytes", err, c.size)
+			e.Header = http.Header{"Content-Range": {"bytes */" + strconv.FormatInt(c.size, 10)}}
+			return e
+		}
+		if partial {
+			status, start, length = http.StatusPartialContent, rng.start, rng.length
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, c.size))
+		}
+		h.Set("Content-Length", strconv.FormatInt(length, 10))
+	}
+	if q.r.Method == http.MethodHead {
+		q.rec.WriteHeader(status)
+		return nil
+	}
+	body, err := openBody(q, c, start)
+	if err != nil {
+		return err // nothing sent yet: the client gets an error answer
+	}
+	defer body.Close()
+	q.rec.WriteHeader(status)
+	if c.fill != nil {
+		// Send headers now: the client must not wait for the first byte of
+		// a slow upstream (containerd gives up after 30 s without headers).
+		http.NewResponseController(q.rec).Flush()
+	}
+	var n int64
+	if length >= 0 {
+		n, err = io.Copy(q.rec, io.LimitReader(body, length))
+		if err == nil && n < length {
+			err = io.ErrUnexpectedEOF
+		}
+	} else {
+		_, err = io.Copy(q.rec, body)
+	}
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// openBody returns the bytes of c from start on: the committed file or a
+// reader of the fill in progress.
+func openBody(q *request, c content, start int64) (io.ReadCloser, error) {
+	if c.file != nil {
+		if _, err := c.file.Seek(start, io.SeekStart); err != nil {
+			return nil, err
+		}
+		return io.NopCloser(c.file), nil
+	}
+	r, err := c.fill.NewReader(q.r.Context(), start)
+	if errors.Is(err, diskstore.ErrAborted) {
+		return nil, errorf(http.StatusBadGateway, codeUnavailable, "fetch of %s from %s failed", c.digest, q.registry)
+	}
+	return r, err
+}

@@ -1,0 +1,149 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"nodecache/pkg/diskstore"
+)
+
+// fillBufferSize is the copy buffer of one fill: large enough that a fast
+// upstream costs few syscalls, small enough that many fills stay cheap.
+const fillBufferSize = 256 << 10
+
+// errCommitted tells a flight's callers to look in the store again: the
+// digest was committed while they waited.
+var errCommitted = errors.New("mirror: committed meanwhile")
+
+// lookup finds d in the store: committed, or being filled. ok is false on
+// a miss.
+func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
+	f, info, err := s.store.Open(d)
+	if err == nil {
+		return content{digest: d, size: info.Size, mediaType: info.MediaType, file: f}, true, nil
+	}
+	if !errors.Is(err, diskstore.ErrNotFound) {
+		return content{}, false, err
+	}
+	if fill := s.store.Filling(d); fill != nil {
+		return fillContent(fill), true, nil
+	}
+	return content{}, false, nil
+}
+
+func fillContent(f *diskstore.Fill) content {
+	return content{digest: f.Digest(), size: f.Size(), mediaType: f.MediaType(), fill: f}
+}
+
+// fetch returns d from the store, starting a fill from upstream if it is
+// missing. Concurrent callers for the same digest share one upstream GET:
+// all but the first wait for it to answer, then read the same fill.
+func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content, error) {
+	for {
+		c, ok, err := s.lookup(d)
+		if ok || err != nil {
+			return c, err
+		}
+		ch := s.flights.DoChan(d.String(), func() (any, error) {
+			return s.startFill(q, d, header)
+		})
+		select {
+		case res := <-ch:
+			if errors.Is(res.Err, errCommitted) {
+				continue
+			}
+			if res.Err != nil {
+				return content{}, res.Err
+			}
+			return fillContent(res.Val.(*diskstore.Fill)), nil
+		case <-q.r.Context().Done():
+			return content{}, q.r.Context().Err()
+		}
+	}
+}
+
+// startFill runs inside a flight. It checks the store again, because a fill
+// may have been committed between the caller's miss and the start of this
+// flight (the previous flight for d ends as soon as its fill starts), then
+// asks upstream and starts copying the answer into a new fill.
+func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (*diskstore.Fill, error) {
+	if _, err := s.store.Stat(d); err == nil {
+		return nil, errCommitted
+	}
+	if fill := s.store.Filling(d); fill != nil {
+		return fill, nil
+	}
+	// The fill outlives the request that started it: one client hanging up
+	// must not cancel it for the others.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(q.r.Context()), s.fillTimeout)
+	resp, err := s.up.Do(ctx, q.upstreamRequest(http.MethodGet, d.String(), header))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		cancel()
+		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode)
+	}
+	mediaType := ""
+	if q.route.kind == kindManifests {
+		if resp.ContentLength > maxManifestSize {
+			resp.Body.Close()
+			cancel()
+			return nil, errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
+		}
+		mediaType, _, _ = mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	}
+	fill, err := s.store.Begin(d, resp.ContentLength, mediaType)
+	if err != nil {
+		resp.Body.Close()
+		cancel()
+		return nil, err
+	}
+	go s.copyFill(ctx, cancel, q.registry, fill, resp.Body)
+	return fill, nil
+}
+
+// copyFill copies an upstream body into a fill and commits it.
+func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, fill *diskstore.Fill, body io.ReadCloser) {
+	defer cancel()
+	defer body.Close()
+	start := time.Now()
+	n, err := io.CopyBuffer(fill, body, make([]byte, fillBufferSize))
+	if err == nil {
+		err = fill.Commit()
+	} else {
+		fill.Abort(err)
+	}
+	attrs := []slog.Attr{
+		slog.String("registry", registry), slog.String("digest", fill.Digest().String()),
+		slog.Int64("bytes", n), slog.Duration("duration", time.Since(start)),
+	}
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "fill failed", append(attrs, slog.Any("error", err))...)
+		return
+	}
+	s.log.LogAttrs(ctx, slog.LevelDebug, "fill committed", attrs...)
+}
+
+// headUpstream answers a HEAD for content the store lacks from upstream's
+// own HEAD, without fetching the content.
+func (s *Server) headUpstream(q *request, ref string, header http.Header) (*http.Response, error) {
+	resp, err := s.up.Do(q.r.Context(), q.upstreamRequest(http.MethodHead, ref, header))
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode)
+	}
+	return resp, nil
+}

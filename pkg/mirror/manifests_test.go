@@ -1,0 +1,167 @@
+package mirror
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"nodecache/internal/registrytest"
+)
+
+var acceptIndex = http.Header{"Accept": {ocispec.MediaTypeImageIndex + ", " + ocispec.MediaTypeImageManifest}}
+
+func TestManifestHeaders(t *testing.T) {
+	e := newEnv(t, nil)
+	img := e.up.PushImage(t, "team/sub/app", "v1", 1000)
+	idx := img.Blobs[img.Index]
+	for _, ref := range []string{"v1", img.Index.String()} {
+		for _, method := range []string{http.MethodHead, http.MethodGet, http.MethodGet} {
+			t.Run(method+" "+ref, func(t *testing.T) {
+				resp, body := e.do(method, e.url("/v2/team/sub/app/manifests/"+ref), acceptIndex)
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d: %s", resp.StatusCode, body)
+				}
+				if ct := resp.Header.Get("Content-Type"); ct != ocispec.MediaTypeImageIndex {
+					t.Errorf("Content-Type %q, want %q", ct, ocispec.MediaTypeImageIndex)
+				}
+				if dg := resp.Header.Get("Docker-Content-Digest"); dg != img.Index.String() {
+					t.Errorf("Docker-Content-Digest %q, want %s", dg, img.Index)
+				}
+				if cl := resp.Header.Get("Content-Length"); cl != strconv.Itoa(len(idx)) {
+					t.Errorf("Content-Length %q, want %d", cl, len(idx))
+				}
+				if method == http.MethodGet && digest.FromBytes(body) != img.Index {
+					t.Errorf("body digest %s, want %s", digest.FromBytes(body), img.Index)
+				}
+			})
+		}
+	}
+	if n := e.up.ManifestRequests(http.MethodGet); n != 1 {
+		t.Fatalf("upstream manifest GETs = %d, want 1 (the rest from the store)", n)
+	}
+}
+
+func TestTagCacheAndStaleIfError(t *testing.T) {
+	e := newEnv(t, nil) // tag TTL 30 s, with the env's fake clock
+	img := e.up.PushImage(t, "test/app", "v1", 100)
+	url := e.url("/v2/test/app/manifests/v1")
+	get := func() (*http.Response, []byte) { return e.do(http.MethodGet, url, acceptIndex) }
+
+	get()
+	heads := e.up.ManifestRequests(http.MethodHead)
+	e.advance(29 * time.Second)
+	get()
+	if n := e.up.ManifestRequests(http.MethodHead); n != heads {
+		t.Fatalf("a fresh tag was resolved upstream again (%d HEADs, want %d)", n, heads)
+	}
+	e.advance(2 * time.Second)
+	get()
+	if n := e.up.ManifestRequests(http.MethodHead); n != heads+1 {
+		t.Fatalf("an expired tag was not revalidated (%d HEADs, want %d)", n, heads+1)
+	}
+
+	e.up.Close()
+	e.advance(time.Minute)
+	resp, body := get()
+	if resp.StatusCode != 200 || digest.FromBytes(body) != img.Index {
+		t.Fatalf("upstream down: status %d, want the last known manifest", resp.StatusCode)
+	}
+	if w := resp.Header.Get("Warning"); !strings.HasPrefix(w, "110") {
+		t.Fatalf("stale answer without a Warning header (got %q)", w)
+	}
+	// Nothing known for another tag: the error names the registry.
+	resp, body = e.do(http.MethodGet, e.url("/v2/test/app/manifests/v2"), acceptIndex)
+	wantError(t, resp, body, http.StatusServiceUnavailable, codeUnavailable)
+	if !strings.Contains(string(body), e.up.Host()) {
+		t.Fatalf("error %s does not name the registry %s", body, e.up.Host())
+	}
+}
+
+func TestTagTTLZeroAlwaysAsks(t *testing.T) {
+	e := newEnv(t, nil, WithTagTTL(0))
+	e.up.PushImage(t, "test/app", "v1", 100)
+	for range 3 {
+		e.do(http.MethodHead, e.url("/v2/test/app/manifests/v1"), acceptIndex)
+	}
+	if n := e.up.ManifestRequests(http.MethodHead); n != 3 {
+		t.Fatalf("upstream HEADs = %d, want 3 with --tag-ttl 0", n)
+	}
+}
+
+func TestConcurrentTagResolutionsCoalesce(t *testing.T) {
+	release := make(chan struct{})
+	headArrived := make(chan struct{}, 16)
+	e := newEnv(t, []registrytest.Option{registrytest.WithFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodHead && strings.HasSuffix(r.URL.Path, "/manifests/v1") {
+			headArrived <- struct{}{}
+			<-release
+		}
+		return false
+	})})
+	img := e.up.PushImage(t, "test/app", "v1", 100)
+	const clients = 8
+	var wg sync.WaitGroup
+	digests := make(chan string, clients)
+	for range clients {
+		wg.Go(func() {
+			resp, _ := e.do(http.MethodHead, e.url("/v2/test/app/manifests/v1"), acceptIndex)
+			digests <- resp.Header.Get("Docker-Content-Digest")
+		})
+	}
+	for range clients {
+		<-e.arrived
+	}
+	<-headArrived
+	close(release)
+	wg.Wait()
+	close(digests)
+	for d := range digests {
+		if d != img.Index.String() {
+			t.Fatalf("digest %q, want %s", d, img.Index)
+		}
+	}
+	if n := e.up.ManifestRequests(http.MethodHead); n != 1 {
+		t.Fatalf("upstream HEADs = %d for %d concurrent resolutions, want 1", n, clients)
+	}
+}
+
+// TestAcceptSeparatesAnswers: a client that accepts only single-platform
+// manifests must not get an index the store holds, and tag answers are
+// cached per set of accepted types.
+func TestAcceptSeparatesAnswers(t *testing.T) {
+	e := newEnv(t, nil)
+	img := e.up.PushImage(t, "test/app", "v1", 100)
+	e.do(http.MethodGet, e.url("/v2/test/app/manifests/v1"), acceptIndex)
+	heads, gets := e.up.ManifestRequests(http.MethodHead), e.up.ManifestRequests(http.MethodGet)
+
+	only := http.Header{"Accept": {ocispec.MediaTypeImageManifest}}
+	e.do(http.MethodGet, e.url("/v2/test/app/manifests/v1"), only)
+	if n := e.up.ManifestRequests(http.MethodHead); n != heads+1 {
+		t.Fatalf("a different Accept reused another Accept's tag answer (%d HEADs, want %d)", n, heads+1)
+	}
+	e.do(http.MethodGet, e.url("/v2/test/app/manifests/"+img.Index.String()), only)
+	if n := e.up.ManifestRequests(http.MethodGet); n <= gets {
+		t.Fatal("a stored index was served to a client that does not accept indexes")
+	}
+	// A wildcard accepts what is stored.
+	gets = e.up.ManifestRequests(http.MethodGet)
+	resp, _ := e.do(http.MethodGet, e.url("/v2/test/app/manifests/"+img.Index.String()), http.Header{"Accept": {"*/*"}})
+	if resp.StatusCode != 200 || e.up.ManifestRequests(http.MethodGet) != gets {
+		t.Fatalf("wildcard Accept: status %d, went upstream: %v", resp.StatusCode, e.up.ManifestRequests(http.MethodGet) != gets)
+	}
+}
+
+func TestManifestUnknown(t *testing.T) {
+	e := newEnv(t, nil)
+	e.up.PushImage(t, "test/app", "v1", 100)
+	for _, ref := range []string{"nope", digest.FromString("nope").String()} {
+		resp, body := e.do(http.MethodGet, e.url("/v2/test/app/manifests/"+ref), acceptIndex)
+		wantError(t, resp, body, http.StatusNotFound, codeManifestUnknown)
+	}
+}

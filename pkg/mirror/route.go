@@ -1,0 +1,118 @@
+package mirror
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"nodecache/pkg/diskstore"
+)
+
+// Route kinds, also used as metric and log labels.
+const (
+	kindBase      = "base"
+	kindManifests = "manifests"
+	kindBlobs     = "blobs"
+	kindTags      = "tags"
+	kindReferrers = "referrers"
+)
+
+// maxNameLength is the spec's limit on a repository name, counted with the
+// registry host; we count the name alone, which is the stricter reading for
+// the part we see.
+const maxNameLength = 255
+
+var (
+	// nameRE is the repository name grammar of the OCI distribution spec.
+	nameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	// tagRE is the tag grammar of the OCI distribution spec.
+	tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+// route is a parsed pull-path request.
+type route struct {
+	kind   string
+	name   string        // repository name; empty for the base route
+	tag    string        // manifests by tag
+	digest digest.Digest // manifests by digest, blobs, referrers
+}
+
+// parseRoute parses the path of a /v2/ request. It checks the name, tag and
+// digest, so nothing a client sends reaches the store or an upstream URL
+// unchecked.
+func parseRoute(path string) (route, *Error) {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		if path == "/v2" {
+			return route{kind: kindBase}, nil
+		}
+		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a registry API path")
+	}
+	if rest == "" {
+		return route{kind: kindBase}, nil
+	}
+	if rest == "_catalog" {
+		return route{}, errorf(http.StatusMethodNotAllowed, codeUnsupported, "the catalog is not served by a mirror")
+	}
+	if rest == "tags/list" || strings.HasSuffix(rest, "/tags/list") {
+		name := strings.TrimSuffix(rest, "/tags/list")
+		if e := checkName(name); e != nil {
+			return route{}, e
+		}
+		return route{kind: kindTags, name: name}, nil
+	}
+	i := strings.LastIndexByte(rest, '/')
+	if i < 0 {
+		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a pull path")
+	}
+	ref, before := rest[i+1:], rest[:i]
+	j := strings.LastIndexByte(before, '/')
+	if j < 0 {
+		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a pull path")
+	}
+	rt := route{kind: before[j+1:], name: before[:j]}
+	switch rt.kind {
+	case kindManifests, kindBlobs, kindReferrers:
+	case "uploads":
+		return route{}, errorf(http.StatusMethodNotAllowed, codeUnsupported, "pushing is not supported by a mirror")
+	default:
+		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a pull path")
+	}
+	if e := checkName(rt.name); e != nil {
+		return route{}, e
+	}
+	if rt.kind == kindManifests && !strings.Contains(ref, ":") {
+		if !tagRE.MatchString(ref) {
+			return route{}, errorf(http.StatusBadRequest, codeManifestInvalid, "invalid tag %q", truncate(ref))
+		}
+		rt.tag = ref
+		return rt, nil
+	}
+	d := digest.Digest(ref)
+	if err := diskstore.Check(d); err != nil {
+		return route{}, errorf(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q: want sha256 or sha512", truncate(ref))
+	}
+	rt.digest = d
+	return rt, nil
+}
+
+func checkName(name string) *Error {
+	if len(name) > maxNameLength {
+		return errorf(http.StatusBadRequest, codeNameInvalid, "repository name longer than %d characters", maxNameLength)
+	}
+	if !nameRE.MatchString(name) {
+		return errorf(http.StatusBadRequest, codeNameInvalid, "invalid repository name %q", truncate(name))
+	}
+	return nil
+}
+
+// truncate keeps error messages short whatever a client sends.
+func truncate(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}

@@ -1,0 +1,160 @@
+package mirror
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+const testDigest = "sha256:6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b"
+
+func TestParseRoute(t *testing.T) {
+	tests := []struct {
+		path       string
+		wantKind   string
+		wantName   string
+		wantStatus int // 0: parses
+		wantCode   string
+	}{
+		{"/v2/", kindBase, "", 0, ""},
+		{"/v2", kindBase, "", 0, ""},
+		{"/v2/library/nginx/manifests/latest", kindManifests, "library/nginx", 0, ""},
+		{"/v2/a/b/c/d/manifests/" + testDigest, kindManifests, "a/b/c/d", 0, ""},
+		{"/v2/nginx/blobs/" + testDigest, kindBlobs, "nginx", 0, ""},
+		{"/v2/my-org/my_app.x/blobs/" + testDigest, kindBlobs, "my-org/my_app.x", 0, ""},
+		{"/v2/x/manifests/y/manifests/v1", kindManifests, "x/manifests/y", 0, ""},
+		{"/v2/library/nginx/tags/list", kindTags, "library/nginx", 0, ""},
+		{"/v2/library/nginx/referrers/" + testDigest, kindReferrers, "library/nginx", 0, ""},
+		{"/v2/_catalog", "", "", http.StatusMethodNotAllowed, codeUnsupported},
+		{"/v2/library/nginx/blobs/uploads/", "", "", http.StatusMethodNotAllowed, codeUnsupported},
+		{"/v2/library/nginx/blobs/uploads/abc", "", "", http.StatusMethodNotAllowed, codeUnsupported},
+		{"/v2/Library/nginx/manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
+		{"/v2/library/../etc/manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
+		{"/v2/library//nginx/manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
+		{"/v2//manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
+		{"/v2/" + strings.Repeat("a", 256) + "/manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
+		{"/v2/nginx/manifests/-bad", "", "", http.StatusBadRequest, codeManifestInvalid},
+		{"/v2/nginx/manifests/" + strings.Repeat("t", 129), "", "", http.StatusBadRequest, codeManifestInvalid},
+		{"/v2/nginx/blobs/latest", "", "", http.StatusBadRequest, codeDigestInvalid},
+		{"/v2/nginx/blobs/sha256:abc", "", "", http.StatusBadRequest, codeDigestInvalid},
+		{"/v2/nginx/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", "", "", http.StatusBadRequest, codeDigestInvalid},
+		{"/v2/nginx/manifests/sha384:" + strings.Repeat("a", 96), "", "", http.StatusBadRequest, codeDigestInvalid},
+		{"/v2/nginx/blobs/" + strings.ToUpper(testDigest), "", "", http.StatusBadRequest, codeDigestInvalid},
+		{"/v2/nginx/other/x", "", "", http.StatusNotFound, codeNameUnknown},
+		{"/v3/nginx/manifests/latest", "", "", http.StatusNotFound, codeNameUnknown},
+		{"/", "", "", http.StatusNotFound, codeNameUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			rt, e := parseRoute(tt.path)
+			if tt.wantStatus != 0 {
+				if e == nil || e.Status != tt.wantStatus || e.Code != tt.wantCode {
+					t.Fatalf("parseRoute = %+v, %v; want %d %s", rt, e, tt.wantStatus, tt.wantCode)
+				}
+				return
+			}
+			if e != nil {
+				t.Fatalf("parseRoute: %v", e)
+			}
+			if rt.kind != tt.wantKind || rt.name != tt.wantName {
+				t.Fatalf("parseRoute = %+v; want kind %s name %s", rt, tt.wantKind, tt.wantName)
+			}
+		})
+	}
+}
+
+func FuzzParseRoute(f *testing.F) {
+	for _, s := range []string{
+		"/v2/", "/v2/library/nginx/manifests/latest", "/v2/a/b/blobs/" + testDigest,
+		"/v2/x/tags/list", "/v2/x/referrers/" + testDigest, "/v2/../../blobs/sha256:..",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		rt, e := parseRoute(path)
+		if e != nil {
+			if e.Status < 400 || e.Status > 499 || e.Code == "" {
+				t.Fatalf("bad input got %d %q, want a 4xx with a code", e.Status, e.Code)
+			}
+			return
+		}
+		if rt.kind == kindBase {
+			return
+		}
+		if len(rt.name) > maxNameLength || !nameRE.MatchString(rt.name) || strings.Contains(rt.name, "..") {
+			t.Fatalf("accepted invalid name %q", rt.name)
+		}
+		switch {
+		case rt.tag != "":
+			if !tagRE.MatchString(rt.tag) || strings.ContainsAny(rt.tag, "/:") {
+				t.Fatalf("accepted invalid tag %q", rt.tag)
+			}
+		case rt.kind != kindTags:
+			if rt.digest.Validate() != nil || strings.ContainsAny(rt.digest.Encoded(), "/.") {
+				t.Fatalf("accepted invalid digest %q", rt.digest)
+			}
+		}
+	})
+}
+
+func TestParseRange(t *testing.T) {
+	tests := []struct {
+		header      string
+		size        int64
+		wantPartial bool
+		wantStart   int64
+		wantLen     int64
+		wantErr     error
+	}{
+		{"", 100, false, 0, 0, nil},
+		{"bytes=0-", 100, true, 0, 100, nil},
+		{"bytes=10-", 100, true, 10, 90, nil},
+		{"bytes=99-", 100, true, 99, 1, nil},
+		{"bytes=10-19", 100, true, 10, 10, nil},
+		{"bytes=10-1000", 100, true, 10, 90, nil},
+		{"bytes=-10", 100, true, 90, 10, nil},
+		{"bytes=-1000", 100, true, 0, 100, nil},
+		{"bytes=0-0,5-6", 100, false, 0, 0, nil},
+		{"bytes=100-", 100, false, 0, 0, errRangeUnsatisfiable},
+		{"bytes=-0", 100, false, 0, 0, errRangeUnsatisfiable},
+		{"bytes=0-", 0, false, 0, 0, errRangeUnsatisfiable},
+		{"bytes=20-10", 100, false, 0, 0, errRangeSyntax},
+		{"bytes=abc-", 100, false, 0, 0, errRangeSyntax},
+		{"bytes=-", 100, false, 0, 0, errRangeSyntax},
+		{"bytes=+5-", 100, false, 0, 0, errRangeSyntax},
+		{"bytes=99999999999999999999-", 100, false, 0, 0, errRangeSyntax},
+		{"items=0-5", 100, false, 0, 0, errRangeSyntax},
+		{"bytes=5", 100, false, 0, 0, errRangeSyntax},
+	}
+	for _, tt := range tests {
+		t.Run(tt.header, func(t *testing.T) {
+			r, partial, err := parseRange(tt.header, tt.size)
+			if err != tt.wantErr || partial != tt.wantPartial || r.start != tt.wantStart || r.length != tt.wantLen {
+				t.Fatalf("parseRange = %+v, %v, %v; want start %d len %d partial %v err %v",
+					r, partial, err, tt.wantStart, tt.wantLen, tt.wantPartial, tt.wantErr)
+			}
+		})
+	}
+}
+
+func FuzzParseRange(f *testing.F) {
+	f.Add("bytes=0-", int64(10))
+	f.Add("bytes=-5", int64(10))
+	f.Add("bytes=3-7", int64(10))
+	f.Add("bytes=1-2,4-5", int64(10))
+	f.Fuzz(func(t *testing.T, header string, size int64) {
+		if size < 0 {
+			size = -size
+		}
+		if size < 0 { // math.MinInt64
+			return
+		}
+		r, partial, err := parseRange(header, size)
+		if err != nil || !partial {
+			return
+		}
+		if r.start < 0 || r.length < 1 || r.start+r.length > size {
+			t.Fatalf("parseRange(%q, %d) = %+v: outside the representation", header, size, r)
+		}
+	})
+}

@@ -1,0 +1,228 @@
+// Package mirror serves the OCI distribution pull path for containerd and
+// other registry clients: routing, the allow-list of upstream registries,
+// the local store → upstream order, coordination of fills so that each
+// missing digest is fetched once, tag resolution with a short-lived cache,
+// Range requests, and the one place where errors become OCI error JSON.
+//
+// It does not touch files (the diskstore does) and does not speak the
+// upstream auth protocol (the upstream client does). It serves no push,
+// delete or catalog requests.
+package mirror
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"nodecache/pkg/diskstore"
+	"nodecache/pkg/ttl"
+	"nodecache/pkg/upstream"
+)
+
+// Upstream is what the mirror needs of a registry client.
+type Upstream interface {
+	Do(ctx context.Context, r upstream.Request) (*http.Response, error)
+}
+
+// Defaults. Durations of zero passed to the options keep these unless the
+// option says otherwise.
+const (
+	// DefaultRegistry is what containerd itself assumes for unqualified
+	// names, and so what a client pointed straight at nodecache expects.
+	DefaultRegistry = "docker.io"
+	// DefaultTagTTL keeps a tag's digest for 30 s: a rollout of one image
+	// to many pods asks upstream once, and a pushed tag shows within 30 s.
+	DefaultTagTTL = 30 * time.Second
+	// DefaultFillTimeout bounds one upstream fetch. A 10 GiB layer at a
+	// slow 10 MB/s takes 17 minutes; an hour leaves room and still ends a
+	// fill that stalls for good.
+	DefaultFillTimeout = time.Hour
+)
+
+// DefaultAllowList is the set of registries contacted without any flag.
+var DefaultAllowList = []string{
+	"docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws",
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithAllowList replaces the registries that may be contacted.
+func WithAllowList(names []string) Option {
+	return func(s *Server) {
+		s.allowed = make(map[string]bool, len(names))
+		for _, n := range names {
+			s.allowed[strings.ToLower(n)] = true
+		}
+	}
+}
+
+// WithDefaultRegistry sets the registry for requests without ?ns=.
+func WithDefaultRegistry(name string) Option {
+	return func(s *Server) { s.defaultRegistry = strings.ToLower(name) }
+}
+
+// WithTagTTL sets how long a tag's digest is used without asking upstream.
+// Zero means always ask upstream (the last answer is still kept for
+// stale-if-error).
+func WithTagTTL(d time.Duration) Option { return func(s *Server) { s.tagTTL = d } }
+
+// WithFillTimeout bounds one upstream fetch. Zero means DefaultFillTimeout.
+func WithFillTimeout(d time.Duration) Option {
+	return func(s *Server) {
+		if d > 0 {
+			s.fillTimeout = d
+		}
+	}
+}
+
+// WithLogger sets the logger. The default discards.
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithClock sets the clock for the tag cache.
+func WithClock(now ttl.Clock) Option { return func(s *Server) { s.now = now } }
+
+// Server is the pull-path HTTP handler.
+type Server struct {
+	store           *diskstore.Store
+	up              Upstream
+	allowed         map[string]bool
+	defaultRegistry string
+	tagTTL          time.Duration
+	fillTimeout     time.Duration
+	log             *slog.Logger
+	now             ttl.Clock
+
+	tags    *ttl.Map[string, tagRecord]
+	flights singleflight.Group // fills, keyed by digest
+	tagsSF  singleflight.Group // tag resolutions, keyed like tags
+}
+
+// New returns a Server that serves from store and fills misses from up.
+func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
+	s := &Server{
+		store:           store,
+		up:              up,
+		defaultRegistry: DefaultRegistry,
+		tagTTL:          DefaultTagTTL,
+		fillTimeout:     DefaultFillTimeout,
+		log:             slog.New(slog.DiscardHandler),
+		now:             time.Now,
+	}
+	WithAllowList(DefaultAllowList)(s)
+	for _, o := range opts {
+		o(s)
+	}
+	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, 0, s.now)
+	return s
+}
+
+// ServeHTTP serves one pull-path request and logs one access line.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none"}
+	kind := "invalid"
+	defer func() {
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method), slog.String("route", kind),
+			slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
+			slog.String("source", rec.source), slog.Duration("duration", time.Since(start)))
+	}()
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeError(rec, r, errorf(http.StatusMethodNotAllowed, codeUnsupported, "%s is not supported by a pull-through mirror", r.Method))
+		return
+	}
+	rt, e := parseRoute(r.URL.Path)
+	if e != nil {
+		writeError(rec, r, e)
+		return
+	}
+	kind = rt.kind
+	if rt.kind == kindBase {
+		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		rec.Header().Set("Content-Type", "application/json")
+		rec.Header().Set("Content-Length", "2")
+		io.WriteString(rec, "{}")
+		return
+	}
+	registry, e := s.registryFor(r)
+	if e != nil {
+		writeError(rec, r, e)
+		return
+	}
+	req := &request{rec: rec, r: r, registry: registry, route: rt}
+	var err error
+	switch rt.kind {
+	case kindBlobs:
+		err = s.serveBlob(req)
+	case kindManifests:
+		err = s.serveManifest(req)
+	case kindTags, kindReferrers:
+		err = s.passThrough(req)
+	}
+	if err != nil {
+		writeError(rec, r, err)
+	}
+}
+
+// registryFor picks the upstream registry from ?ns= and checks it against
+// the allow-list. Nothing is contacted for a registry that is not allowed.
+func (s *Server) registryFor(r *http.Request) (string, *Error) {
+	ns := strings.ToLower(r.URL.Query().Get("ns"))
+	if ns == "" {
+		ns = s.defaultRegistry
+	}
+	if !s.allowed[ns] {
+		return "", errorf(http.StatusForbidden, codeDenied,
+			"registry %q is not allowed; allow it with --allow-registry %s", truncate(ns), truncate(ns))
+	}
+	return ns, nil
+}
+
+// request is one pull-path request being served.
+type request struct {
+	rec      *recorder
+	r        *http.Request
+	registry string
+	route    route
+}
+
+func (q *request) upstreamRequest(method string, ref string, header http.Header) upstream.Request {
+	return upstream.Request{
+		Registry: q.registry, Repo: q.route.name, Kind: q.route.kind,
+		Ref: ref, Method: method, Header: header,
+	}
+}
+
+// recorder notes what a response was, for the access log. It passes
+// ReadFrom through so that a file copied to it still goes out by sendfile.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	source string // cache, upstream, none
+}
+
+func (w *recorder) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *recorder) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *recorder) ReadFrom(src io.Reader) (int64, error) {
+	n, err := io.Copy(w.ResponseWriter, src)
+	w.bytes += n
+	return n, err
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

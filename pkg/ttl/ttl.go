@@ -1,0 +1,95 @@
+// Package ttl holds time-based expiry with an injected clock: a bounded
+// expiring map that can still hand out stale values (for stale-if-error),
+// and the idle-expiry rule that the store's sweeper applies.
+//
+// It does no I/O and starts no goroutines or timers: expiry is checked
+// lazily when a value is read, so the cost stays flat however many entries
+// there are. It is not a general cache: values are small records (a tag's
+// digest, an authorization decision), never content.
+package ttl
+
+import (
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// Clock returns the current time. Tests inject a fake one.
+type Clock func() time.Time
+
+// DefaultMaxEntries bounds a Map so that a client cycling through tags cannot
+// grow the daemon's memory without limit; 65536 records of a few hundred
+// bytes each is a few tens of MiB at worst.
+const DefaultMaxEntries = 1 << 16
+
+// Map is a size-bounded map whose entries are fresh for a fixed duration
+// after they are set, then stale until they are evicted by newer entries.
+// The least recently set or read entries are evicted first. It is safe for
+// concurrent use.
+type Map[K comparable, V any] struct {
+	fresh time.Duration
+	now   Clock
+
+	// mu guards entries.
+	mu      sync.Mutex
+	entries *simplelru.LRU[K, entry[V]]
+}
+
+type entry[V any] struct {
+	value V
+	set   time.Time
+}
+
+// NewMap returns a Map whose entries are fresh for the given duration after
+// they are set. A zero duration means entries are never fresh: every Get
+// reports stale, so callers always revalidate but can still fall back to
+// the last value. maxEntries <= 0 means DefaultMaxEntries. A nil clock
+// means time.Now.
+func NewMap[K comparable, V any](fresh time.Duration, maxEntries int, now Clock) *Map[K, V] {
+	if maxEntries <= 0 {
+		maxEntries = DefaultMaxEntries
+	}
+	if now == nil {
+		now = time.Now
+	}
+	lru, err := simplelru.NewLRU[K, entry[V]](maxEntries, nil)
+	if err != nil {
+		panic(err) // unreachable: size is positive
+	}
+	return &Map[K, V]{fresh: fresh, now: now, entries: lru}
+}
+
+// Set stores v under k, fresh from now.
+func (m *Map[K, V]) Set(k K, v V) {
+	e := entry[V]{value: v, set: m.now()}
+	m.mu.Lock()
+	m.entries.Add(k, e)
+	m.mu.Unlock()
+}
+
+// Get returns the value stored under k, whether it is still fresh, and
+// whether there was a value at all.
+func (m *Map[K, V]) Get(k K) (v V, fresh, ok bool) {
+	m.mu.Lock()
+	e, ok := m.entries.Get(k)
+	m.mu.Unlock()
+	if !ok {
+		return v, false, false
+	}
+	return e.value, m.now().Sub(e.set) < m.fresh, true
+}
+
+// Delete removes k.
+func (m *Map[K, V]) Delete(k K) {
+	m.mu.Lock()
+	m.entries.Remove(k)
+	m.mu.Unlock()
+}
+
+// Len returns the number of entries, fresh or stale.
+func (m *Map[K, V]) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.entries.Len()
+}

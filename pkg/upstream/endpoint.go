@@ -1,0 +1,160 @@
+package upstream
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+const (
+	// dockerHub is the registry name containerd uses for Docker Hub.
+	dockerHub = "docker.io"
+
+	// dockerHubEndpoint is where Docker Hub's registry API lives; the
+	// docker.io host itself only redirects browsers to the website.
+	dockerHubEndpoint = "https://registry-1.docker.io"
+
+	// maxRepoLength is the distribution spec's limit on a repository name.
+	maxRepoLength = 255
+)
+
+// The request kinds of the pull path.
+const (
+	KindManifests = "manifests"
+	KindBlobs     = "blobs"
+	KindTags      = "tags/list"
+	KindReferrers = "referrers"
+)
+
+// repoPattern is the distribution spec's repository name grammar:
+// slash-separated lowercase components joined by '.', '_', '__' or dashes.
+// Checking it here keeps untrusted names from shaping the upstream URL path.
+var repoPattern = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
+
+// tagPattern is the distribution spec's tag grammar.
+var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+// parseEndpoints validates the explicit registry-to-URL overrides.
+func parseEndpoints(endpoints map[string]string) (map[string]*url.URL, error) {
+	out := make(map[string]*url.URL, len(endpoints))
+	for name, raw := range endpoints {
+		if err := checkRegistryName(name); err != nil {
+			return nil, fmt.Errorf("endpoint %s=%s: %w", name, raw, err)
+		}
+		u, err := parseBaseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %s=%s: %w", name, raw, err)
+		}
+		out[name] = u
+	}
+	return out, nil
+}
+
+// parseBaseURL accepts an http or https URL with a host and nothing after
+// it but an optional "/".
+func parseBaseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w", ErrInvalidEndpoint, err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("%w: scheme must be http or https", ErrInvalidEndpoint)
+	case u.Host == "" || u.Hostname() == "":
+		return nil, fmt.Errorf("%w: no host", ErrInvalidEndpoint)
+	case u.User != nil:
+		return nil, fmt.Errorf("%w: user info is not allowed", ErrInvalidEndpoint)
+	case u.RawQuery != "" || u.ForceQuery:
+		return nil, fmt.Errorf("%w: query is not allowed", ErrInvalidEndpoint)
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return nil, fmt.Errorf("%w: fragment is not allowed", ErrInvalidEndpoint)
+	case u.Path != "" && u.Path != "/":
+		return nil, fmt.Errorf("%w: path is not supported (the client adds /v2/)", ErrInvalidEndpoint)
+	}
+	u.Path, u.RawPath = "", ""
+	return u, nil
+}
+
+// checkRegistryName accepts a bare host or host:port, which is what
+// containerd puts in ns. Anything else (paths, user info, queries) would let
+// a client steer the URL the daemon connects to.
+func checkRegistryName(name string) error {
+	u, err := url.Parse("https://" + name)
+	if err != nil || name == "" || u.Host != name || u.Hostname() == "" ||
+		u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return fmt.Errorf("%w: %q is not a host or host:port", ErrInvalidRegistry, name)
+	}
+	return nil
+}
+
+// resolve returns the base URL for a registry name.
+func resolve(overrides map[string]*url.URL, registry string) (*url.URL, error) {
+	if err := checkRegistryName(registry); err != nil {
+		return nil, err
+	}
+	if u, ok := overrides[registry]; ok {
+		c := *u
+		return &c, nil
+	}
+	raw := "https://" + registry
+	if registry == dockerHub {
+		raw = dockerHubEndpoint
+	}
+	return url.Parse(raw)
+}
+
+// normalizeRepo adds Docker Hub's implicit "library/" namespace.
+func normalizeRepo(registry, repo string) string {
+	if registry == dockerHub && repo != "" && !strings.Contains(repo, "/") {
+		return "library/" + repo
+	}
+	return repo
+}
+
+// checkRequest validates the parts of r that end up in the URL path.
+func checkRequest(r Request) error {
+	if len(r.Repo) > maxRepoLength || !repoPattern.MatchString(r.Repo) {
+		return fmt.Errorf("%w: repository %q", ErrInvalidRequest, r.Repo)
+	}
+	if r.Method != "GET" && r.Method != "HEAD" {
+		return fmt.Errorf("%w: method %q", ErrInvalidRequest, r.Method)
+	}
+	var refOK bool
+	switch r.Kind {
+	case KindManifests:
+		refOK = tagPattern.MatchString(r.Ref) || isDigest(r.Ref)
+	case KindBlobs, KindReferrers:
+		refOK = isDigest(r.Ref)
+	case KindTags:
+		refOK = r.Ref == ""
+	default:
+		return fmt.Errorf("%w: kind %q", ErrInvalidRequest, r.Kind)
+	}
+	if !refOK {
+		return fmt.Errorf("%w: reference %q for %s", ErrInvalidRequest, r.Ref, r.Kind)
+	}
+	if _, err := url.ParseQuery(r.RawQuery); err != nil {
+		return fmt.Errorf("%w: query %q: %w", ErrInvalidRequest, r.RawQuery, err)
+	}
+	return nil
+}
+
+func isDigest(s string) bool {
+	_, err := digest.Parse(s)
+	return err == nil
+}
+
+// requestURL builds <base>/v2/<repo>/<kind>[/<ref>][?query]; repo must be
+// normalized and r validated.
+func requestURL(base *url.URL, repo string, r Request) *url.URL {
+	u := *base
+	u.Path = "/v2/" + repo + "/" + r.Kind
+	if r.Ref != "" {
+		u.Path += "/" + r.Ref
+	}
+	u.RawPath = ""
+	u.RawQuery = r.RawQuery
+	return &u
+}
