@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -22,8 +23,10 @@ import (
 // a complete answer.
 type Fill struct {
 	store     *Store
+	key       key
 	digest    digest.Digest
 	size      int64 // expected size; -1 if unknown
+	reserved  int64 // bytes reserved in the store for this fill
 	mediaType string
 	file      *os.File
 	hash      hash.Hash // used by the writer only
@@ -42,34 +45,85 @@ type Fill struct {
 // is not known. mediaType is stored with the entry ("" for plain blobs). It
 // returns ErrExists if d is already committed and ErrFilling if another fill
 // of d is in progress (see Filling).
+//
+// The expected size is reserved before anything is written, evicting the
+// least recently used entries as needed. A fill that cannot be cached
+// (larger than the maximum size, or no space and nothing left to evict, or
+// a store that cannot be written) fails with ErrTooLarge or ErrNoSpace:
+// the caller then streams the content uncached.
 func (s *Store) Begin(d digest.Digest, size int64, mediaType string) (*Fill, error) {
 	if err := Check(d); err != nil {
 		return nil, err
 	}
+	if s.maxSize > 0 && size > s.maxSize {
+		s.notePassThrough()
+		return nil, fmt.Errorf("%w: %s is %d bytes, the maximum is %d", ErrTooLarge, d, size, s.maxSize)
+	}
+	k, _ := keyOf(d)
+	if err := s.checkAbsent(k, d); err != nil {
+		return nil, err
+	}
+	avail := s.available()
+	if s.diskErr.failing.Load() && !s.roomOnDisk(size) {
+		s.notePassThrough()
+		return nil, fmt.Errorf("%w: the filesystem of %s is full", ErrNoSpace, s.root)
+	}
 	file, err := os.CreateTemp(s.tmpDir(), d.Encoded()[:16]+"-*")
 	if err != nil {
-		return nil, fmt.Errorf("diskstore: start fill of %s: %w", d, err)
+		s.diskErr.fail(s.log, err)
+		s.notePassThrough()
+		return nil, fmt.Errorf("%w: start fill of %s: %w", ErrNoSpace, d, err)
 	}
 	f := &Fill{
-		store: s, digest: d, size: size, mediaType: mediaType,
+		store: s, key: k, digest: d, size: size, reserved: max(size, 0), mediaType: mediaType,
 		file: file, hash: d.Algorithm().Hash(), wake: make(chan struct{}),
 	}
-	s.mu.Lock()
-	_, exists := s.entries[d]
-	_, filling := s.fills[d]
-	if !exists && !filling {
-		s.fills[d] = f
-	}
-	s.mu.Unlock()
-	if exists || filling {
+	victims, err := s.register(f, avail)
+	s.removeVictims(victims, "evicted")
+	if err != nil {
 		file.Close()
 		os.Remove(file.Name())
-		if exists {
-			return nil, ErrExists
-		}
-		return nil, ErrFilling
+		return nil, err
 	}
 	return f, nil
+}
+
+func (s *Store) checkAbsent(k key, d digest.Digest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.index.Peek(k); ok {
+		return ErrExists
+	}
+	if _, ok := s.fills[d]; ok {
+		return ErrFilling
+	}
+	return nil
+}
+
+// register reserves room for f and makes it visible to Filling.
+func (s *Store) register(f *Fill, avail int64) ([]victim, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.index.Peek(f.key); ok {
+		return nil, ErrExists
+	}
+	if _, ok := s.fills[f.digest]; ok {
+		return nil, ErrFilling
+	}
+	victims, fits := s.makeRoomLocked(f.reserved, avail)
+	if !fits {
+		s.counts.PassThrough++
+		return victims, fmt.Errorf("%w: %d bytes for %s do not fit", ErrNoSpace, f.reserved, f.digest)
+	}
+	s.reserved += f.reserved
+	s.fills[f.digest] = f
+	return victims, nil
+}
+
+func (s *Store) notePassThrough() {
+	s.mu.Lock()
+	s.counts.PassThrough++
+	s.mu.Unlock()
 }
 
 // Digest returns the digest being filled.
@@ -102,6 +156,7 @@ func (f *Fill) Write(p []byte) (int, error) {
 	f.signalLocked()
 	f.mu.Unlock()
 	if err != nil {
+		f.store.diskErr.fail(f.store.log, err)
 		err = fmt.Errorf("diskstore: write %s: %w", f.digest, err)
 		f.Abort(err)
 		return n, err
@@ -118,11 +173,21 @@ func (f *Fill) Commit() error {
 		return err
 	}
 	s := f.store
-	info := &Info{Digest: f.digest, Size: f.written, MediaType: f.mediaType, Accessed: s.now()}
+	_, tail := keyOf(f.digest)
 	s.mu.Lock()
-	s.entries[f.digest] = info
+	r := record{size: f.written, used: s.now().Unix(), tail: tail, mediaType: s.mediaTypeIndexLocked(f.mediaType)}
+	s.index.Add(f.key, r)
+	s.used += r.size
+	s.reserved -= f.reserved
 	delete(s.fills, f.digest)
+	// A fill of unknown size reserved nothing: make room now.
+	victims, _ := s.makeRoomLocked(0, -1)
 	s.mu.Unlock()
+	s.removeVictims(victims, "evicted")
+	s.diskErr.ok(s.log)
+	// The file's mtime is the entry's last use after a restart.
+	t := time.Unix(r.used, 0)
+	_ = os.Chtimes(s.path(f.digest), t, t)
 	f.finish(nil)
 	return nil
 }
@@ -156,6 +221,7 @@ func (f *Fill) commit() error {
 		return fmt.Errorf("diskstore: sync %s: %w", f.digest, err)
 	}
 	s.step(StepSynced)
+	s.waitDeleting(f.key) // an eviction of the same digest must not unlink our file
 	if err := os.Rename(f.file.Name(), final); err != nil {
 		return fmt.Errorf("diskstore: commit %s: %w", f.digest, err)
 	}
@@ -187,6 +253,7 @@ func (f *Fill) Abort(err error) {
 	s.mu.Lock()
 	if s.fills[f.digest] == f {
 		delete(s.fills, f.digest)
+		s.reserved -= f.reserved
 	}
 	s.mu.Unlock()
 	f.finish(err)

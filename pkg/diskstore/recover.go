@@ -1,10 +1,12 @@
 package diskstore
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -29,6 +31,7 @@ func (s *Store) removeLeftovers() error {
 // a supported algorithm count; a media type sidecar whose content file is
 // missing (a crash between the two renames) is removed.
 func (s *Store) load() error {
+	var found []loaded
 	for alg := range supported {
 		algDir := filepath.Join(s.root, "blobs", string(alg))
 		shards, err := os.ReadDir(algDir)
@@ -42,18 +45,34 @@ func (s *Store) load() error {
 			if !shard.IsDir() || len(shard.Name()) != 2 {
 				continue
 			}
-			if err := s.loadShard(alg, filepath.Join(algDir, shard.Name())); err != nil {
+			if found, err = s.loadShard(found, alg, filepath.Join(algDir, shard.Name())); err != nil {
 				return err
 			}
 		}
 	}
+	// The index is in recency order: add the least recently used first.
+	slices.SortFunc(found, func(a, b loaded) int { return cmp.Compare(a.r.used, b.r.used) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range found {
+		s.index.Add(l.k, l.r)
+		s.used += l.r.size
+	}
 	return nil
 }
 
-func (s *Store) loadShard(alg digest.Algorithm, dir string) error {
+// loaded is an entry read from disk at start.
+type loaded struct {
+	k key
+	r record
+}
+
+// loadShard appends the entries of one shard directory to found. A file's
+// mtime is its last use: commits and serves set it (see touchInterval).
+func (s *Store) loadShard(found []loaded, alg digest.Algorithm, dir string) ([]loaded, error) {
 	files, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("diskstore: read %s: %w", dir, err)
+		return found, fmt.Errorf("diskstore: read %s: %w", dir, err)
 	}
 	present := make(map[string]bool, len(files))
 	for _, f := range files {
@@ -75,16 +94,18 @@ func (s *Store) loadShard(alg digest.Algorithm, dir string) error {
 		if err != nil {
 			continue // removed while we were reading: not ours to index
 		}
-		info := &Info{Digest: d, Size: fi.Size(), Accessed: fi.ModTime()}
+		k, tail := keyOf(d)
+		r := record{size: fi.Size(), used: fi.ModTime().Unix(), tail: tail}
 		if present[name+typeSuffix] {
-			mt, err := os.ReadFile(filepath.Join(dir, name+typeSuffix))
-			if err == nil {
-				info.MediaType = string(mt)
+			if mt, err := os.ReadFile(filepath.Join(dir, name+typeSuffix)); err == nil {
+				s.mu.Lock()
+				r.mediaType = s.mediaTypeIndexLocked(string(mt))
+				s.mu.Unlock()
 			}
 		}
-		s.entries[d] = info
+		found = append(found, loaded{k: k, r: r})
 	}
-	return nil
+	return found, nil
 }
 
 func parseStoreName(alg digest.Algorithm, shard, name string) (digest.Digest, error) {

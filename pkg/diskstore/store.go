@@ -21,12 +21,15 @@ import (
 	_ "crypto/sha512"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/pkg/ttl"
 )
 
 // Sentinel errors. Callers test them with errors.Is.
@@ -38,6 +41,8 @@ var (
 	ErrDigestMismatch  = errors.New("diskstore: content does not match digest")
 	ErrSizeMismatch    = errors.New("diskstore: content does not match expected size")
 	ErrAborted         = errors.New("diskstore: fill aborted")
+	ErrTooLarge        = errors.New("diskstore: larger than the store's maximum size")
+	ErrNoSpace         = errors.New("diskstore: no space to cache")
 	errInvalidLeftover = errors.New("diskstore: not a store file")
 )
 
@@ -78,37 +83,82 @@ const (
 	StepDirSynced   Step = "dir-synced"   // directory fsynced; the entry is durable
 )
 
+// touchInterval is how stale an entry's on-disk access time may get. A
+// serve updates the file's mtime, which is what a restart reads back as
+// the last use, at most this often per entry: recency survives a crash
+// to within a minute, at the cost of one utimensat per entry per minute.
+const touchInterval = time.Minute
+
 // Option configures a Store.
 type Option func(*Store)
 
-// WithClock sets the clock used for access times. The default is time.Now.
+// WithClock sets the clock used for access times and idle expiry. The
+// default is time.Now.
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
 
 // WithStepHook calls hook at each step of every commit. Crash tests use it
 // to kill the process at a chosen step.
 func WithStepHook(hook func(Step)) Option { return func(s *Store) { s.hook = hook } }
 
-// Store is a content-addressed store rooted at one directory. It is safe
-// for concurrent use.
-type Store struct {
-	root string
-	now  func() time.Time
-	hook func(Step)
+// WithMaxSize bounds the bytes of committed entries. Zero means unbounded.
+func WithMaxSize(bytes int64) Option { return func(s *Store) { s.maxSize = bytes } }
 
-	// mu guards entries and fills.
-	mu      sync.Mutex
-	entries map[digest.Digest]*Info
-	fills   map[digest.Digest]*Fill
+// WithMinFree keeps at least this many bytes free on the filesystem,
+// evicting entries to do so. Zero means no such limit.
+func WithMinFree(bytes int64) Option { return func(s *Store) { s.minFree = bytes } }
+
+// WithIdleTTL removes entries unused for longer than d. Zero disables it.
+func WithIdleTTL(d time.Duration) Option { return func(s *Store) { s.idleTTL = d } }
+
+// WithLogger sets the logger for evictions and disk errors. The default
+// discards.
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// Store is a content-addressed store rooted at one directory, bounded in
+// size, evicting the least recently used entries first. It is safe for
+// concurrent use.
+type Store struct {
+	root    string
+	now     func() time.Time
+	hook    func(Step)
+	maxSize int64
+	minFree int64
+	idleTTL time.Duration
+	log     *slog.Logger
+	diskErr diskErrorLog
+
+	// mu guards the fields below.
+	mu         sync.Mutex
+	index      *lru
+	mediaTypes []string // index 0 is ""
+	fills      map[digest.Digest]*Fill
+	deleting   map[key]chan struct{} // entries being unlinked; closed when done
+	used       int64                 // bytes of committed entries
+	reserved   int64                 // bytes reserved by fills in progress
+	counts     Stats                 // Evictions, Expirations, PassThrough
+}
+
+// Stats is a snapshot of the store's size and activity.
+type Stats struct {
+	Bytes       int64  // committed content
+	Reserved    int64  // reserved by fills in progress
+	Entries     int    // committed entries
+	Evictions   uint64 // entries removed to stay within the size bounds
+	Expirations uint64 // entries removed for being idle
+	PassThrough uint64 // fills that could not be cached and were streamed uncached
 }
 
 // Open opens or creates the store rooted at dir, removes leftovers of fills
 // interrupted by a crash, and loads the index from the files on disk.
 func Open(dir string, opts ...Option) (*Store, error) {
 	s := &Store{
-		root:    dir,
-		now:     time.Now,
-		entries: make(map[digest.Digest]*Info),
-		fills:   make(map[digest.Digest]*Fill),
+		root:       dir,
+		now:        time.Now,
+		log:        slog.New(slog.DiscardHandler),
+		index:      newIndex(),
+		mediaTypes: []string{""},
+		fills:      make(map[digest.Digest]*Fill),
+		deleting:   make(map[key]chan struct{}),
 	}
 	for _, o := range opts {
 		o(s)
@@ -125,6 +175,8 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	// The bounds may have shrunk since the last run.
+	s.Sweep()
 	return s, nil
 }
 
@@ -133,38 +185,62 @@ func (s *Store) Root() string { return s.root }
 
 // Stat returns the committed entry for d without counting it as a use.
 func (s *Store) Stat(d digest.Digest) (Info, error) {
+	if Check(d) != nil {
+		return Info{}, ErrNotFound
+	}
+	k, _ := keyOf(d)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.entries[d]
+	r, ok := s.index.Peek(k)
 	if !ok {
 		return Info{}, ErrNotFound
 	}
-	return *e, nil
+	return s.infoLocked(k, r), nil
 }
 
-// Open opens the committed content of d for reading and records the access.
-// The caller closes the file. An open file stays readable even if the entry
-// is later removed.
+// Open opens the committed content of d for reading and records the use.
+// The caller closes the file. An open file stays readable even if the
+// entry is evicted meanwhile.
 func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
-	s.mu.Lock()
-	e, ok := s.entries[d]
-	s.mu.Unlock()
-	if !ok {
+	if Check(d) != nil {
 		return nil, Info{}, ErrNotFound
 	}
+	k, _ := keyOf(d)
+	now := s.now()
+	s.mu.Lock()
+	r, ok := s.index.Peek(k)
+	if ok && s.idle().Expired(time.Unix(r.used, 0)) {
+		s.index.Remove(k)
+		s.used -= r.size
+		s.counts.Expirations++
+		victims := []victim{s.markDeletingLocked(k, r)}
+		s.mu.Unlock()
+		s.removeVictims(victims, "expired")
+		return nil, Info{}, ErrNotFound
+	}
+	if !ok {
+		s.mu.Unlock()
+		return nil, Info{}, ErrNotFound
+	}
+	touch := now.Unix()-r.used >= int64(touchInterval/time.Second)
+	r.used = now.Unix()
+	s.index.Add(k, r)
+	info := s.infoLocked(k, r)
+	s.mu.Unlock()
+
 	f, err := os.Open(s.path(d))
 	if errors.Is(err, os.ErrNotExist) {
 		// Removed behind our back (by an operator, or verify): forget it.
-		s.forget(d)
+		s.forget(k)
 		return nil, Info{}, ErrNotFound
 	}
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("diskstore: open %s: %w", d, err)
 	}
-	s.mu.Lock()
-	e.Accessed = s.now()
-	info := *e
-	s.mu.Unlock()
+	if touch {
+		// Persist recency for the next start; failure costs only that.
+		_ = os.Chtimes(s.path(d), now, now)
+	}
 	return f, info, nil
 }
 
@@ -174,14 +250,18 @@ func (s *Store) Delete(d digest.Digest) error {
 	if err := Check(d); err != nil {
 		return err
 	}
-	s.forget(d)
-	err := os.Remove(s.path(d))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("diskstore: delete %s: %w", d, err)
+	k, _ := keyOf(d)
+	s.mu.Lock()
+	r, ok := s.index.Peek(k)
+	if !ok {
+		s.mu.Unlock()
+		return nil
 	}
-	if err := os.Remove(s.path(d) + typeSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("diskstore: delete %s media type: %w", d, err)
-	}
+	s.index.Remove(k)
+	s.used -= r.size
+	victims := []victim{s.markDeletingLocked(k, r)}
+	s.mu.Unlock()
+	s.removeVictims(victims, "deleted")
 	return nil
 }
 
@@ -189,7 +269,16 @@ func (s *Store) Delete(d digest.Digest) error {
 func (s *Store) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.entries)
+	return s.index.Len()
+}
+
+// Stats returns a snapshot of the store's size and counters.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.counts
+	st.Bytes, st.Reserved, st.Entries = s.used, s.reserved, s.index.Len()
+	return st
 }
 
 // Filling returns the fill in progress for d, or nil.
@@ -199,11 +288,16 @@ func (s *Store) Filling(d digest.Digest) *Fill {
 	return s.fills[d]
 }
 
-func (s *Store) forget(d digest.Digest) {
+func (s *Store) forget(k key) {
 	s.mu.Lock()
-	delete(s.entries, d)
+	if r, ok := s.index.Peek(k); ok {
+		s.index.Remove(k)
+		s.used -= r.size
+	}
 	s.mu.Unlock()
 }
+
+func (s *Store) idle() ttl.Idle { return ttl.Idle{TTL: s.idleTTL, Now: s.now} }
 
 const typeSuffix = ".type"
 

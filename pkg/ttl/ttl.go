@@ -93,3 +93,17 @@ func (m *Map[K, V]) Len() int {
 	defer m.mu.Unlock()
 	return m.entries.Len()
 }
+
+// Idle is the idle-expiry rule: an entry unused for longer than TTL has
+// expired. A zero TTL disables expiry. The store keeps entries in recency
+// order, so a sweep applying this rule stops at the first entry that has
+// not expired and costs nothing per live entry.
+type Idle struct {
+	TTL time.Duration
+	Now Clock
+}
+
+// Expired reports whether an entry last used at lastUse has expired.
+func (p Idle) Expired(lastUse time.Time) bool {
+	return p.TTL > 0 && p.Now().Sub(lastUse) > p.TTL
+}

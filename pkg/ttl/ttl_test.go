@@ -73,3 +73,27 @@ func TestMapBounded(t *testing.T) {
 		t.Fatal("deleted entry still present")
 	}
 }
+
+func TestIdle(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+	last := clk.t
+	tests := []struct {
+		name    string
+		ttl     time.Duration
+		advance time.Duration
+		want    bool
+	}{
+		{"fresh", time.Hour, 0, false},
+		{"at ttl", time.Hour, time.Hour, false},
+		{"past ttl", time.Hour, time.Hour + time.Second, true},
+		{"disabled", 0, 1000 * time.Hour, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &fakeClock{t: clk.t.Add(tt.advance)}
+			if got := (Idle{TTL: tt.ttl, Now: c.now}).Expired(last); got != tt.want {
+				t.Fatalf("Expired = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
