@@ -21,12 +21,17 @@ type content struct {
 	mediaType string
 	file      *os.File        // committed content, or nil
 	fill      *diskstore.Fill // content still arriving, or nil
+	body      io.Reader       // content streamed uncached (no Range), or nil
+	release   func()          // frees body's resources
 }
 
-// close releases the file, if any.
+// close releases the file or the uncached body, if any.
 func (c content) close() {
 	if c.file != nil {
 		c.file.Close()
+	}
+	if c.release != nil {
+		c.release()
 	}
 }
 
@@ -44,7 +49,14 @@ func serveContent(q *request, c content) error {
 	h.Set("Etag", `"`+c.digest.String()+`"`)
 
 	status, start, length := http.StatusOK, int64(0), c.size
-	if c.size >= 0 {
+	if c.body != nil {
+		// Uncached content streams from upstream once, start to end: a
+		// Range is ignored (RFC 9110 allows it; containerd then skips
+		// the bytes it already has).
+		if c.size >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(c.size, 10))
+		}
+	} else if c.size >= 0 {
 		h.Set("Accept-Ranges", "bytes")
 		rng, partial, err := parseRange(q.r.Header.Get("Range"), c.size)
 		if err != nil {
@@ -66,9 +78,11 @@ func serveContent(q *request, c content) error {
 	if err != nil {
 		return err // nothing sent yet: the client gets an error answer
 	}
-	defer body.Close()
+	if c.file == nil {
+		defer body.Close() // a committed file is closed by the caller
+	}
 	q.rec.WriteHeader(status)
-	if c.fill != nil {
+	if c.file == nil {
 		// Send headers now: the client must not wait for the first byte of
 		// a slow upstream (containerd gives up after 30 s without headers).
 		http.NewResponseController(q.rec).Flush()
@@ -91,11 +105,16 @@ func serveContent(q *request, c content) error {
 // openBody returns the bytes of c from start on: the committed file or a
 // reader of the fill in progress.
 func openBody(q *request, c content, start int64) (io.ReadCloser, error) {
+	if c.body != nil {
+		return io.NopCloser(c.body), nil
+	}
 	if c.file != nil {
 		if _, err := c.file.Seek(start, io.SeekStart); err != nil {
 			return nil, err
 		}
-		return io.NopCloser(c.file), nil
+		// The *os.File itself, so that io.Copy through a LimitReader
+		// reaches the connection's ReadFrom and goes out by sendfile.
+		return c.file, nil
 	}
 	r, err := c.fill.NewReader(q.r.Context(), start)
 	if errors.Is(err, diskstore.ErrAborted) {

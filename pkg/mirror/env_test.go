@@ -30,10 +30,16 @@ type env struct {
 
 func newEnv(t *testing.T, upOpts []registrytest.Option, opts ...Option) *env {
 	t.Helper()
+	return newEnvStore(t, nil, upOpts, opts...)
+}
+
+// newEnvStore is newEnv with options for the store.
+func newEnvStore(t *testing.T, storeOpts []diskstore.Option, upOpts []registrytest.Option, opts ...Option) *env {
+	t.Helper()
 	e := &env{t: t, up: registrytest.Start(t, upOpts...), arrived: make(chan struct{}, 1024)}
 	start := time.Unix(1_700_000_000, 0)
 	e.now.Store(&start)
-	store, err := diskstore.Open(t.TempDir())
+	store, err := diskstore.Open(t.TempDir(), storeOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,6 +62,12 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 			if res.Err != nil {
 				return content{}, res.Err
 			}
+			if u, ok := res.Val.(*uncached); ok {
+				if u.claimed.CompareAndSwap(false, true) {
+					return uncachedContent(d, u.resp, mediaTypeOf(q, u.resp), u.cancel), nil
+				}
+				return s.fetchUncached(q, d, header)
+			}
 			return fillContent(res.Val.(*diskstore.Fill)), nil
 		case <-q.r.Context().Done():
 			return content{}, q.r.Context().Err()
@@ -72,8 +78,9 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 // startFill runs inside a flight. It checks the store again, because a fill
 // may have been committed between the caller's miss and the start of this
 // flight (the previous flight for d ends as soon as its fill starts), then
-// asks upstream and starts copying the answer into a new fill.
-func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (*diskstore.Fill, error) {
+// asks upstream and starts copying the answer into a new fill. It returns
+// a *diskstore.Fill, or an *uncached answer if the store cannot take it.
+func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any, error) {
 	if _, err := s.store.Stat(d); err == nil {
 		return nil, errCommitted
 	}
@@ -84,25 +91,19 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (*di
 	// must not cancel it for the others.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(q.r.Context()), s.fillTimeout)
 	resp, err := s.up.Do(ctx, q.upstreamRequest(http.MethodGet, d.String(), header))
+	if err == nil {
+		err = checkFillResponse(q, resp)
+	}
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		cancel()
-		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode)
+	fill, err := s.store.Begin(d, resp.ContentLength, mediaTypeOf(q, resp))
+	if cannotCache(err) {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "streaming uncached", slog.String("registry", q.registry),
+			slog.String("digest", d.String()), slog.Int64("bytes", resp.ContentLength), slog.Any("reason", err))
+		return &uncached{resp: resp, cancel: cancel}, nil
 	}
-	mediaType := ""
-	if q.route.kind == kindManifests {
-		if resp.ContentLength > maxManifestSize {
-			resp.Body.Close()
-			cancel()
-			return nil, errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
-		}
-		mediaType, _, _ = mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	}
-	fill, err := s.store.Begin(d, resp.ContentLength, mediaType)
 	if err != nil {
 		resp.Body.Close()
 		cancel()
@@ -110,6 +111,32 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (*di
 	}
 	go s.copyFill(ctx, cancel, q.registry, fill, resp.Body)
 	return fill, nil
+}
+
+// checkFillResponse turns an unusable upstream answer into the client's
+// error, closing its body.
+func checkFillResponse(q *request, resp *http.Response) error {
+	var err error
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		err = upstreamError(q.registry, q.route.kind, resp.StatusCode)
+	case q.route.kind == kindManifests && resp.ContentLength > maxManifestSize:
+		err = errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
+	}
+	if err != nil {
+		resp.Body.Close()
+	}
+	return err
+}
+
+// mediaTypeOf is the media type to store with content: the upstream
+// Content-Type for manifests, none for blobs.
+func mediaTypeOf(q *request, resp *http.Response) string {
+	if q.route.kind != kindManifests {
+		return ""
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt
 }
 
 // copyFill copies an upstream body into a fill and commits it.

@@ -1,0 +1,109 @@
+package mirror
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"testing/iotest"
+
+	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/registrytest"
+	"nodecache/pkg/diskstore"
+)
+
+func TestVerifyReader(t *testing.T) {
+	data := registrytest.Random(9, 100_000)
+	d := digest.FromBytes(data)
+	corrupt := bytes.Clone(data)
+	corrupt[len(corrupt)-1] ^= 1
+	tests := []struct {
+		name    string
+		src     []byte
+		size    int64
+		oneByte bool
+		wantErr error
+	}{
+		{"good", data, int64(len(data)), false, nil},
+		{"good unknown size", data, -1, false, nil},
+		{"good one byte at a time", data, int64(len(data)), true, nil},
+		{"last byte flipped", corrupt, int64(len(data)), false, diskstore.ErrDigestMismatch},
+		{"short", data[:500], int64(len(data)), false, diskstore.ErrSizeMismatch},
+		{"short unknown size", data[:500], -1, true, diskstore.ErrDigestMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var src io.Reader = bytes.NewReader(tt.src)
+			if tt.oneByte {
+				src = iotest.OneByteReader(src)
+			}
+			v := &verifyReader{src: src, hash: d.Algorithm().Hash(), want: d, size: tt.size}
+			var got bytes.Buffer
+			var err error
+			if tt.oneByte {
+				// The client side reads one byte at a time too.
+				_, err = io.Copy(&got, iotest.OneByteReader(v))
+			} else {
+				_, err = io.Copy(&got, v)
+			}
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantErr == nil && !bytes.Equal(got.Bytes(), data) {
+				t.Fatal("good content changed in transit")
+			}
+			if tt.wantErr != nil && got.Len() >= len(tt.src) {
+				t.Fatalf("passed on all %d bytes of bad content", got.Len())
+			}
+		})
+	}
+}
+
+// TestBlobTooLargeForTheStoreStreamsUncached: a blob larger than the
+// store's maximum is still served, to every concurrent client, verified,
+// and nothing is cached.
+func TestBlobTooLargeForTheStoreStreamsUncached(t *testing.T) {
+	g := newGate()
+	e := newEnvStore(t, []diskstore.Option{diskstore.WithMaxSize(1 << 20)}, []registrytest.Option{registrytest.WithFault(g.fault)})
+	data := registrytest.Random(11, 3<<20)
+	d := e.up.PushBlob(t, "test/big", data)
+	const clients = 4
+	errs := make(chan error, clients)
+	for range clients {
+		go func() {
+			resp, err := http.Get(e.url("/v2/test/big/blobs/" + d.String()))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil && (resp.StatusCode != 200 || !bytes.Equal(body, data)) {
+				err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(body))
+			}
+			errs <- err
+		}()
+	}
+	for range clients {
+		<-e.arrived
+	}
+	<-g.arrived
+	g.release()
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := e.store.Stat(d); err == nil {
+		t.Fatal("a blob larger than the store's maximum was cached")
+	}
+	if st := e.store.Stats(); st.PassThrough == 0 || st.Bytes != 0 {
+		t.Fatalf("Stats = %+v, want pass-through fills and nothing stored", st)
+	}
+	if n := e.up.BlobGets(d); n < 1 || n > clients {
+		t.Fatalf("upstream GETs = %d, want between 1 and %d", n, clients)
+	}
+}
