@@ -19,6 +19,19 @@ import (
 // Defaults for serve.
 const (
 	defaultListen = "127.0.0.1:5050"
+	// defaultTTL drops content nobody pulled for a week: long enough to
+	// cover a weekly build or deploy cycle, short enough that a retired
+	// image does not hold disk for long.
+	defaultTTL = 7 * 24 * time.Hour
+	// defaultMaxSizeCap and defaultMaxSizePercent: the store takes 20 GiB
+	// or 15% of its filesystem, whichever is smaller; the node's disk is
+	// shared with the kubelet's images and the pods' logs.
+	defaultMaxSizeCap     = 20 << 30
+	defaultMaxSizePercent = 15
+	// defaultMinFree keeps 10% of the filesystem free whatever the cache
+	// holds, below the kubelet's default image GC threshold of 15% free
+	// (85% used) so the two do not fight.
+	defaultMinFree = "10%"
 	// defaultShutdownGrace lets a pull in progress finish on SIGTERM;
 	// systemd's own stop timeout is 90 s, so 30 s fits well inside it.
 	defaultShutdownGrace = 30 * time.Second
@@ -31,6 +44,9 @@ type Config struct {
 	Registries      map[string]string // registry name -> endpoint URL
 	DefaultRegistry string            // for requests without ?ns=
 	AllowRegistries []string          // registries that may be contacted
+	MaxSize         *sizeSpec         // nil: the smaller of 20 GiB and 15%
+	MinFree         sizeSpec          // free space to keep on the filesystem
+	TTL             time.Duration     // idle expiry of content; 0 disables
 	TagTTL          time.Duration     // 0: always ask upstream
 	FillTimeout     time.Duration     // bound on one upstream fetch
 	ShutdownGrace   time.Duration     // how long in-flight requests may finish
@@ -61,6 +77,9 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 	fs.Var(registries, "registry", "NAME=URL: the endpoint of registry NAME (e.g. docker.io=https://registry-1.docker.io); repeatable")
 	defaultRegistry := fs.String("default-registry", mirror.DefaultRegistry, "registry for requests without ?ns=")
 	fs.Var(allow, "allow-registry", "registry that may be contacted; repeatable; replaces the default list ("+strings.Join(mirror.DefaultAllowList, ",")+"), and every --registry and --default-registry name is added")
+	maxSize := fs.String("max-size", "", "largest size of the store: bytes (500MiB, 20GiB) or a percentage of the data directory's filesystem (15%); default the smaller of 20GiB and 15%")
+	minFree := fs.String("min-free", defaultMinFree, "free space to keep on the data directory's filesystem, evicting as needed: bytes or a percentage")
+	idleTTL := fs.Duration("ttl", defaultTTL, "remove content unused for this long; 0 keeps it until evicted for space")
 	tagTTL := fs.Duration("tag-ttl", mirror.DefaultTagTTL, "how long a tag's digest is reused without asking upstream; 0 asks every time")
 	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest one upstream download may take")
 	grace := fs.Duration("shutdown-grace", defaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
@@ -86,8 +105,11 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 	}
 	cfg := Config{
 		Listen: listen.values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
-		TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace, LogFormat: *logFormat,
+		TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace, LogFormat: *logFormat,
 		Registries: map[string]string{},
+	}
+	if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
+		return Config{}, usagef("%v", err)
 	}
 	if err := cfg.check(registries.values, allow.values, *logLevel); err != nil {
 		return Config{}, usagef("%v", err)
@@ -135,7 +157,7 @@ func (cfg *Config) check(registries, allow []string, logLevel string) error {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"--tag-ttl", cfg.TagTTL}, {"--fill-timeout", cfg.FillTimeout}, {"--shutdown-grace", cfg.ShutdownGrace}} {
+	}{{"--ttl", cfg.TTL}, {"--tag-ttl", cfg.TagTTL}, {"--fill-timeout", cfg.FillTimeout}, {"--shutdown-grace", cfg.ShutdownGrace}} {
 		if d.v < 0 {
 			return fmt.Errorf("%s: must not be negative", d.flag)
 		}
@@ -147,6 +169,36 @@ func (cfg *Config) check(registries, allow []string, logLevel string) error {
 		return fmt.Errorf("--log-format %q: want text or json", cfg.LogFormat)
 	}
 	return nil
+}
+
+func (cfg *Config) checkSizes(maxSize, minFree string) error {
+	if maxSize != "" {
+		spec, err := parseSize(maxSize)
+		if err != nil {
+			return fmt.Errorf("--max-size %q: %v", maxSize, err)
+		}
+		if spec.percent == 0 && spec.bytes == 0 {
+			return fmt.Errorf("--max-size %q: must be above 0", maxSize)
+		}
+		cfg.MaxSize = &spec
+	}
+	spec, err := parseSize(minFree)
+	if err != nil {
+		return fmt.Errorf("--min-free %q: %v", minFree, err)
+	}
+	cfg.MinFree = spec
+	return nil
+}
+
+// storeBounds resolves --max-size and --min-free against the filesystem
+// of total bytes that holds the data directory.
+func (cfg *Config) storeBounds(total int64) (maxSize, minFree int64) {
+	if cfg.MaxSize != nil {
+		maxSize = cfg.MaxSize.resolve(total)
+	} else {
+		maxSize = min(int64(defaultMaxSizeCap), sizeSpec{percent: defaultMaxSizePercent}.resolve(total))
+	}
+	return maxSize, cfg.MinFree.resolve(total)
 }
 
 func checkListen(addr string) error {

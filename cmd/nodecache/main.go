@@ -2,6 +2,7 @@
 // used by containerd as a registry mirror.
 //
 //	nodecache serve [flags]     run the daemon
+//	nodecache verify [flags]    re-hash the store offline, removing bad entries
 //	nodecache version           print the version
 package main
 
@@ -52,7 +53,7 @@ func exitCode(err error) int {
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("a command is required: serve or version")
+		return usagef("a command is required: serve, verify or version")
 	}
 	switch args[0] {
 	case "serve":
@@ -61,13 +62,15 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return run(ctx, cfg)
+	case "verify":
+		return verify(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "nodecache", version)
 		return nil
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: nodecache serve|version [flags]; nodecache serve --help lists every flag")
+		fmt.Fprintln(stdout, "usage: nodecache serve|verify|version [flags]; nodecache serve --help lists every flag")
 		return nil
 	default:
-		return usagef("unknown command %q: want serve or version", args[0])
+		return usagef("unknown command %q: want serve, verify or version", args[0])
 	}
 }

@@ -42,7 +42,7 @@ func newLogger(cfg Config) *slog.Logger {
 // run serves until ctx is done, then shuts down gracefully.
 func run(ctx context.Context, cfg Config) error {
 	log := newLogger(cfg)
-	store, err := diskstore.Open(cfg.DataDir)
+	store, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -69,6 +69,7 @@ func run(ctx context.Context, cfg Config) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return store.Run(gctx) })
 	for _, l := range listeners {
 		g.Go(func() error {
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -77,8 +78,7 @@ func run(ctx context.Context, cfg Config) error {
 			return nil
 		})
 	}
-	log.Info("serving", "listen", strings.Join(cfg.Listen, ","), "data_dir", cfg.DataDir,
-		"entries", store.Len(), "allow", strings.Join(cfg.AllowRegistries, ","))
+	log.Info("serving", "listen", strings.Join(cfg.Listen, ","), "allow", strings.Join(cfg.AllowRegistries, ","))
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down", "grace", cfg.ShutdownGrace)
@@ -91,6 +91,31 @@ func run(ctx context.Context, cfg Config) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// openStore opens the store with its bounds resolved against the
+// filesystem that holds the data directory.
+func openStore(cfg Config, log *slog.Logger) (*diskstore.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	total, _, err := diskstore.Capacity(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	maxSize, minFree := cfg.storeBounds(total)
+	start := time.Now()
+	store, err := diskstore.Open(cfg.DataDir,
+		diskstore.WithMaxSize(maxSize), diskstore.WithMinFree(minFree),
+		diskstore.WithIdleTTL(cfg.TTL), diskstore.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	st := store.Stats()
+	log.Info("store loaded", "data_dir", cfg.DataDir, "entries", st.Entries, "bytes", st.Bytes,
+		"max_size", formatBytes(maxSize), "min_free", formatBytes(minFree), "ttl", cfg.TTL,
+		"took", time.Since(start).Round(time.Millisecond))
+	return store, nil
 }
 
 // newHandler puts the probes beside the mirror; they are not access-logged.
