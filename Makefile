@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS := ./...
 FUZZTIME ?= 10s
 
-.PHONY: build run test lint bench fuzz deps clean
+.PHONY: build run test lint bench fuzz deps clean e2e
 
 deps:
 	$(GO) mod download
@@ -30,8 +30,16 @@ test: lint
 	$(GO) test -race -count=1 $(PKGS)
 
 # Benchmarks print ratios measured side by side in one run; see README.
+# Each comparison (nodecache against http.FileServer, against a direct
+# download) is interleaved within one benchmark; DaemonRSS runs the real
+# daemon binary as a separate process.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./pkg/... 
+	$(GO) test -run '^$$' -bench '^BenchmarkWarmBlob$$' -benchtime 10x -count 1 ./pkg/mirror
+	$(GO) test -run '^$$' -bench '^BenchmarkWarmManifest$$' -benchtime 2s -count 1 ./pkg/mirror
+	$(GO) test -run '^$$' -bench '^BenchmarkColdFill$$' -benchtime 5x -count 1 ./pkg/mirror
+	$(GO) test -run '^$$' -bench '^BenchmarkDaemonRSS$$' -benchtime 1x -count 1 -v ./bench/rss
+	$(GO) test -run '^$$' -bench '^BenchmarkIndexMemory$$|^BenchmarkOpen100k$$' -benchtime 1x -count 1 ./pkg/diskstore
+	$(GO) test -run '^$$' -bench '^BenchmarkIndexMillion$$' -benchtime 1s -count 1 ./pkg/diskstore
 
 # A short run of every fuzz target.
 fuzz: deps
@@ -40,6 +48,13 @@ fuzz: deps
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# End-to-end test: a real containerd pulls through nodecache with ctr. Needs
+# root; installs Debian's containerd package first if containerd or ctr is
+# missing.
+e2e: deps
+	bash hack/e2e-deps.sh
+	$(GO) test -tags e2e -count=1 -v ./test/e2e/
 
 clean:
 	rm -rf bin

@@ -1,0 +1,13 @@
+// Package e2e holds end-to-end tests that drive real external programs
+// against a built nodecache binary: a real containerd pulls through
+// nodecache, configured as a registry mirror with a hosts.toml, from an
+// in-process upstream registry.
+//
+// The tests are behind the e2e build tag, need root and Debian's containerd
+// package (containerd and ctr), and are run by `make e2e`, which installs
+// that package when it is missing (hack/e2e-deps.sh). `go test ./...` does
+// not build them.
+//
+// It is not a place for unit tests of nodecache's packages, nor a harness
+// for anything but the containerd client.
+package e2e

@@ -1,0 +1,183 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/registrytest"
+)
+
+// TestContainerdPullThroughNodecache pulls a multi-arch image with ctr from
+// an upstream registry mirrored by nodecache through a hosts.toml, checks
+// that every blob came through nodecache, then stops the upstream, deletes
+// the image from containerd and pulls it again from nodecache's cache alone.
+//
+// ctr pulls with `content fetch`, not `image pull`: the test layers are
+// random bytes labelled tar+gzip, and ctr 1.6's `image pull` always unpacks
+// (it has no --skip-unpack), which would fail on them.
+func TestContainerdPullThroughNodecache(t *testing.T) {
+	requirePrivileges(t)
+
+	reg := registrytest.Start(t)
+	img := reg.PushImage(t, "e2e/app", "v1", 200_000, 1_000_000)
+	nc := startNodecache(t, reg)
+	ctrd := startContainerd(t)
+	t.Logf("containerd:\n%s", ctrd.mustCtr(t, "version"))
+	hostsDir := writeHostsDir(t, reg.Host(), nc.url)
+	ref := reg.Host() + "/e2e/app:v1"
+	pull := []string{"--debug", "content", "fetch", "--all-platforms", "--hosts-dir", hostsDir, ref}
+
+	ctrd.mustCtr(t, pull...)
+	all := imageDigests(img)
+	requireContent(t, ctrd, all)
+	blobs := blobDigests(img)
+	for _, d := range blobs {
+		if n := reg.BlobGets(d); n != 1 {
+			t.Errorf("upstream served blob %s %d times, want once (through nodecache)", d, n)
+		}
+	}
+	for _, d := range all {
+		if !nc.has(d) {
+			t.Errorf("nodecache's store lacks %s after the pull", d)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	reg.Close()
+	ctrd.mustCtr(t, "image", "rm", "--sync", ref)
+	if left := ctrd.present(t, all); len(left) > 0 {
+		t.Fatalf("content still in containerd after image rm --sync: %v", left)
+	}
+	mark := len(nc.out.String()) // keep the first pull's log for failures
+	ctrd.mustCtr(t, pull...)
+	requireContent(t, ctrd, all)
+	// With --tag-ttl 0, nodecache asked upstream for the tag and could only
+	// answer from its last known digest.
+	if !strings.Contains(nc.out.String()[mark:], "serving stale tag") {
+		t.Errorf("nodecache did not log serving a stale tag on the second pull")
+	}
+	if t.Failed() {
+		return
+	}
+	fmt.Printf("e2e: pulled %d blobs and %d manifests via nodecache; second pull with upstream down: ok\n",
+		len(blobs), len(all)-len(blobs))
+}
+
+// requirePrivileges skips the test unless it runs as root with containerd
+// and ctr installed.
+func requirePrivileges(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("e2e: needs root to run containerd; run `make e2e` as root")
+	}
+	for _, bin := range []string{"containerd", "ctr"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("e2e: %s not found; `make e2e` installs Debian's containerd package (hack/e2e-deps.sh)", bin)
+		}
+	}
+}
+
+// nodecache is a nodecache daemon built from this module.
+type nodecache struct {
+	*daemon
+	url     string // http://127.0.0.1:PORT
+	dataDir string
+}
+
+// startNodecache builds and starts nodecache in front of reg, with a tag TTL
+// of zero so that every tag resolution asks upstream first.
+func startNodecache(t *testing.T, reg *registrytest.Registry) *nodecache {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "nodecache")
+	if out, err := exec.Command("go", "build", "-o", bin, "nodecache/cmd/nodecache").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	nc := &nodecache{url: "http://" + addr, dataDir: filepath.Join(dir, "data")}
+	nc.daemon = startDaemon(t, "nodecache", bin, "serve",
+		"--listen", addr,
+		"--data-dir", nc.dataDir,
+		"--registry", reg.Host()+"="+reg.URL(),
+		"--tag-ttl", "0",
+		"--shutdown-grace", "2s",
+		"--log-level", "debug")
+	nc.waitReady(t, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, nc.url+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	return nc
+}
+
+// has reports whether nodecache's store holds d, at the path the diskstore
+// package documents: blobs/<algorithm>/<first two hex digits>/<hex>.
+func (nc *nodecache) has(d digest.Digest) bool {
+	_, err := os.Stat(filepath.Join(nc.dataDir, "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded()))
+	return err == nil
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// imageDigests returns every digest of img, sorted.
+func imageDigests(img registrytest.Image) []digest.Digest {
+	var all []digest.Digest
+	for d := range img.Blobs {
+		all = append(all, d)
+	}
+	slices.Sort(all)
+	return all
+}
+
+// blobDigests returns the digests of img's layers and configs: what a
+// client fetches by the blobs route rather than the manifests route.
+func blobDigests(img registrytest.Image) []digest.Digest {
+	var blobs []digest.Digest
+	for p, layers := range img.Layers {
+		blobs = append(blobs, layers...)
+		blobs = append(blobs, img.Configs[p])
+	}
+	return blobs
+}
+
+// requireContent fails the test unless containerd holds all of want.
+func requireContent(t *testing.T, c *containerd, want []digest.Digest) {
+	t.Helper()
+	if in := c.present(t, want); len(in) != len(want) {
+		t.Fatalf("containerd holds %d of the image's %d digests after the pull", len(in), len(want))
+	}
+}
