@@ -100,7 +100,7 @@ type nodecache struct {
 
 // startNodecache builds and starts nodecache in front of reg, with a tag TTL
 // of zero so that every tag resolution asks upstream first.
-func startNodecache(t *testing.T, reg *registrytest.Registry) *nodecache {
+func startNodecache(t *testing.T, reg *registrytest.Registry, extra ...string) *nodecache {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "nodecache")
@@ -109,13 +109,14 @@ func startNodecache(t *testing.T, reg *registrytest.Registry) *nodecache {
 	}
 	addr := freeAddr(t)
 	nc := &nodecache{url: "http://" + addr, dataDir: filepath.Join(dir, "data")}
-	nc.daemon = startDaemon(t, "nodecache", bin, "serve",
+	args := append([]string{"serve",
 		"--listen", addr,
 		"--data-dir", nc.dataDir,
-		"--registry", reg.Host()+"="+reg.URL(),
+		"--registry", reg.Host() + "=" + reg.URL(),
 		"--tag-ttl", "0",
 		"--shutdown-grace", "2s",
-		"--log-level", "debug")
+		"--log-level", "debug"}, extra...)
+	nc.daemon = startDaemon(t, "nodecache", bin, args...)
 	nc.waitReady(t, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, nc.url+"/readyz", nil)
 		if err != nil {
