@@ -59,13 +59,13 @@ func (s *Server) serveManifest(q *request) error {
 	}
 	if ok && !acceptable(accept, c.mediaType) {
 		c.close()
-		return s.relay(q, d.String(), acceptHeader(accept))
+		return s.relayManifest(q, d, accept)
 	}
 	if !ok && q.r.Method == http.MethodHead {
 		if tag != nil {
 			return headFromRecord(q, *tag)
 		}
-		return s.relay(q, d.String(), acceptHeader(accept))
+		return s.relayManifest(q, d, accept)
 	}
 	if !ok {
 		if c, err = s.fetch(q, d, acceptHeader(accept)); err != nil {
@@ -75,6 +75,11 @@ func (s *Server) serveManifest(q *request) error {
 	defer c.close()
 	q.rec.source = sourceOf(c)
 	return serveContent(q, c)
+}
+
+func (s *Server) relayManifest(q *request, d digest.Digest, accept []string) error {
+	req := q.upstreamRequest(q.r.Method, d.String(), acceptHeader(accept))
+	return s.relay(q, req, d, "Content-Type", "Content-Length")
 }
 
 func headFromRecord(q *request, rec tagRecord) error {
@@ -171,9 +176,12 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 }
 
 // relay answers from upstream without caching: a manifest stored with a
-// media type the client does not accept, or a HEAD of one not stored.
-func (s *Server) relay(q *request, ref string, header http.Header) error {
-	resp, err := s.up.Do(q.r.Context(), q.upstreamRequest(q.r.Method, ref, header))
+// media type the client does not accept, a HEAD of one not stored, tag
+// lists and referrers. If d is set, the body must hash to d: it is passed
+// through a verifying reader, so a lying upstream breaks the connection
+// instead of delivering a whole wrong answer.
+func (s *Server) relay(q *request, req upstream.Request, d digest.Digest, headers ...string) error {
+	resp, err := s.up.Do(q.r.Context(), req)
 	if err != nil {
 		return err
 	}
@@ -182,9 +190,17 @@ func (s *Server) relay(q *request, ref string, header http.Header) error {
 		return upstreamError(q.registry, q.route.kind, resp.StatusCode)
 	}
 	q.rec.source = "upstream"
-	copyHeaders(q.rec.Header(), resp.Header, "Content-Type", "Content-Length", "Docker-Content-Digest")
-	q.rec.WriteHeader(resp.StatusCode)
-	if _, err := io.Copy(q.rec, resp.Body); err != nil {
+	copyHeaders(q.rec.Header(), resp.Header, headers...)
+	var body io.Reader = resp.Body
+	if d != "" {
+		q.rec.Header().Set("Docker-Content-Digest", d.String())
+		body = &verifyReader{src: resp.Body, hash: d.Algorithm().Hash(), want: d, size: resp.ContentLength}
+	}
+	q.rec.WriteHeader(http.StatusOK)
+	if q.r.Method == http.MethodHead {
+		return nil
+	}
+	if _, err := io.Copy(q.rec, body); err != nil {
 		panic(http.ErrAbortHandler)
 	}
 	return nil

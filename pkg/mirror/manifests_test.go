@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -164,4 +165,44 @@ func TestManifestUnknown(t *testing.T) {
 		resp, body := e.do(http.MethodGet, e.url("/v2/test/app/manifests/"+ref), acceptIndex)
 		wantError(t, resp, body, http.StatusNotFound, codeManifestUnknown)
 	}
+}
+
+// TestRelayedManifestIsVerified: a manifest answered from upstream without
+// caching is still checked against its digest.
+func TestRelayedManifestIsVerified(t *testing.T) {
+	e := newEnv(t, nil)
+	img := e.up.PushImage(t, "test/app", "v1", 100)
+	e.do(http.MethodGet, e.url("/v2/test/app/manifests/"+img.Index.String()), acceptIndex) // stored as an index
+	body := img.Blobs[img.Index]
+	e.up.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, img.Index.String()) {
+			return false
+		}
+		lie := append([]byte(nil), body...)
+		lie[len(lie)-2] ^= 1
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+		w.Header().Set("Content-Length", strconv.Itoa(len(lie)))
+		w.Write(lie)
+		return true
+	})
+	resp, err := http.DefaultClient.Do(mustRequest(t, e.url("/v2/test/app/manifests/"+img.Index.String()),
+		http.Header{"Accept": {ocispec.MediaTypeImageManifest}}))
+	if err != nil {
+		return // aborted before the headers were even sent: no answer at all
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("a relayed manifest that fails its digest was delivered whole (%d bytes)", len(got))
+	}
+}
+
+func mustRequest(t *testing.T, url string, h http.Header) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = h
+	return req
 }

@@ -1,8 +1,6 @@
 package mirror
 
 import (
-	"io"
-	"net/http"
 	"net/url"
 )
 
@@ -25,19 +23,5 @@ func (s *Server) passThrough(q *request) error {
 		}
 	}
 	req.RawQuery = forward.Encode()
-	resp, err := s.up.Do(q.r.Context(), req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return upstreamError(q.registry, q.route.kind, resp.StatusCode)
-	}
-	q.rec.source = "upstream"
-	copyHeaders(q.rec.Header(), resp.Header, "Content-Type", "Content-Length", "Link", "OCI-Filters-Applied")
-	q.rec.WriteHeader(http.StatusOK)
-	if _, err := io.Copy(q.rec, resp.Body); err != nil {
-		panic(http.ErrAbortHandler)
-	}
-	return nil
+	return s.relay(q, req, "", "Content-Type", "Content-Length", "Link", "OCI-Filters-Applied")
 }
