@@ -251,3 +251,46 @@ func TestFillOfUnknownSizeStaysBounded(t *testing.T) {
 		t.Fatalf("want the oldest evicted at commit: a=%v b=%v %+v", has(s, a), has(s, b), s.Stats())
 	}
 }
+
+// TestHopelessFillEvictsNothing: when fills in progress hold most of the
+// bound, a fill that cannot fit even in an empty store leaves the cache
+// alone and is refused, to be streamed uncached.
+func TestHopelessFillEvictsNothing(t *testing.T) {
+	s := openStore(t, t.TempDir(), WithMaxSize(3000))
+	a := put(t, s, randomBytes(1, 500), "")
+	big, err := s.Begin(digest.FromString("big"), 2500, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Abort(nil)
+	if _, err := s.Begin(digest.FromString("more"), 1000, ""); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Begin = %v, want ErrNoSpace", err)
+	}
+	if !has(s, a) {
+		t.Fatal("a hopeless fill evicted the cache")
+	}
+}
+
+// TestReaderOfACommittedFill: a reader created after the fill committed
+// (and its descriptor was closed) reads the committed file.
+func TestReaderOfACommittedFill(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	data := randomBytes(1, 5000)
+	f, err := s.Begin(digest.FromBytes(data), int64(len(data)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(data)
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.NewReader(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data[10:]) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+}

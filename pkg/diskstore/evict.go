@@ -76,6 +76,11 @@ func (s *Store) makeRoomLocked(need, avail int64) ([]victim, bool) {
 	if maxSize <= 0 {
 		maxSize = math.MaxInt64
 	}
+	// Evict nothing for a fill that could not fit even in an empty store:
+	// it will stream uncached, and the cache should stay.
+	if s.reserved+need > maxSize || (s.minFree > 0 && avail >= 0 && avail+s.used-s.reserved-need < s.minFree) {
+		return nil, false
+	}
 	var victims []victim
 	var freed int64
 	fits := func() bool {

@@ -210,6 +210,9 @@ func (f *Fill) commit() error {
 	if err := ensureDir(filepath.Dir(final)); err != nil {
 		return err
 	}
+	// An eviction of the same digest still unlinking must not remove what
+	// we are about to put in place.
+	s.waitDeleting(f.key)
 	if f.mediaType != "" {
 		if err := writeFileAtomic(s.tmpDir(), final+typeSuffix, []byte(f.mediaType)); err != nil {
 			return err
@@ -221,7 +224,6 @@ func (f *Fill) commit() error {
 		return fmt.Errorf("diskstore: sync %s: %w", f.digest, err)
 	}
 	s.step(StepSynced)
-	s.waitDeleting(f.key) // an eviction of the same digest must not unlink our file
 	if err := os.Rename(f.file.Name(), final); err != nil {
 		return fmt.Errorf("diskstore: commit %s: %w", f.digest, err)
 	}
@@ -292,12 +294,24 @@ func (s *Store) step(st Step) {
 // reads fail with an error matching ErrAborted. The caller must Close it.
 func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.done && f.err != nil {
-		return nil, f.err
+	done, err := f.done, f.err
+	if !done {
+		f.readers++
 	}
-	f.readers++
-	return &Reader{ctx: ctx, fill: f, off: off}, nil
+	f.mu.Unlock()
+	switch {
+	case !done:
+		return &Reader{ctx: ctx, fill: f, file: f.file, off: off}, nil
+	case err != nil:
+		return nil, err
+	}
+	// Committed: the fill's own descriptor may be closed already, so read
+	// the committed file.
+	file, err := os.Open(f.store.path(f.digest))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s was committed and then removed: %w", ErrAborted, f.digest, err)
+	}
+	return &Reader{ctx: ctx, fill: f, file: file, own: true, off: off}, nil
 }
 
 // Reader reads a Fill as it is being written. It is not safe for
@@ -305,6 +319,8 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
 type Reader struct {
 	ctx    context.Context
 	fill   *Fill
+	file   *os.File // the fill's descriptor, or the committed file if own
+	own    bool
 	off    int64
 	closed bool
 }
@@ -330,7 +346,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 			if rest := limit - r.off; rest < n {
 				n = rest
 			}
-			n2, err := f.file.ReadAt(p[:n], r.off)
+			n2, err := r.file.ReadAt(p[:n], r.off)
 			r.off += int64(n2)
 			if err == io.EOF {
 				err = nil // the file holds at least limit bytes
@@ -354,6 +370,9 @@ func (r *Reader) Close() error {
 		return nil
 	}
 	r.closed = true
+	if r.own {
+		return r.file.Close()
+	}
 	f := r.fill
 	f.mu.Lock()
 	f.readers--

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
 
 	"nodecache/pkg/diskstore"
 )
@@ -70,8 +71,20 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 			}
 			return fillContent(res.Val.(*diskstore.Fill)), nil
 		case <-q.r.Context().Done():
+			go releaseUnclaimed(ch)
 			return content{}, q.r.Context().Err()
 		}
+	}
+}
+
+// releaseUnclaimed waits for a flight this caller left and frees an
+// uncached answer nobody took, rather than holding its upstream connection
+// until the fill timeout.
+func releaseUnclaimed(ch <-chan singleflight.Result) {
+	res := <-ch
+	if u, ok := res.Val.(*uncached); ok && u.claimed.CompareAndSwap(false, true) {
+		u.resp.Body.Close()
+		u.cancel()
 	}
 }
 
@@ -81,11 +94,13 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 // asks upstream and starts copying the answer into a new fill. It returns
 // a *diskstore.Fill, or an *uncached answer if the store cannot take it.
 func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any, error) {
-	if _, err := s.store.Stat(d); err == nil {
-		return nil, errCommitted
-	}
+	// Filling first: a commit moves d from fills to the index, so in this
+	// order a commit between the two checks is still seen by the second.
 	if fill := s.store.Filling(d); fill != nil {
 		return fill, nil
+	}
+	if _, err := s.store.Stat(d); err == nil {
+		return nil, errCommitted
 	}
 	// The fill outlives the request that started it: one client hanging up
 	// must not cancel it for the others.
@@ -107,6 +122,9 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any
 	if err != nil {
 		resp.Body.Close()
 		cancel()
+		if errors.Is(err, diskstore.ErrExists) || errors.Is(err, diskstore.ErrFilling) {
+			return nil, errCommitted // raced with another fill of d: look again
+		}
 		return nil, err
 	}
 	go s.copyFill(ctx, cancel, q.registry, fill, resp.Body)
