@@ -54,6 +54,7 @@ func run(ctx context.Context, cfg Config) error {
 		mirror.WithAllowList(cfg.AllowRegistries),
 		mirror.WithDefaultRegistry(cfg.DefaultRegistry),
 		mirror.WithTagTTL(cfg.TagTTL),
+		mirror.WithTagMaxStale(cfg.TTL),
 		mirror.WithFillTimeout(cfg.FillTimeout),
 		mirror.WithLogger(log),
 	))

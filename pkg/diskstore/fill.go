@@ -38,7 +38,9 @@ type Fill struct {
 	err        error         // why the fill was aborted; nil once committed
 	wake       chan struct{} // closed and replaced whenever the fields above change
 	readers    int
-	writerDone bool // Commit or Abort returned; file closes once readers is 0 too
+	writerDone bool                 // Commit or Abort returned; file closes once readers is 0 too
+	active     map[*Reader]struct{} // readers of the fill's own descriptor, for spill
+	sp         *spill               // set once a file write failed
 }
 
 // Begin starts a fill of d. size is the expected size in bytes, or -1 if it
@@ -149,6 +151,12 @@ func (f *Fill) Write(p []byte) (int, error) {
 		f.Abort(err)
 		return 0, err
 	}
+	f.mu.Lock()
+	spilled := f.sp != nil
+	f.mu.Unlock()
+	if spilled {
+		return f.spillWrite(p)
+	}
 	n, err := f.file.Write(p)
 	f.hash.Write(p[:n])
 	f.mu.Lock()
@@ -156,10 +164,11 @@ func (f *Fill) Write(p []byte) (int, error) {
 	f.signalLocked()
 	f.mu.Unlock()
 	if err != nil {
-		f.store.diskErr.fail(f.store.log, err)
-		err = fmt.Errorf("diskstore: write %s: %w", f.digest, err)
-		f.Abort(err)
-		return n, err
+		// The disk failed us mid-fill: stream the rest to the readers
+		// from memory, uncached.
+		f.startSpill(0, err)
+		m, err := f.spillWrite(p[n:])
+		return n + m, err
 	}
 	return n, nil
 }
@@ -168,6 +177,12 @@ func (f *Fill) Write(p []byte) (int, error) {
 // if it matches, makes it durable and visible. Otherwise it aborts the fill
 // and returns an error matching ErrDigestMismatch or ErrSizeMismatch.
 func (f *Fill) Commit() error {
+	f.mu.Lock()
+	spilled := f.sp != nil
+	f.mu.Unlock()
+	if spilled {
+		return f.finishSpilled()
+	}
 	if err := f.commit(); err != nil {
 		f.Abort(err)
 		return err
@@ -199,11 +214,8 @@ func (f *Fill) commit() error {
 	if done {
 		return abortErr
 	}
-	if f.size >= 0 && written != f.size {
-		return fmt.Errorf("%w: %s: got %d bytes, want %d", ErrSizeMismatch, f.digest, written, f.size)
-	}
-	if got := digest.NewDigest(f.digest.Algorithm(), f.hash); got != f.digest {
-		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, f.digest)
+	if err := f.verify(written); err != nil {
+		return err
 	}
 	s := f.store
 	final := s.path(f.digest)
@@ -232,6 +244,17 @@ func (f *Fill) commit() error {
 		return err
 	}
 	s.step(StepDirSynced)
+	return nil
+}
+
+// verify checks the bytes written against the expected size and digest.
+func (f *Fill) verify(written int64) error {
+	if f.size >= 0 && written != f.size {
+		return fmt.Errorf("%w: %s: got %d bytes, want %d", ErrSizeMismatch, f.digest, written, f.size)
+	}
+	if got := digest.NewDigest(f.digest.Algorithm(), f.hash); got != f.digest {
+		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, f.digest)
+	}
 	return nil
 }
 
@@ -295,13 +318,22 @@ func (s *Store) step(st Step) {
 func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
 	f.mu.Lock()
 	done, err := f.done, f.err
+	r := &Reader{ctx: ctx, fill: f, file: f.file, off: off}
+	if !done && f.sp != nil && off < f.sp.start {
+		f.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s has moved past offset %d", ErrSpilled, f.digest, off)
+	}
 	if !done {
 		f.readers++
+		if f.active == nil {
+			f.active = make(map[*Reader]struct{})
+		}
+		f.active[r] = struct{}{}
 	}
 	f.mu.Unlock()
 	switch {
 	case !done:
-		return &Reader{ctx: ctx, fill: f, file: f.file, off: off}, nil
+		return r, nil
 	case err != nil:
 		return nil, err
 	}
@@ -330,27 +362,40 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if r.closed {
 		return 0, os.ErrClosed
 	}
+	if r.own {
+		return r.readCommitted(p)
+	}
 	f := r.fill
 	for {
 		f.mu.Lock()
 		limit, done, err, wake := f.written, f.done, f.err, f.wake
-		f.mu.Unlock()
 		if err != nil {
+			f.mu.Unlock()
 			return 0, err
 		}
 		if !done {
 			limit-- // hold back the last byte until the digest is verified
 		}
+		if sp := f.sp; sp != nil && r.off >= sp.fileEnd && r.off < limit {
+			n := copy(p, sp.buf[r.off-sp.start:limit-sp.start])
+			r.off += int64(n)
+			f.signalLocked() // the writer may be waiting for room
+			f.mu.Unlock()
+			return n, nil
+		}
+		if f.sp != nil {
+			limit = min(limit, f.sp.fileEnd)
+		}
+		f.mu.Unlock()
 		if r.off < limit {
-			n := int64(len(p))
-			if rest := limit - r.off; rest < n {
-				n = rest
-			}
+			n := min(int64(len(p)), limit-r.off)
 			n2, err := r.file.ReadAt(p[:n], r.off)
-			r.off += int64(n2)
 			if err == io.EOF {
 				err = nil // the file holds at least limit bytes
 			}
+			f.mu.Lock()
+			r.off += int64(n2)
+			f.mu.Unlock()
 			return n2, err
 		}
 		if done {
@@ -364,6 +409,17 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 }
 
+// readCommitted reads the committed file of a fill that had ended when
+// the reader was created.
+func (r *Reader) readCommitted(p []byte) (int, error) {
+	n, err := r.file.ReadAt(p, r.off)
+	r.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
 // Close releases the reader.
 func (r *Reader) Close() error {
 	if r.closed {
@@ -375,6 +431,8 @@ func (r *Reader) Close() error {
 	}
 	f := r.fill
 	f.mu.Lock()
+	delete(f.active, r)
+	f.signalLocked() // a spilling writer may wait on this reader
 	f.readers--
 	closeNow := f.readers == 0 && f.writerDone
 	f.mu.Unlock()

@@ -2,12 +2,13 @@ package diskstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -28,23 +29,44 @@ func smallFS(t *testing.T, size string) string {
 	return dir
 }
 
-// TestDiskFullMidFill fills a tiny filesystem: the fill fails without
-// committing anything or leaving a temporary file, the error is logged
-// once however many fills fail, and the next fill is refused up front so
-// the caller can stream it uncached.
+// TestDiskFullMidFill fills a tiny filesystem in the middle of a fill: the
+// fill's reader still gets every byte (from memory, verified), nothing is
+// committed or left behind, the error is logged once however many fills
+// fail, and the next fills are refused up front so callers stream them
+// uncached.
 func TestDiskFullMidFill(t *testing.T) {
 	dir := smallFS(t, "1m")
 	var logs bytes.Buffer
 	s := openStore(t, dir, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-	data := randomBytes(1, 2<<20)
+	data := randomBytes(1, 20<<20) // far more than the disk and the memory window
 	d := digest.FromBytes(data)
 	f, err := s.Begin(d, int64(len(data)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, werr := f.Write(data)
-	if !errors.Is(werr, syscall.ENOSPC) {
-		t.Fatalf("Write to a full disk = %v, want ENOSPC", werr)
+	r, err := f.NewReader(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte)
+	go func() {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Errorf("reader of a fill that lost its disk: %v", err)
+		}
+		r.Close()
+		got <- b
+	}()
+	for off := 0; off < len(data); off += 256 << 10 {
+		if _, err := f.Write(data[off:min(off+256<<10, len(data))]); err != nil {
+			t.Fatalf("Write after the disk filled: %v", err)
+		}
+	}
+	if err := f.Commit(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Commit = %v, want ErrNoSpace (streamed, not cached)", err)
+	}
+	if b := <-got; !bytes.Equal(b, data) {
+		t.Fatalf("the reader got %d bytes, want all %d", len(b), len(data))
 	}
 	if has(s, d) || tmpEntries(t, s) != 0 || s.Stats().Reserved != 0 {
 		t.Fatalf("a failed fill left state: committed=%v tmp=%d %+v", has(s, d), tmpEntries(t, s), s.Stats())
@@ -58,8 +80,8 @@ func TestDiskFullMidFill(t *testing.T) {
 	if n := strings.Count(logs.String(), "cannot write"); n != 1 {
 		t.Fatalf("disk error logged %d times, want once:\n%s", n, logs.String())
 	}
-	if st := s.Stats(); st.PassThrough != 3 {
-		t.Fatalf("PassThrough = %d, want 3", st.PassThrough)
+	if st := s.Stats(); st.PassThrough != 4 {
+		t.Fatalf("PassThrough = %d, want 4", st.PassThrough)
 	}
 	// Small content still fits and is cached; the store recovers.
 	small := put(t, s, randomBytes(2, 1000), "")

@@ -43,6 +43,7 @@ var (
 	ErrAborted         = errors.New("diskstore: fill aborted")
 	ErrTooLarge        = errors.New("diskstore: larger than the store's maximum size")
 	ErrNoSpace         = errors.New("diskstore: no space to cache")
+	ErrSpilled         = errors.New("diskstore: fill lost its disk and streams only to its readers")
 	errInvalidLeftover = errors.New("diskstore: not a store file")
 )
 

@@ -1,8 +1,11 @@
 package mirror
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
+
+	"nodecache/pkg/diskstore"
 )
 
 // serveBlob answers GET and HEAD of /v2/<name>/blobs/<digest>.
@@ -34,6 +37,22 @@ func (s *Server) serveBlob(q *request) error {
 	}
 	c, err := s.fetch(q, d, nil)
 	if err != nil {
+		return err
+	}
+	return s.serveFetched(q, c, nil)
+}
+
+// serveFetched serves content from fetch. A fill that lost its disk
+// before this client could join it streams only to the clients it already
+// had; this one then gets its own uncached copy.
+func (s *Server) serveFetched(q *request, c content, header http.Header) error {
+	q.rec.source = sourceOf(c)
+	err := serveContent(q, c)
+	c.close()
+	if !errors.Is(err, diskstore.ErrSpilled) {
+		return err
+	}
+	if c, err = s.fetchUncached(q, c.digest, header); err != nil {
 		return err
 	}
 	defer c.close()

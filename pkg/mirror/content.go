@@ -117,6 +117,9 @@ func openBody(q *request, c content, start int64) (io.ReadCloser, error) {
 		return c.file, nil
 	}
 	r, err := c.fill.NewReader(q.r.Context(), start)
+	if errors.Is(err, diskstore.ErrSpilled) {
+		return nil, err // the caller fetches its own copy
+	}
 	if errors.Is(err, diskstore.ErrAborted) {
 		return nil, errorf(http.StatusBadGateway, codeUnavailable, "fetch of %s from %s failed", c.digest, q.registry)
 	}

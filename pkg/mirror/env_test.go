@@ -36,14 +36,19 @@ func newEnv(t *testing.T, upOpts []registrytest.Option, opts ...Option) *env {
 // newEnvStore is newEnv with options for the store.
 func newEnvStore(t *testing.T, storeOpts []diskstore.Option, upOpts []registrytest.Option, opts ...Option) *env {
 	t.Helper()
-	e := &env{t: t, up: registrytest.Start(t, upOpts...), arrived: make(chan struct{}, 1024)}
-	start := time.Unix(1_700_000_000, 0)
-	e.now.Store(&start)
 	store, err := diskstore.Open(t.TempDir(), storeOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.store = store
+	return newEnvOn(t, store, upOpts, opts...)
+}
+
+// newEnvOn is newEnv with a store the test opened itself.
+func newEnvOn(t *testing.T, store *diskstore.Store, upOpts []registrytest.Option, opts ...Option) *env {
+	t.Helper()
+	e := &env{t: t, up: registrytest.Start(t, upOpts...), arrived: make(chan struct{}, 1024), store: store}
+	start := time.Unix(1_700_000_000, 0)
+	e.now.Store(&start)
 	client, err := upstream.New(map[string]string{e.up.Host(): e.up.URL()},
 		upstream.WithDialHook(func(context.Context, string, string) { e.dials.Add(1) }))
 	if err != nil {
@@ -54,7 +59,7 @@ func newEnvStore(t *testing.T, storeOpts []diskstore.Option, upOpts []registryte
 		WithDefaultRegistry(e.up.Host()),
 		WithClock(func() time.Time { return *e.now.Load() }),
 	}
-	m := New(store, client, append(base, opts...)...)
+	m := New(e.store, client, append(base, opts...)...)
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case e.arrived <- struct{}{}:

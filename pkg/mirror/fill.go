@@ -172,11 +172,14 @@ func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, regist
 		slog.String("registry", registry), slog.String("digest", fill.Digest().String()),
 		slog.Int64("bytes", n), slog.Duration("duration", time.Since(start)),
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, diskstore.ErrNoSpace):
+		s.log.LogAttrs(ctx, slog.LevelInfo, "fill streamed uncached", append(attrs, slog.Any("reason", err))...)
+	case err != nil:
 		s.log.LogAttrs(ctx, slog.LevelWarn, "fill failed", append(attrs, slog.Any("error", err))...)
-		return
+	default:
+		s.log.LogAttrs(ctx, slog.LevelDebug, "fill committed", attrs...)
 	}
-	s.log.LogAttrs(ctx, slog.LevelDebug, "fill committed", attrs...)
 }
 
 // headUpstream answers a HEAD for content the store lacks from upstream's

@@ -206,3 +206,20 @@ func mustRequest(t *testing.T, url string, h http.Header) *http.Request {
 	req.Header = h
 	return req
 }
+
+// TestStaleTagsExpireWithTheTTL: a tag answer older than the idle TTL is
+// not served when upstream is down.
+func TestStaleTagsExpireWithTheTTL(t *testing.T) {
+	e := newEnv(t, nil, WithTagMaxStale(time.Hour))
+	e.up.PushImage(t, "test/app", "v1", 100)
+	url := e.url("/v2/test/app/manifests/v1")
+	e.do(http.MethodGet, url, acceptIndex)
+	e.up.Close()
+	e.advance(59 * time.Minute)
+	if resp, _ := e.do(http.MethodGet, url, acceptIndex); resp.StatusCode != 200 {
+		t.Fatalf("within the TTL: status %d, want the stale answer", resp.StatusCode)
+	}
+	e.advance(2 * time.Minute)
+	resp, body := e.do(http.MethodGet, url, acceptIndex)
+	wantError(t, resp, body, http.StatusServiceUnavailable, codeUnavailable)
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"testing"
 	"testing/iotest"
 
@@ -105,5 +107,62 @@ func TestBlobTooLargeForTheStoreStreamsUncached(t *testing.T) {
 	}
 	if n := e.up.BlobGets(d); n < 1 || n > clients {
 		t.Fatalf("upstream GETs = %d, want between 1 and %d", n, clients)
+	}
+}
+
+// TestDiskFullMidFillKeepsStreaming: the store's disk fills up during a
+// fill; every waiting client still gets the whole blob, and nothing is
+// cached.
+func TestDiskFullMidFillKeepsStreaming(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	store, err := diskstore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGate()
+	e := newEnvOn(t, store, []registrytest.Option{registrytest.WithFault(g.fault)})
+	data := registrytest.Random(12, 12<<20)
+	d := e.up.PushBlob(t, "test/big", data)
+	const clients = 3
+	errs := make(chan error, clients)
+	for range clients {
+		go func() {
+			resp, err := http.Get(e.url("/v2/test/big/blobs/" + d.String()))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil && !bytes.Equal(body, data) {
+				err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(body))
+			}
+			errs <- err
+		}()
+	}
+	for range clients {
+		<-e.arrived
+	}
+	<-g.arrived
+	g.release()
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := store.Stat(d); err == nil {
+		t.Fatal("a blob larger than the disk was committed")
+	}
+	// Clients that joined before the disk filled share the one fill; a
+	// client that came too late to join gets its own uncached copy.
+	if st := store.Stats(); st.PassThrough != 1 || e.up.BlobGets(d) < 1 || e.up.BlobGets(d) > clients+1 {
+		t.Fatalf("want one fill that lost its disk and 1 to %d upstream GETs; %+v, %d GETs", clients+1, st, e.up.BlobGets(d))
 	}
 }

@@ -72,6 +72,11 @@ func WithDefaultRegistry(name string) Option {
 // stale-if-error).
 func WithTagTTL(d time.Duration) Option { return func(s *Server) { s.tagTTL = d } }
 
+// WithTagMaxStale bounds how old a tag answer may be and still be served
+// when upstream cannot answer: tag records expire like content does
+// (--ttl). Zero means no bound.
+func WithTagMaxStale(d time.Duration) Option { return func(s *Server) { s.tagMaxStale = d } }
+
 // WithFillTimeout bounds one upstream fetch. Zero means DefaultFillTimeout.
 func WithFillTimeout(d time.Duration) Option {
 	return func(s *Server) {
@@ -94,6 +99,7 @@ type Server struct {
 	allowed         map[string]bool
 	defaultRegistry string
 	tagTTL          time.Duration
+	tagMaxStale     time.Duration
 	fillTimeout     time.Duration
 	log             *slog.Logger
 	now             ttl.Clock

@@ -1,0 +1,92 @@
+package diskstore
+
+import (
+	"fmt"
+	"os"
+)
+
+// spillWindow bounds the memory of a fill that lost its disk mid-way: the
+// bytes between its slowest reader and the writer. When the window is full
+// the writer waits, so the download slows to the slowest client instead of
+// growing without bound.
+const spillWindow = 8 << 20
+
+// spill holds the bytes of a fill that arrived after a write to its file
+// failed (disk full, I/O error). The fill then streams on to the readers
+// it already has, from memory, and is verified but never committed.
+type spill struct {
+	fileEnd int64  // bytes in the file; later bytes are in buf
+	start   int64  // offset of buf[0]
+	buf     []byte // bytes from start to the fill's written count
+}
+
+// startSpill switches f to memory after a failed file write; n bytes of
+// the failed write reached the file. It takes f out of the store: no new
+// reader can join, and its reservation is released.
+func (f *Fill) startSpill(n int64, cause error) {
+	s := f.store
+	s.diskErr.fail(s.log, cause)
+	f.mu.Lock()
+	f.sp = &spill{fileEnd: f.written + n, start: f.written + n}
+	f.mu.Unlock()
+	os.Remove(f.file.Name()) // open descriptors keep what was written
+	s.mu.Lock()
+	if s.fills[f.digest] == f {
+		delete(s.fills, f.digest)
+		s.reserved -= f.reserved
+	}
+	s.counts.PassThrough++
+	s.mu.Unlock()
+}
+
+// spillWrite appends p to the memory window, waiting while the slowest
+// reader is a full window behind.
+func (f *Fill) spillWrite(p []byte) (int, error) {
+	f.hash.Write(p)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.written-f.slowestLocked() >= spillWindow && !f.done {
+		wake := f.wake
+		f.mu.Unlock()
+		<-wake
+		f.mu.Lock()
+	}
+	if f.done {
+		return 0, f.err
+	}
+	sp := f.sp
+	sp.buf = append(sp.buf, p...)
+	f.written += int64(len(p))
+	if cut := f.slowestLocked() - sp.start; cut > 0 {
+		sp.buf, sp.start = sp.buf[cut:], sp.start+cut
+		if cap(sp.buf) > 4*spillWindow { // let go of a grown backing array
+			sp.buf = append([]byte(nil), sp.buf...)
+		}
+	}
+	f.signalLocked()
+	return len(p), nil
+}
+
+// slowestLocked returns the offset of the slowest reader, or the written
+// count if there is none (nothing in memory is needed then).
+func (f *Fill) slowestLocked() int64 {
+	low := f.written
+	for r := range f.active {
+		low = min(low, r.off)
+	}
+	return max(low, f.sp.fileEnd)
+}
+
+// finishSpilled ends a fill that streamed from memory: the readers get
+// the last byte if the content is right, and nothing is stored either way.
+func (f *Fill) finishSpilled() error {
+	f.mu.Lock()
+	written := f.written
+	f.mu.Unlock()
+	if err := f.verify(written); err != nil {
+		f.Abort(err)
+		return err
+	}
+	f.finish(nil)
+	return fmt.Errorf("%w: %s streamed uncached after a write failed", ErrNoSpace, f.digest)
+}
