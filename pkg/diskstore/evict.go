@@ -31,9 +31,12 @@ type victim struct {
 	done chan struct{}
 }
 
-// markDeletingLocked records that k's files are about to be unlinked, so
-// that a new fill of the same digest waits before renaming into place.
-func (s *Store) markDeletingLocked(k key, r record) victim {
+// takeLocked removes k (whose record is r) from the index and records that
+// its files are about to be unlinked, so that a new fill of the same
+// digest waits before putting its own files in place.
+func (s *Store) takeLocked(k key, r record) victim {
+	s.index.Remove(k)
+	s.used -= r.size
 	v := victim{k: k, d: digestOf(k, r), size: r.size, done: make(chan struct{})}
 	s.deleting[k] = v.done
 	return v
@@ -90,14 +93,13 @@ func (s *Store) makeRoomLocked(need, avail int64) ([]victim, bool) {
 		return s.minFree <= 0 || avail < 0 || avail+freed-s.reserved-need >= s.minFree
 	}
 	for !fits() {
-		k, r, ok := s.index.RemoveOldest()
+		k, r, ok := s.index.GetOldest()
 		if !ok {
 			return victims, false
 		}
-		s.used -= r.size
 		freed += r.size
 		s.counts.Evictions++
-		victims = append(victims, s.markDeletingLocked(k, r))
+		victims = append(victims, s.takeLocked(k, r))
 	}
 	return victims, true
 }
@@ -116,10 +118,8 @@ func (s *Store) Sweep() {
 			if !ok || !expired.Expired(time.Unix(r.used, 0)) {
 				break
 			}
-			s.index.Remove(k)
-			s.used -= r.size
 			s.counts.Expirations++
-			victims = append(victims, s.markDeletingLocked(k, r))
+			victims = append(victims, s.takeLocked(k, r))
 		}
 		s.mu.Unlock()
 		s.removeVictims(victims, "expired")

@@ -24,6 +24,7 @@ import (
 type Fill struct {
 	store     *Store
 	key       key
+	tail      *[32]byte // second half of a sha512 digest, for the index
 	digest    digest.Digest
 	size      int64 // expected size; -1 if unknown
 	reserved  int64 // bytes reserved in the store for this fill
@@ -32,15 +33,13 @@ type Fill struct {
 	hash      hash.Hash // used by the writer only
 
 	// mu guards the fields below.
-	mu         sync.Mutex
-	written    int64
-	done       bool          // committed or aborted
-	err        error         // why the fill was aborted; nil once committed
-	wake       chan struct{} // closed and replaced whenever the fields above change
-	readers    int
-	writerDone bool                 // Commit or Abort returned; file closes once readers is 0 too
-	active     map[*Reader]struct{} // readers of the fill's own descriptor, for spill
-	sp         *spill               // set once a file write failed
+	mu      sync.Mutex
+	written int64
+	done    bool                 // committed or aborted
+	err     error                // why the fill was aborted; nil once committed
+	wake    chan struct{}        // closed and replaced whenever the fields above change
+	readers map[*Reader]struct{} // readers of the fill's descriptor; it closes once done and none are left
+	sp      *spill               // set once a file write failed
 }
 
 // Begin starts a fill of d. size is the expected size in bytes, or -1 if it
@@ -61,7 +60,7 @@ func (s *Store) Begin(d digest.Digest, size int64, mediaType string) (*Fill, err
 		s.notePassThrough()
 		return nil, fmt.Errorf("%w: %s is %d bytes, the maximum is %d", ErrTooLarge, d, size, s.maxSize)
 	}
-	k, _ := keyOf(d)
+	k, tail := keyOf(d)
 	if err := s.checkAbsent(k, d); err != nil {
 		return nil, err
 	}
@@ -77,7 +76,7 @@ func (s *Store) Begin(d digest.Digest, size int64, mediaType string) (*Fill, err
 		return nil, fmt.Errorf("%w: start fill of %s: %w", ErrNoSpace, d, err)
 	}
 	f := &Fill{
-		store: s, key: k, digest: d, size: size, reserved: max(size, 0), mediaType: mediaType,
+		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), mediaType: mediaType,
 		file: file, hash: d.Algorithm().Hash(), wake: make(chan struct{}),
 	}
 	victims, err := s.register(f, avail)
@@ -141,7 +140,7 @@ func (f *Fill) MediaType() string { return f.mediaType }
 // the fill, as soon as more bytes arrive than the expected size.
 func (f *Fill) Write(p []byte) (int, error) {
 	f.mu.Lock()
-	written, done := f.written, f.done
+	written, done, spilled := f.written, f.done, f.sp != nil
 	f.mu.Unlock()
 	if done {
 		return 0, ErrAborted
@@ -151,9 +150,6 @@ func (f *Fill) Write(p []byte) (int, error) {
 		f.Abort(err)
 		return 0, err
 	}
-	f.mu.Lock()
-	spilled := f.sp != nil
-	f.mu.Unlock()
 	if spilled {
 		return f.spillWrite(p)
 	}
@@ -166,7 +162,7 @@ func (f *Fill) Write(p []byte) (int, error) {
 	if err != nil {
 		// The disk failed us mid-fill: stream the rest to the readers
 		// from memory, uncached.
-		f.startSpill(0, err)
+		f.startSpill(err)
 		m, err := f.spillWrite(p[n:])
 		return n + m, err
 	}
@@ -188,9 +184,8 @@ func (f *Fill) Commit() error {
 		return err
 	}
 	s := f.store
-	_, tail := keyOf(f.digest)
 	s.mu.Lock()
-	r := record{size: f.written, used: s.now().Unix(), tail: tail, mediaType: s.mediaTypeIndexLocked(f.mediaType)}
+	r := record{size: f.written, used: s.now().Unix(), tail: f.tail, mediaType: s.mediaTypeIndexLocked(f.mediaType)}
 	s.index.Add(f.key, r)
 	s.used += r.size
 	s.reserved -= f.reserved
@@ -292,9 +287,9 @@ func (f *Fill) finish(err error) {
 		f.mu.Unlock()
 		return
 	}
-	f.done, f.err, f.writerDone = true, err, true
+	f.done, f.err = true, err
 	f.signalLocked()
-	closeNow := f.readers == 0
+	closeNow := len(f.readers) == 0
 	f.mu.Unlock()
 	if closeNow {
 		f.file.Close()
@@ -324,11 +319,10 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
 		return nil, fmt.Errorf("%w: %s has moved past offset %d", ErrSpilled, f.digest, off)
 	}
 	if !done {
-		f.readers++
-		if f.active == nil {
-			f.active = make(map[*Reader]struct{})
+		if f.readers == nil {
+			f.readers = make(map[*Reader]struct{})
 		}
-		f.active[r] = struct{}{}
+		f.readers[r] = struct{}{}
 	}
 	f.mu.Unlock()
 	switch {
@@ -431,10 +425,9 @@ func (r *Reader) Close() error {
 	}
 	f := r.fill
 	f.mu.Lock()
-	delete(f.active, r)
+	delete(f.readers, r)
 	f.signalLocked() // a spilling writer may wait on this reader
-	f.readers--
-	closeNow := f.readers == 0 && f.writerDone
+	closeNow := len(f.readers) == 0 && f.done
 	f.mu.Unlock()
 	if closeNow {
 		f.file.Close()

@@ -20,14 +20,14 @@ type spill struct {
 	buf     []byte // bytes from start to the fill's written count
 }
 
-// startSpill switches f to memory after a failed file write; n bytes of
-// the failed write reached the file. It takes f out of the store: no new
-// reader can join, and its reservation is released.
-func (f *Fill) startSpill(n int64, cause error) {
+// startSpill switches f to memory after a failed file write; what was
+// written until then stays readable from the file. It takes f out of the
+// store: no new reader can join, and its reservation is released.
+func (f *Fill) startSpill(cause error) {
 	s := f.store
 	s.diskErr.fail(s.log, cause)
 	f.mu.Lock()
-	f.sp = &spill{fileEnd: f.written + n, start: f.written + n}
+	f.sp = &spill{fileEnd: f.written, start: f.written}
 	f.mu.Unlock()
 	os.Remove(f.file.Name()) // open descriptors keep what was written
 	s.mu.Lock()
@@ -71,7 +71,7 @@ func (f *Fill) spillWrite(p []byte) (int, error) {
 // count if there is none (nothing in memory is needed then).
 func (f *Fill) slowestLocked() int64 {
 	low := f.written
-	for r := range f.active {
+	for r := range f.readers {
 		low = min(low, r.off)
 	}
 	return max(low, f.sp.fileEnd)

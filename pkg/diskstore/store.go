@@ -211,12 +211,10 @@ func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
 	s.mu.Lock()
 	r, ok := s.index.Peek(k)
 	if ok && s.idle().Expired(time.Unix(r.used, 0)) {
-		s.index.Remove(k)
-		s.used -= r.size
 		s.counts.Expirations++
-		victims := []victim{s.markDeletingLocked(k, r)}
+		v := s.takeLocked(k, r)
 		s.mu.Unlock()
-		s.removeVictims(victims, "expired")
+		s.removeVictims([]victim{v}, "expired")
 		return nil, Info{}, ErrNotFound
 	}
 	if !ok {
@@ -258,11 +256,9 @@ func (s *Store) Delete(d digest.Digest) error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.index.Remove(k)
-	s.used -= r.size
-	victims := []victim{s.markDeletingLocked(k, r)}
+	v := s.takeLocked(k, r)
 	s.mu.Unlock()
-	s.removeVictims(victims, "deleted")
+	s.removeVictims([]victim{v}, "deleted")
 	return nil
 }
 
