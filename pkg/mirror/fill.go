@@ -65,7 +65,7 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 			}
 			if u, ok := res.Val.(*uncached); ok {
 				if u.claimed.CompareAndSwap(false, true) {
-					return uncachedContent(d, u.resp, mediaTypeOf(q, u.resp), u.cancel), nil
+					return uncachedContent(q, d, u.resp, u.cancel), nil
 				}
 				return s.fetchUncached(q, d, header)
 			}

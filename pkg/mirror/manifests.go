@@ -194,7 +194,7 @@ func (s *Server) relay(q *request, req upstream.Request, d digest.Digest, header
 	var body io.Reader = resp.Body
 	if d != "" {
 		q.rec.Header().Set("Docker-Content-Digest", d.String())
-		body = &verifyReader{src: resp.Body, hash: d.Algorithm().Hash(), want: d, size: resp.ContentLength}
+		body = newVerifyReader(resp.Body, d, resp.ContentLength)
 	}
 	q.rec.WriteHeader(http.StatusOK)
 	if q.r.Method == http.MethodHead {

@@ -30,28 +30,29 @@ func cannotCache(err error) bool {
 }
 
 // uncachedContent wraps an upstream 200 for d as content to serve.
-func uncachedContent(d digest.Digest, resp *http.Response, mediaType string, cancel context.CancelFunc) content {
-	body := &verifyReader{src: resp.Body, hash: d.Algorithm().Hash(), want: d, size: resp.ContentLength}
-	return content{digest: d, size: resp.ContentLength, mediaType: mediaType, body: body, release: func() {
-		resp.Body.Close()
-		cancel()
-	}}
+func uncachedContent(q *request, d digest.Digest, resp *http.Response, cancel context.CancelFunc) content {
+	return content{
+		digest: d, size: resp.ContentLength, mediaType: mediaTypeOf(q, resp),
+		body: newVerifyReader(resp.Body, d, resp.ContentLength),
+		release: func() {
+			resp.Body.Close()
+			cancel()
+		},
+	}
 }
 
 // fetchUncached fetches d from upstream for this client alone.
 func (s *Server) fetchUncached(q *request, d digest.Digest, header http.Header) (content, error) {
 	ctx, cancel := context.WithTimeout(q.r.Context(), s.fillTimeout)
 	resp, err := s.up.Do(ctx, q.upstreamRequest(http.MethodGet, d.String(), header))
+	if err == nil {
+		err = checkFillResponse(q, resp)
+	}
 	if err != nil {
 		cancel()
 		return content{}, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		cancel()
-		return content{}, upstreamError(q.registry, q.route.kind, resp.StatusCode)
-	}
-	return uncachedContent(d, resp, mediaTypeOf(q, resp), cancel), nil
+	return uncachedContent(q, d, resp, cancel), nil
 }
 
 // verifyReader passes an upstream body through while hashing it, and holds
@@ -67,6 +68,11 @@ type verifyReader struct {
 	ready []byte // verified-safe bytes of buf not yet returned
 	held  []byte // the last byte read, passed on only after the check
 	err   error  // io.EOF once verified, or why it failed
+}
+
+// newVerifyReader checks src against d and, if size is not -1, size.
+func newVerifyReader(src io.Reader, d digest.Digest, size int64) *verifyReader {
+	return &verifyReader{src: src, hash: d.Algorithm().Hash(), want: d, size: size}
 }
 
 func (v *verifyReader) Read(p []byte) (int, error) {

@@ -42,7 +42,7 @@ func TestVerifyReader(t *testing.T) {
 			if tt.oneByte {
 				src = iotest.OneByteReader(src)
 			}
-			v := &verifyReader{src: src, hash: d.Algorithm().Hash(), want: d, size: tt.size}
+			v := newVerifyReader(src, d, tt.size)
 			var got bytes.Buffer
 			var err error
 			if tt.oneByte {
@@ -73,32 +73,7 @@ func TestBlobTooLargeForTheStoreStreamsUncached(t *testing.T) {
 	data := registrytest.Random(11, 3<<20)
 	d := e.up.PushBlob(t, "test/big", data)
 	const clients = 4
-	errs := make(chan error, clients)
-	for range clients {
-		go func() {
-			resp, err := http.Get(e.url("/v2/test/big/blobs/" + d.String()))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err == nil && (resp.StatusCode != 200 || !bytes.Equal(body, data)) {
-				err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(body))
-			}
-			errs <- err
-		}()
-	}
-	for range clients {
-		<-e.arrived
-	}
-	<-g.arrived
-	g.release()
-	for range clients {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
-	}
+	getBehindGate(t, e, g, "/v2/test/big/blobs/"+d.String(), data, clients)
 	if _, err := e.store.Stat(d); err == nil {
 		t.Fatal("a blob larger than the store's maximum was cached")
 	}
@@ -131,32 +106,7 @@ func TestDiskFullMidFillKeepsStreaming(t *testing.T) {
 	data := registrytest.Random(12, 12<<20)
 	d := e.up.PushBlob(t, "test/big", data)
 	const clients = 3
-	errs := make(chan error, clients)
-	for range clients {
-		go func() {
-			resp, err := http.Get(e.url("/v2/test/big/blobs/" + d.String()))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err == nil && !bytes.Equal(body, data) {
-				err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(body))
-			}
-			errs <- err
-		}()
-	}
-	for range clients {
-		<-e.arrived
-	}
-	<-g.arrived
-	g.release()
-	for range clients {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
-	}
+	getBehindGate(t, e, g, "/v2/test/big/blobs/"+d.String(), data, clients)
 	if _, err := store.Stat(d); err == nil {
 		t.Fatal("a blob larger than the disk was committed")
 	}
@@ -164,5 +114,38 @@ func TestDiskFullMidFillKeepsStreaming(t *testing.T) {
 	// client that came too late to join gets its own uncached copy.
 	if st := store.Stats(); st.PassThrough != 1 || e.up.BlobGets(d) < 1 || e.up.BlobGets(d) > clients+1 {
 		t.Fatalf("want one fill that lost its disk and 1 to %d upstream GETs; %+v, %d GETs", clients+1, st, e.up.BlobGets(d))
+	}
+}
+
+// getBehindGate sends n concurrent GETs of path, waits until all have
+// reached nodecache and the one fill has reached upstream, opens the gate,
+// and checks that every client got exactly want with a 200.
+func getBehindGate(t *testing.T, e *env, g *gate, path string, want []byte, n int) {
+	t.Helper()
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			resp, err := http.Get(e.url(path))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil && (resp.StatusCode != 200 || !bytes.Equal(body, want)) {
+				err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(body))
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		<-e.arrived
+	}
+	<-g.arrived
+	g.release()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
