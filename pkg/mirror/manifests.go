@@ -36,7 +36,6 @@ type tagRecord struct {
 	digest    digest.Digest
 	mediaType string
 	size      int64
-	resolved  time.Time // when upstream last gave this answer
 }
 
 // serveManifest answers GET and HEAD of /v2/<name>/manifests/<reference>.
@@ -107,7 +106,6 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 		defer cancel()
 		rec, err := s.askTag(ctx, q, accept)
 		if err == nil {
-			rec.resolved = s.now()
 			s.tags.Set(key, rec)
 		}
 		return rec, err
@@ -116,7 +114,7 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 		return v.(tagRecord), false, nil
 	}
 	if isTransient(err) {
-		if rec, _, ok := s.tags.Get(key); ok && (s.tagMaxStale == 0 || s.now().Sub(rec.resolved) <= s.tagMaxStale) {
+		if rec, _, ok := s.tags.Get(key); ok {
 			s.log.LogAttrs(q.r.Context(), slog.LevelWarn, "serving stale tag",
 				slog.String("registry", q.registry), slog.String("repository", q.route.name),
 				slog.String("tag", q.route.tag), slog.String("digest", rec.digest.String()), slog.Any("error", err))

@@ -124,7 +124,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
-	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, 0, s.now)
+	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, s.tagMaxStale, 0, s.now)
 	return s
 }
 

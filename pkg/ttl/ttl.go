@@ -24,11 +24,12 @@ type Clock func() time.Time
 const DefaultMaxEntries = 1 << 16
 
 // Map is a size-bounded map whose entries are fresh for a fixed duration
-// after they are set, then stale until they are evicted by newer entries.
-// The least recently set or read entries are evicted first. It is safe for
-// concurrent use.
+// after they are set, then stale until they expire or are evicted by newer
+// entries. The least recently set or read entries are evicted first. It is
+// safe for concurrent use.
 type Map[K comparable, V any] struct {
 	fresh time.Duration
+	keep  time.Duration // 0: until evicted
 	now   Clock
 
 	// mu guards entries.
@@ -42,11 +43,12 @@ type entry[V any] struct {
 }
 
 // NewMap returns a Map whose entries are fresh for the given duration after
-// they are set. A zero duration means entries are never fresh: every Get
-// reports stale, so callers always revalidate but can still fall back to
-// the last value. maxEntries <= 0 means DefaultMaxEntries. A nil clock
-// means time.Now.
-func NewMap[K comparable, V any](fresh time.Duration, maxEntries int, now Clock) *Map[K, V] {
+// they are set and are kept, stale, until keep has passed. A zero fresh
+// means entries are never fresh: every Get reports stale, so callers always
+// revalidate but can still fall back to the last value. A zero keep keeps
+// entries until they are evicted. maxEntries <= 0 means DefaultMaxEntries.
+// A nil clock means time.Now.
+func NewMap[K comparable, V any](fresh, keep time.Duration, maxEntries int, now Clock) *Map[K, V] {
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
 	}
@@ -57,7 +59,7 @@ func NewMap[K comparable, V any](fresh time.Duration, maxEntries int, now Clock)
 	if err != nil {
 		panic(err) // unreachable: size is positive
 	}
-	return &Map[K, V]{fresh: fresh, now: now, entries: lru}
+	return &Map[K, V]{fresh: fresh, keep: keep, now: now, entries: lru}
 }
 
 // Set stores v under k, fresh from now.
@@ -69,15 +71,21 @@ func (m *Map[K, V]) Set(k K, v V) {
 }
 
 // Get returns the value stored under k, whether it is still fresh, and
-// whether there was a value at all.
+// whether there was a value at all (an expired one is removed).
 func (m *Map[K, V]) Get(k K) (v V, fresh, ok bool) {
+	now := m.now()
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	e, ok := m.entries.Get(k)
-	m.mu.Unlock()
 	if !ok {
 		return v, false, false
 	}
-	return e.value, m.now().Sub(e.set) < m.fresh, true
+	age := now.Sub(e.set)
+	if m.keep > 0 && age > m.keep {
+		m.entries.Remove(k)
+		return v, false, false
+	}
+	return e.value, age < m.fresh, true
 }
 
 // Delete removes k.

@@ -12,7 +12,7 @@ func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 func TestMapFreshThenStale(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
-	m := NewMap[string, int](30*time.Second, 0, clk.now)
+	m := NewMap[string, int](30*time.Second, 0, 0, clk.now)
 
 	if _, _, ok := m.Get("a"); ok {
 		t.Fatal("empty map reported a value")
@@ -46,8 +46,22 @@ func TestMapFreshThenStale(t *testing.T) {
 	}
 }
 
+func TestMapKeepExpires(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	m := NewMap[string, int](time.Second, time.Hour, 0, clk.now)
+	m.Set("a", 1)
+	clk.advance(time.Hour)
+	if _, fresh, ok := m.Get("a"); !ok || fresh {
+		t.Fatalf("at keep: fresh=%v ok=%v, want a stale value", fresh, ok)
+	}
+	clk.advance(time.Second)
+	if _, _, ok := m.Get("a"); ok || m.Len() != 0 {
+		t.Fatalf("past keep: ok=%v Len=%d, want the entry gone", ok, m.Len())
+	}
+}
+
 func TestMapZeroDurationNeverFresh(t *testing.T) {
-	m := NewMap[string, int](0, 0, nil)
+	m := NewMap[string, int](0, 0, 0, nil)
 	m.Set("a", 1)
 	if v, fresh, ok := m.Get("a"); !ok || fresh || v != 1 {
 		t.Fatalf("Get = %v fresh=%v ok=%v; want 1, stale, present", v, fresh, ok)
@@ -55,7 +69,7 @@ func TestMapZeroDurationNeverFresh(t *testing.T) {
 }
 
 func TestMapBounded(t *testing.T) {
-	m := NewMap[int, int](time.Minute, 3, nil)
+	m := NewMap[int, int](time.Minute, 0, 3, nil)
 	for i := range 5 {
 		m.Set(i, i)
 	}
