@@ -142,8 +142,8 @@ func TestClientHangUpDoesNotCancelFill(t *testing.T) {
 }
 
 // TestLyingUpstreamAbortsClients: bytes that do not match the digest are
-// never committed, the client's connection breaks instead of ending in a
-// clean 200, and the next request tries again.
+// never committed, the connection of a client that joined the fill breaks
+// instead of ending in a clean 200, and the next request tries again.
 func TestLyingUpstreamAbortsClients(t *testing.T) {
 	e := newEnv(t, nil)
 	data := registrytest.Random(3, 1<<20)
@@ -152,19 +152,31 @@ func TestLyingUpstreamAbortsClients(t *testing.T) {
 	corrupt[len(corrupt)/2] ^= 0xff
 	var lie atomic.Bool
 	lie.Store(true)
+	// The lie is sent in two halves; the second waits until the test has
+	// seen the client's response headers, so the client is surely attached
+	// to the fill when verification fails.
+	secondHalf := make(chan struct{})
 	e.up.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
 		if !lie.Load() || r.Method != http.MethodGet || r.URL.Path != "/v2/test/app/blobs/"+d.String() {
 			return false
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(corrupt)))
-		w.Write(corrupt)
+		w.Write(corrupt[:len(corrupt)/4])
+		w.(http.Flusher).Flush()
+		<-secondHalf
+		w.Write(corrupt[len(corrupt)/4:])
 		return true
 	})
 	url := e.url("/v2/test/app/blobs/" + d.String())
+
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("joined client: status %d, want 200 with headers sent early", resp.StatusCode)
+	}
+	close(secondHalf)
 	got, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err == nil {
@@ -176,6 +188,10 @@ func TestLyingUpstreamAbortsClients(t *testing.T) {
 	if _, err := e.store.Stat(d); !errors.Is(err, diskstore.ErrNotFound) {
 		t.Fatalf("corrupt content was committed: %v", err)
 	}
+	if n := e.up.BlobGets(d); n != 1 {
+		t.Fatalf("upstream GETs = %d, want 1", n)
+	}
+
 	lie.Store(false)
 	resp2, body := e.do(http.MethodGet, url, nil)
 	if resp2.StatusCode != 200 || !bytes.Equal(body, data) {
