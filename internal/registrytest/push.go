@@ -22,6 +22,8 @@ var ErrPush = errors.New("registrytest: push failed")
 //
 // Pushes go through the registry's HTTP API but in-process, bypassing the
 // middleware and the network: they are not counted, throttled or faulted.
+// On an authenticated registry they authenticate as an internal admin user
+// through the registry's own access controller.
 // The body is handed over as an io.WriterTo, so distribution stores it with
 // one Write; its inmemory driver copies each Write into a buffer grown to
 // the exact new size, so the 32 KiB writes of a network upload cost time
@@ -48,7 +50,7 @@ func (r *Registry) PushManifest(tb testing.TB, repo, ref, mediaType string, body
 }
 
 func (r *Registry) pushBlob(ctx context.Context, repo string, d digest.Digest, data []byte) error {
-	resp, err := r.local(ctx, http.MethodPost, "/v2/"+repo+"/blobs/uploads/", "", nil)
+	resp, err := r.local(ctx, repo, http.MethodPost, "/v2/"+repo+"/blobs/uploads/", "", nil)
 	if err != nil {
 		return err
 	}
@@ -62,7 +64,7 @@ func (r *Registry) pushBlob(ctx context.Context, repo string, d digest.Digest, d
 	q := loc.Query()
 	q.Set("digest", d.String())
 	loc.RawQuery = q.Encode()
-	resp, err = r.local(ctx, http.MethodPut, loc.RequestURI(), "application/octet-stream", data)
+	resp, err = r.local(ctx, repo, http.MethodPut, loc.RequestURI(), "application/octet-stream", data)
 	if err != nil {
 		return err
 	}
@@ -73,7 +75,7 @@ func (r *Registry) pushBlob(ctx context.Context, repo string, d digest.Digest, d
 }
 
 func (r *Registry) pushManifest(ctx context.Context, repo, ref, mediaType string, body []byte) (digest.Digest, error) {
-	resp, err := r.local(ctx, http.MethodPut, "/v2/"+repo+"/manifests/"+ref, mediaType, body)
+	resp, err := r.local(ctx, repo, http.MethodPut, "/v2/"+repo+"/manifests/"+ref, mediaType, body)
 	if err != nil {
 		return "", err
 	}
@@ -83,15 +85,20 @@ func (r *Registry) pushManifest(ctx context.Context, repo, ref, mediaType string
 	return digest.FromBytes(body), nil
 }
 
-// local serves one request with the distribution app in-process. The body
-// is a bytes.Reader, which distribution's io.Copy uses as an io.WriterTo.
-func (r *Registry) local(ctx context.Context, method, target, contentType string, body []byte) (*http.Response, error) {
+// local serves one request with the distribution app in-process, as the
+// admin user when the registry authenticates (repo names the repository
+// the admin's token is for). The body is a bytes.Reader, which
+// distribution's io.Copy uses as an io.WriterTo.
+func (r *Registry) local(ctx context.Context, repo, method, target, contentType string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, r.srv.URL+target, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrPush, err)
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if r.pushAuth != nil {
+		req.Header.Set("Authorization", r.pushAuth(repo))
 	}
 	rec := httptest.NewRecorder()
 	r.app.ServeHTTP(rec, req)

@@ -1,12 +1,15 @@
 // Package registrytest runs a real OCI distribution registry in-process for
 // tests and benchmarks of code that talks to an upstream registry.
 //
-// A Registry is the distribution/distribution registry (inmemory storage, no
-// auth) behind an httptest.Server on 127.0.0.1. A middleware in front of it
-// counts requests by method and route kind, meters and optionally throttles
-// blob and manifest bodies, and lets a test inject faults (503, 429, cut
+// A Registry is the distribution/distribution registry (inmemory storage,
+// no auth unless WithBasicAuth or WithTokenAuth asks for it) behind an
+// httptest.Server on 127.0.0.1. A middleware in front of it counts requests
+// by method and route kind, meters and optionally throttles blob and
+// manifest bodies, and lets a test inject faults (503, 429, cut
 // connections). Push helpers upload blobs, manifests and whole multi-arch
-// images.
+// images. With WithTokenAuth, an in-process token server on 127.0.0.1
+// issues the JWTs the registry trusts, per-user and per-repository rules
+// decide what each token grants, and TokenRequests counts its requests.
 //
 // It is not a registry implementation and not meant for production use.
 //
@@ -71,6 +74,14 @@ type Registry struct {
 	blobGets map[digest.Digest]int
 	fault    Fault
 	throttle int64
+
+	// Authentication, fixed at Start. pushAuth returns the Authorization
+	// header the push helpers send for a repository; nil without auth.
+	authMode authMode
+	users    map[string]string
+	rules    []Rule
+	tokens   *tokenServer
+	pushAuth func(repo string) string
 }
 
 // routeKey is the unit of request counting.
@@ -84,13 +95,15 @@ func Start(tb testing.TB, opts ...Option) *Registry {
 	quietDistributionLogs()
 
 	r := &Registry{
-		app:      handlers.NewApp(context.Background(), newConfig()),
 		requests: make(map[routeKey]int),
 		blobGets: make(map[digest.Digest]int),
 	}
 	for _, opt := range opts {
 		opt(r)
 	}
+	cfg := newConfig()
+	r.configureAuth(tb, cfg)
+	r.app = handlers.NewApp(context.Background(), cfg)
 
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
 	// Connections cut by faults or Close make net/http log; tests do not

@@ -15,13 +15,12 @@ package upstream
 // It is otherwise safe for concurrent use. The cache below is small and
 // fixes those points; the wire protocol stays containerd's.
 //
-// Adding per-client credentials later: carry them on Request (for example
-// a Credentials field) down to fetchToken and set TokenOptions.Username and
-// Secret there (auth.FetchToken then authenticates to the realm with Basic;
-// auth.FetchTokenWithOAuth handles identity tokens). Add an identity of the
-// credentials to tokenKey so a token minted for one client is never sent
-// for another, and answer Basic challenges with them instead of returning
-// the 401.
+// Credentials (see credentials.go) are carried on Request down to the
+// token fetch: a username and password go to the realm as an OAuth2
+// password grant, falling back to GET with Basic as containerd does; an
+// identity token goes as a refresh_token grant. The token cache key holds
+// an identity of the credentials, so a token minted for one client is
+// never sent for another.
 
 import (
 	"context"
@@ -55,14 +54,18 @@ const (
 	maxCachedTokens = 4096
 )
 
-// errDenied means the token server refused an anonymous token (401/403):
-// the registry's own 401 is then the answer.
+// errDenied means the token server refused a token (401/403) to these
+// credentials or to anonymous: the registry's own 401 is then the answer.
 var errDenied = errors.New("token denied")
 
-// tokenKey identifies a cached token.
+// tokenKey identifies a cached token: tokens are per endpoint host (a
+// mirror's realm is not the registry's), per scope, and per credential
+// identity ("" for anonymous).
 type tokenKey struct {
 	registry string
+	host     string
 	scope    string
+	identity string
 }
 
 type token struct {
@@ -119,25 +122,31 @@ func pullScope(repo string) string {
 	return "repository:" + repo + ":pull"
 }
 
-// bearerChallenge returns resp's Bearer challenge if it came from target's
-// origin. A challenge from a redirect target is ignored: only the registry
-// itself may name the realm a token (and later, credentials) goes to.
-func bearerChallenge(resp *http.Response, target *url.URL) (auth.Challenge, bool) {
+// challenge returns resp's Bearer challenge, else its Basic one, if it
+// came from target's origin. A challenge from a redirect target is
+// ignored: only the registry itself may name the realm a token and
+// credentials go to, or ask for a password.
+func challenge(resp *http.Response, target *url.URL) (auth.Challenge, bool) {
 	if resp.Request == nil || !sameOrigin(resp.Request.URL, target) {
 		return auth.Challenge{}, false
 	}
+	var basic auth.Challenge
+	var hasBasic bool
 	for _, ch := range auth.ParseAuthHeader(resp.Header) {
-		if ch.Scheme == auth.BearerAuth {
+		switch ch.Scheme {
+		case auth.BearerAuth:
 			return ch, true
+		case auth.BasicAuth:
+			basic, hasBasic = ch, true
 		}
 	}
-	return auth.Challenge{}, false
+	return basic, hasBasic
 }
 
 // token returns a token for k other than rejected (the one the registry
 // just refused, or ""), fetching one if needed. Concurrent callers for the
 // same key share one fetch.
-func (c *Client) token(ctx context.Context, k tokenKey, rejected string, ch auth.Challenge) (string, error) {
+func (c *Client) token(ctx context.Context, k tokenKey, rejected string, ch auth.Challenge, ep endpoint, cr creds) (string, error) {
 	if rejected != "" {
 		c.tokens.drop(k, rejected)
 	}
@@ -146,7 +155,7 @@ func (c *Client) token(ctx context.Context, k tokenKey, rejected string, ch auth
 	}
 	// Callers share a flight only if they rejected the same token, so the
 	// check inside it can never hand a caller back the token it refused.
-	flight := k.registry + " " + k.scope + " " + rejected
+	flight := k.registry + " " + k.host + " " + k.scope + " " + k.identity + " " + rejected
 	res := c.tokens.group.DoChan(flight, func() (any, error) {
 		// Check again inside the flight: a flight for k may have finished
 		// between the check above and this one starting, and its token
@@ -156,7 +165,7 @@ func (c *Client) token(ctx context.Context, k tokenKey, rejected string, ch auth
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenFetchTimeout)
 		defer cancel()
-		t, err := c.fetchToken(fctx, k, ch)
+		t, err := c.fetchToken(fctx, k, ch, ep, cr)
 		if err != nil {
 			return "", err
 		}
@@ -174,28 +183,75 @@ func (c *Client) token(ctx context.Context, k tokenKey, rejected string, ch auth
 	}
 }
 
-// fetchToken asks the challenge's realm for an anonymous token for k.scope.
-func (c *Client) fetchToken(ctx context.Context, k tokenKey, ch auth.Challenge) (token, error) {
+// oauthClientID identifies nodecache to token servers in OAuth2 grants,
+// as containerd sends "containerd-client".
+const oauthClientID = "nodecache"
+
+// fetchToken asks the challenge's realm for a token for k.scope, with
+// cr's credentials if any.
+func (c *Client) fetchToken(ctx context.Context, k tokenKey, ch auth.Challenge, ep endpoint, cr creds) (token, error) {
 	realm, err := parseRealm(ch.Parameters["realm"])
 	if err != nil {
 		return token{}, fmt.Errorf("%w: registry %s: %w", ErrAuth, k.registry, err)
 	}
 	to := auth.TokenOptions{Realm: realm, Service: ch.Parameters["service"], Scopes: []string{k.scope}}
+	switch cr.auth.Kind() {
+	case "identity-token":
+		to.Secret = cr.auth.IdentityToken // with no username: a refresh_token grant
+	case "basic":
+		to.Username, to.Secret = cr.auth.Username, cr.auth.Password
+	}
 	hdr := http.Header{"User-Agent": {c.userAgent}}
-	resp, err := auth.FetchToken(ctx, c.http, hdr, to)
+	var value string
+	var expiresIn int
+	var issuedAt time.Time
+	if to.Secret == "" {
+		resp, ferr := auth.FetchToken(ctx, ep.http, hdr, to)
+		if ferr == nil {
+			value, expiresIn, issuedAt = resp.Token, resp.ExpiresInSeconds, resp.IssuedAt
+		}
+		err = ferr
+	} else {
+		value, expiresIn, issuedAt, err = fetchTokenWithSecret(ctx, ep.http, hdr, to)
+	}
 	if err != nil {
 		return token{}, classifyTokenError(k.registry, realm, err)
 	}
-	lifetime := time.Duration(resp.ExpiresInSeconds) * time.Second
+	lifetime := time.Duration(expiresIn) * time.Second
 	if lifetime <= 0 {
 		lifetime = defaultTokenLifetime
 	}
 	now := c.tokens.now()
-	issued := resp.IssuedAt
+	issued := issuedAt
 	if issued.IsZero() || issued.After(now) {
 		issued = now // missing, or the server's clock is ahead of ours
 	}
-	return token{value: resp.Token, expires: issued.Add(lifetime)}, nil
+	return token{value: value, expires: issued.Add(lifetime)}, nil
+}
+
+// fetchTokenWithSecret does what containerd's authorizer does with
+// credentials: an OAuth2 POST, then, if the realm does not take POST
+// (404, 405 with a username, or the 400 and 401 some realms answer), a
+// GET with Basic.
+func fetchTokenWithSecret(ctx context.Context, hc *http.Client, hdr http.Header, to auth.TokenOptions) (string, int, time.Time, error) {
+	resp, err := auth.FetchTokenWithOAuth(ctx, hc, hdr, oauthClientID, to)
+	if err == nil {
+		return resp.AccessToken, resp.ExpiresInSeconds, resp.IssuedAt, nil
+	}
+	var status remoteerrors.ErrUnexpectedStatus
+	if !errors.As(err, &status) {
+		return "", 0, time.Time{}, err
+	}
+	switch code := status.StatusCode; {
+	case code == http.StatusNotFound, code == http.StatusUnauthorized, code == http.StatusBadRequest,
+		code == http.StatusMethodNotAllowed && to.Username != "":
+		g, gerr := auth.FetchToken(ctx, hc, hdr, to)
+		if gerr != nil {
+			return "", 0, time.Time{}, gerr
+		}
+		return g.Token, g.ExpiresInSeconds, g.IssuedAt, nil
+	}
+	return "", 0, time.Time{}, err
 }
 
 func parseRealm(raw string) (string, error) {

@@ -8,7 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
+
+	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
+
+	"nodecache/pkg/credentials"
 )
 
 var (
@@ -44,19 +49,39 @@ type Request struct {
 	Method   string      // http.MethodGet or http.MethodHead
 	Header   http.Header // extra headers to forward, e.g. Accept, Range; may be nil
 	RawQuery string      // optional query to forward (tags/list: n, last)
+
+	// Auth is the credentials to present for this request, such as a
+	// client's own; zero means the node's credentials (WithCredentials),
+	// if any, else anonymous. They are sent only to the registry's own
+	// host, never to a hosts.toml mirror of it.
+	Auth credentials.Auth
+}
+
+// Response is a registry's answer and how it was obtained.
+type Response struct {
+	*http.Response
+	// Auth says which credentials were presented to get it. The mirror
+	// uses it to know whether content needed credentials.
+	Auth AuthSource
 }
 
 // Client talks to upstream registries. It is safe for concurrent use.
 type Client struct {
-	endpoints map[string]*url.URL
-	http      *http.Client
-	userAgent string
-	tokens    *tokenCache
+	endpoints   map[string]*url.URL
+	hosts       *hostsCache // nil without WithHostsDir
+	http        *http.Client
+	userAgent   string
+	tokens      *tokenCache
+	creds       credentials.Source // nil without WithCredentials
+	identityKey []byte
+	now         func() time.Time
+	sleep       SleepFunc
 }
 
 // New returns a Client. endpoints maps registry names to base URLs such as
-// "https://registry-1.docker.io" or "http://127.0.0.1:5000"; a name not in
-// it resolves to "https://NAME" (Docker Hub to registry-1.docker.io).
+// "https://registry-1.docker.io" or "http://127.0.0.1:5000"; they win over
+// WithHostsDir. Any other name resolves through the hosts directory if one
+// is set, else to "https://NAME" (Docker Hub to registry-1.docker.io).
 func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -73,13 +98,26 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 	if rt == nil {
 		rt = newTransport(cfg)
 	}
-	hc := &http.Client{Transport: rt, CheckRedirect: checkRedirect}
-	return &Client{
-		endpoints: eps,
-		http:      hc,
-		userAgent: cfg.userAgent,
-		tokens:    newTokenCache(cfg.now),
-	}, nil
+	c := &Client{
+		endpoints:   eps,
+		http:        &http.Client{Transport: rt, CheckRedirect: checkRedirect},
+		userAgent:   cfg.userAgent,
+		tokens:      newTokenCache(cfg.now),
+		creds:       cfg.creds,
+		identityKey: newIdentityKey(),
+		now:         cfg.now,
+		sleep:       cfg.sleep,
+	}
+	if cfg.hostsDir != "" {
+		c.hosts = &hostsCache{
+			dir:     cfg.hostsDir,
+			self:    cfg.self,
+			now:     cfg.now,
+			wrap:    cfg.wrapHostClient,
+			entries: make(map[string]hostsEntry),
+		}
+	}
+	return c, nil
 }
 
 func (cfg config) check() error {
@@ -90,11 +128,23 @@ func (cfg config) check() error {
 		return errors.New("upstream: WithDialHook cannot be combined with WithTransport")
 	case cfg.now == nil:
 		return errors.New("upstream: nil clock")
+	case cfg.sleep == nil:
+		return errors.New("upstream: nil sleep function")
 	}
 	return nil
 }
 
 func newTransport(cfg config) *http.Transport {
+	t := &http.Transport{
+		Proxy:             http.ProxyFromEnvironment,
+		ForceAttemptHTTP2: true,
+	}
+	cfg.tune(t)
+	return t
+}
+
+// tune applies the timeouts, pool sizes and dial hook to t.
+func (cfg config) tune(t *http.Transport) {
 	dialer := &net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}
 	dial := dialer.DialContext
 	if hook := cfg.dialHook; hook != nil {
@@ -103,75 +153,201 @@ func newTransport(cfg config) *http.Transport {
 			return dialer.DialContext(ctx, network, addr)
 		}
 	}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dial,
-		ForceAttemptHTTP2:     true,
-		TLSHandshakeTimeout:   cfg.tlsHandshakeTimeout,
-		ResponseHeaderTimeout: cfg.responseHeaderTimeout,
-		MaxIdleConnsPerHost:   defaultMaxIdleConnsPerHost,
-		IdleConnTimeout:       defaultIdleConnTimeout,
-		// Content is addressed by the digest of its wire bytes, and the
-		// mirror needs the real Content-Length: never let net/http ask
-		// for gzip and decode it behind our back.
-		DisableCompression: true,
-	}
+	t.DialContext = dial
+	t.TLSHandshakeTimeout = cfg.tlsHandshakeTimeout
+	t.ResponseHeaderTimeout = cfg.responseHeaderTimeout
+	t.MaxIdleConnsPerHost = defaultMaxIdleConnsPerHost
+	t.IdleConnTimeout = defaultIdleConnTimeout
+	// Content is addressed by the digest of its wire bytes, and the
+	// mirror needs the real Content-Length: never let net/http ask for
+	// gzip and decode it behind our back.
+	t.DisableCompression = true
 }
 
-// Endpoint returns the base URL requests for registry go to.
+// wrapHostClient adapts a client built from hosts.toml: its TLS settings
+// stay, our timeouts and redirect policy apply. containerd wraps some
+// transports (HTTP fallback); those are kept as they are.
+func (cfg config) wrapHostClient(hc *http.Client) *http.Client {
+	rt := hc.Transport
+	if t, ok := rt.(*http.Transport); ok {
+		t = t.Clone()
+		cfg.tune(t)
+		rt = t
+	}
+	return &http.Client{Transport: rt, CheckRedirect: checkRedirect}
+}
+
+// Endpoint returns the base URL requests for registry go to when no hosts
+// directory is involved.
 func (c *Client) Endpoint(registry string) (*url.URL, error) {
 	return resolve(c.endpoints, registry)
 }
 
-// Do performs r, answering a bearer challenge once if the registry sends
-// one, and returns the final response whatever its status; the caller
-// closes its Body. An error wraps ErrUnreachable if no response came back,
-// ErrAuth if the token server failed, the context's error if ctx ended, and
-// ErrInvalidRequest or ErrInvalidRegistry if r is malformed.
+// Do performs r and returns the final response whatever its status; the
+// caller closes its Body. See Fetch.
 func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
-	if err := checkRequest(r); err != nil {
-		return nil, err
-	}
-	base, err := c.Endpoint(r.Registry)
+	resp, err := c.Fetch(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	repo := normalizeRepo(r.Registry, r.Repo)
-	target := requestURL(base, repo, r)
-	key := tokenKey{registry: r.Registry, scope: pullScope(repo)}
+	return resp.Response, nil
+}
 
-	tok, _ := c.tokens.get(key)
-	resp, err := c.send(ctx, r, target, tok)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		return resp, err
+// Fetch performs r: it answers the registry's Basic or Bearer challenge
+// with r's credentials (or the node's, or anonymously), retries 5xx, 429
+// and failed connections within the retry budget, and tries the
+// registry's endpoints in order, moving on from one that is unreachable,
+// failing, or (a mirror) lacks the content. A whole-blob GET that answers
+// 200 gets a body that resumes with Range requests if the transfer breaks.
+//
+// An error wraps ErrUnreachable if no response came back, ErrAuth if the
+// token server failed, the context's error if ctx ended, and
+// ErrInvalidRequest, ErrInvalidRegistry or ErrInvalidEndpoint if r or the
+// configuration is malformed. Errors never contain credentials.
+func (c *Client) Fetch(ctx context.Context, r Request) (*Response, error) {
+	if err := checkRequest(r); err != nil {
+		return nil, err
 	}
-	ch, ok := bearerChallenge(resp, target)
-	if !ok {
-		return resp, nil // Basic or no challenge: without credentials, the 401 stands.
+	eps, err := c.endpointsFor(ctx, r)
+	if err != nil {
+		return nil, err
 	}
-	fresh, err := c.token(ctx, key, tok, ch)
-	if errors.Is(err, errDenied) {
+	var st retryState
+	for i, ep := range eps {
+		cr := c.chooseCreds(r, ep)
+		resp, err := c.retrying(ctx, r.Registry, &st, func() (*Response, error) {
+			return c.attempt(ctx, r, ep, cr)
+		})
+		if i < len(eps)-1 && tryNext(ctx, ep, resp, err) {
+			if resp != nil {
+				discard(resp.Response)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if resumable(r, resp) {
+			resp.Body = c.newResumingBody(ctx, r, ep, cr, resp)
+		}
 		return resp, nil
+	}
+	panic("unreachable: endpointsFor returns at least one endpoint")
+}
+
+// tryNext reports whether the next endpoint should be asked after ep
+// answered resp or err: ep is unreachable or failing after its retries, or
+// ep is a mirror that lacks the content.
+func tryNext(ctx context.Context, ep endpoint, resp *Response, err error) bool {
+	if err != nil {
+		return ctx.Err() == nil && errors.Is(err, ErrUnreachable)
+	}
+	return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests ||
+		(ep.mirror && resp.StatusCode == http.StatusNotFound)
+}
+
+// endpointsFor lists where r can be fetched from, in order: the explicit
+// endpoint if there is one, else the hosts directory's entries able to
+// serve r, else the default URL.
+func (c *Client) endpointsFor(ctx context.Context, r Request) ([]endpoint, error) {
+	if _, explicit := c.endpoints[r.Registry]; explicit || c.hosts == nil {
+		base, err := resolve(c.endpoints, r.Registry)
+		if err != nil {
+			return nil, err
+		}
+		return []endpoint{{base: base, path: apiPath, http: c.http, resolve: true}}, nil
+	}
+	all, err := c.hosts.endpoints(ctx, r.Registry)
+	if err != nil {
+		return nil, err
+	}
+	// Resolving a tag needs the "resolve" capability; anything addressed
+	// by digest only needs "pull", which every cached entry has.
+	needResolve := r.Kind == KindTags || (r.Kind == KindManifests && !isDigest(r.Ref))
+	eps := make([]endpoint, 0, len(all))
+	for _, ep := range all {
+		if !needResolve || ep.resolve {
+			eps = append(eps, ep)
+		}
+	}
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("%w: registry %s: %w", ErrInvalidEndpoint, r.Registry, errNoEndpoint)
+	}
+	return eps, nil
+}
+
+// attempt makes one request to ep, answering one challenge.
+func (c *Client) attempt(ctx context.Context, r Request, ep endpoint, cr creds) (*Response, error) {
+	repo := normalizeRepo(r.Registry, r.Repo)
+	target := ep.requestURL(repo, r)
+	key := tokenKey{registry: r.Registry, host: ep.base.Host, scope: pullScope(repo), identity: cr.identity}
+
+	authz := ""
+	if tok, ok := c.tokens.get(key); ok {
+		authz = "Bearer " + tok
+	}
+	resp, err := c.send(ctx, r, ep, target, authz)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return c.answer(resp, authz, cr), err
+	}
+	ch, ok := challenge(resp, target)
+	if !ok {
+		return c.answer(resp, authz, cr), nil // no challenge we can answer: the 401 stands
+	}
+	next, err := c.authorization(ctx, key, ep, authz, ch, cr)
+	if errors.Is(err, errDenied) || (err == nil && (next == "" || next == authz)) {
+		return c.answer(resp, authz, cr), nil
 	}
 	discard(resp)
 	if err != nil {
 		return nil, err
 	}
-	return c.send(ctx, r, target, fresh)
+	resp, err = c.send(ctx, r, ep, target, next)
+	return c.answer(resp, next, cr), err
+}
+
+// authorization returns the Authorization header answering ch, or "" if
+// there is none: Basic needs a username and password; Bearer takes a
+// registry token as it is, or a token from the realm.
+func (c *Client) authorization(ctx context.Context, key tokenKey, ep endpoint, sent string, ch auth.Challenge, cr creds) (string, error) {
+	switch {
+	case ch.Scheme == auth.BasicAuth:
+		return basicAuthorization(cr.auth), nil
+	case cr.auth.RegistryToken != "":
+		return "Bearer " + cr.auth.RegistryToken, nil
+	}
+	tok, err := c.token(ctx, key, strings.TrimPrefix(sent, "Bearer "), ch, ep, cr)
+	if err != nil {
+		return "", err
+	}
+	return "Bearer " + tok, nil
+}
+
+// answer wraps resp with the source of the credentials presented.
+func (c *Client) answer(resp *http.Response, authz string, cr creds) *Response {
+	if resp == nil {
+		return nil
+	}
+	src := AuthAnonymous
+	if authz != "" {
+		src = cr.source
+	}
+	return &Response{Response: resp, Auth: src}
 }
 
 // send makes one request to target (following redirects).
-func (c *Client) send(ctx context.Context, r Request, target *url.URL, token string) (*http.Response, error) {
+func (c *Client) send(ctx context.Context, r Request, ep endpoint, target *url.URL, authorization string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, r.Method, target.String(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
+	copyForwardable(req.Header, ep.header)
 	copyForwardable(req.Header, r.Header)
 	req.Header.Set("User-Agent", c.userAgent)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := ep.http.Do(req)
 	if err != nil {
 		return nil, transportError(ctx, r.Registry, err)
 	}

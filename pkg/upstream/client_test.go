@@ -39,7 +39,8 @@ func closedAddr(t *testing.T) string {
 func TestUnreachable(t *testing.T) {
 	var dials atomic.Int64
 	hook := func(context.Context, string, string) { dials.Add(1) }
-	c, err := New(map[string]string{"dead.test": "http://" + closedAddr(t)}, WithDialHook(hook))
+	var sl sleeps
+	c, err := New(map[string]string{"dead.test": "http://" + closedAddr(t)}, WithDialHook(hook), WithSleep(sl.sleep))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +53,11 @@ func TestUnreachable(t *testing.T) {
 	if !strings.Contains(err.Error(), "dead.test") {
 		t.Errorf("error %q does not name the registry", err)
 	}
-	if n := dials.Load(); n != 1 {
-		t.Errorf("dials = %d, want 1", n)
+	if n := dials.Load(); n != maxAttempts {
+		t.Errorf("dials = %d, want %d (retried within the budget)", n, maxAttempts)
+	}
+	if n := len(sl.get()); n != maxAttempts-1 {
+		t.Errorf("waits = %d, want %d", n, maxAttempts-1)
 	}
 }
 

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
@@ -89,6 +90,24 @@ func checkRegistryName(name string) error {
 	return nil
 }
 
+// endpoint is one place a registry's content can be fetched from.
+type endpoint struct {
+	base   *url.URL     // scheme and host
+	path   string       // API root, normally "/v2"
+	http   *http.Client // with the endpoint's TLS settings
+	header http.Header  // extra headers from hosts.toml; may be nil
+	// mirror is set for a hosts.toml entry other than the registry's own
+	// host: it gets ns=, a 404 from it means "try the next one", and it
+	// never receives the registry's credentials.
+	mirror bool
+	// resolve is false for a hosts.toml entry without the "resolve"
+	// capability: it may serve content by digest but not resolve tags.
+	resolve bool
+}
+
+// apiPath is the API root of explicit and default endpoints.
+const apiPath = "/v2"
+
 // resolve returns the base URL for a registry name.
 func resolve(overrides map[string]*url.URL, registry string) (*url.URL, error) {
 	if err := checkRegistryName(registry); err != nil {
@@ -146,15 +165,22 @@ func isDigest(s string) bool {
 	return err == nil
 }
 
-// requestURL builds <base>/v2/<repo>/<kind>[/<ref>][?query]; repo must be
-// normalized and r validated.
-func requestURL(base *url.URL, repo string, r Request) *url.URL {
-	u := *base
-	u.Path = "/v2/" + repo + "/" + r.Kind
+// requestURL builds <base><path>/<repo>/<kind>[/<ref>][?query]; repo must
+// be normalized and r validated. A hosts.toml mirror also gets ns=<registry>,
+// as containerd sends it, so a mirror serving several registries knows
+// which one is meant.
+func (ep endpoint) requestURL(repo string, r Request) *url.URL {
+	u := *ep.base
+	u.Path = ep.path + "/" + repo + "/" + r.Kind
 	if r.Ref != "" {
 		u.Path += "/" + r.Ref
 	}
 	u.RawPath = ""
 	u.RawQuery = r.RawQuery
+	if ep.mirror {
+		q, _ := url.ParseQuery(r.RawQuery) // checked by checkRequest
+		q.Set("ns", r.Registry)
+		u.RawQuery = q.Encode()
+	}
 	return &u
 }

@@ -143,8 +143,31 @@ func (h *okHandler) lastRequest() *http.Request {
 	return h.last
 }
 
+// sleeps records the retry waits a client asked for and returns at once,
+// so tests never wait real seconds.
+type sleeps struct {
+	mu    sync.Mutex // guards waits
+	waits []time.Duration
+}
+
+func (s *sleeps) sleep(ctx context.Context, d time.Duration) error {
+	s.mu.Lock()
+	s.waits = append(s.waits, d)
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+func (s *sleeps) get() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Duration(nil), s.waits...)
+}
+
+// newTestClient returns a client for testRegistry at registryURL that does
+// not sleep between retries (opts may override that).
 func newTestClient(t *testing.T, registryURL string, opts ...Option) *Client {
 	t.Helper()
+	opts = append([]Option{WithSleep(new(sleeps).sleep)}, opts...)
 	c, err := New(map[string]string{testRegistry: registryURL}, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)

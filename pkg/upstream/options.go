@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"nodecache/pkg/credentials"
 )
 
 const (
@@ -55,6 +57,10 @@ type config struct {
 	dialHook              DialHook
 	transport             http.RoundTripper
 	now                   func() time.Time
+	sleep                 SleepFunc
+	creds                 credentials.Source
+	hostsDir              string
+	self                  []string
 }
 
 func defaultConfig() config {
@@ -64,6 +70,7 @@ func defaultConfig() config {
 		responseHeaderTimeout: DefaultResponseHeaderTimeout,
 		userAgent:             DefaultUserAgent,
 		now:                   time.Now,
+		sleep:                 sleepCtx,
 	}
 }
 
@@ -110,4 +117,31 @@ func WithTransport(rt http.RoundTripper) Option {
 // WithClock sets the clock used for token expiry. Tests inject a fake one.
 func WithClock(now func() time.Time) Option {
 	return func(c *config) { c.now = now }
+}
+
+// WithSleep sets how the client waits between retries. Tests inject one
+// that records the waits and returns at once.
+func WithSleep(sleep SleepFunc) Option {
+	return func(c *config) { c.sleep = sleep }
+}
+
+// WithCredentials sets the node's own credentials, looked up by registry
+// name (or, for a hosts.toml mirror, by the mirror's host) and used for
+// requests whose Request.Auth is zero. Nil means none.
+func WithCredentials(src credentials.Source) Option {
+	return func(c *config) { c.creds = src }
+}
+
+// WithHostsDir makes registries without an explicit endpoint resolve
+// through containerd's hosts directory dir (such as
+// /etc/containerd/certs.d): each mirror entry in order, then the server,
+// with their TLS settings and headers; see LoadHosts. self lists
+// nodecache's own listen addresses; entries pointing at them are skipped,
+// so containerd's hosts.toml naming nodecache as a mirror does not make
+// nodecache ask itself. An empty dir disables it.
+func WithHostsDir(dir string, self []string) Option {
+	return func(c *config) {
+		c.hostsDir = dir
+		c.self = append([]string(nil), self...)
+	}
 }
