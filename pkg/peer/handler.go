@@ -1,0 +1,151 @@
+package peer
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Fetcher serves blobs to peers. The mirror implements it.
+type Fetcher interface {
+	// ServePeer writes blob d of repo in registry to w, honouring r's
+	// Range, from the local store or by filling it from upstream, never
+	// from another peer. It serves only content the mirror may give any
+	// client: content fetched with credentials is refused (403 DENIED),
+	// since a peer request carries no client credentials to check.
+	ServePeer(w http.ResponseWriter, r *http.Request, registry, repo string, d digest.Digest)
+}
+
+// Handler results, the values of the result label of
+// nodecache_peer_requests_total.
+const (
+	servedResult       = "served"       // passed to the Fetcher
+	unauthorizedResult = "unauthorized" // no or bad signature
+	deniedResult       = "denied"       // registry not allowed here
+	invalidResult      = "invalid"      // wrong method, path, digest or name
+)
+
+// maxRepoLength is the distribution spec's limit on a repository name.
+const maxRepoLength = 255
+
+// repoRE is the repository name grammar of the OCI distribution spec.
+var repoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+
+// Handler serves the peer API on --peer-listen. Its one route is
+//
+//	GET|HEAD /peer/v1/blobs/<digest>?ns=<registry>&repo=<repository>
+//
+// A request must be signed (Secret.Verify) or gets 401 whatever it asks
+// for, so an unauthenticated caller learns nothing, not even which routes
+// exist. A signed request is then checked (405 for other methods, 404 for
+// other paths, 400 for a bad digest or name, 403 for a registry not on the
+// allow-list) and handed to the Fetcher. Errors are OCI error JSON.
+//
+// Handler is a prometheus.Collector of nodecache_peer_requests_total.
+type Handler struct {
+	secret   *Secret
+	allowed  func(registry string) bool
+	fetcher  Fetcher
+	log      *slog.Logger
+	requests *prometheus.CounterVec
+}
+
+// NewHandler returns the peer API handler. allowed is the mirror's
+// allow-list: a peer cannot make this node contact a registry it would not
+// contact for its own clients. It uses the option WithLogger.
+func NewHandler(secret *Secret, allowed func(registry string) bool, f Fetcher, opts ...Option) *Handler {
+	h := &Handler{
+		secret:  secret,
+		allowed: allowed,
+		fetcher: f,
+		log:     newOptions(opts).log,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodecache_peer_requests_total",
+			Help: "Requests to the peer API, by result (served, unauthorized, denied, invalid).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{servedResult, unauthorizedResult, deniedResult, invalidResult} {
+		h.requests.WithLabelValues(r)
+	}
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := h.secret.Verify(r); err != nil {
+		// Debug: a peer with another secret would fill the log at info,
+		// and the counter already shows it.
+		h.log.Debug("peer request refused", slog.String("remote", r.RemoteAddr), slog.Any("error", err))
+		h.refuse(w, r, unauthorizedResult, http.StatusUnauthorized, "UNAUTHORIZED", "peer request not authenticated")
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.refuse(w, r, invalidResult, http.StatusMethodNotAllowed, "UNSUPPORTED", r.Method+" is not supported by the peer API")
+		return
+	}
+	ref, ok := strings.CutPrefix(r.URL.Path, blobsPath)
+	if !ok {
+		h.refuse(w, r, invalidResult, http.StatusNotFound, "UNSUPPORTED", "not a peer API path")
+		return
+	}
+	d, err := digest.Parse(ref)
+	if err != nil {
+		h.refuse(w, r, invalidResult, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest")
+		return
+	}
+	q := r.URL.Query()
+	registry, repo := strings.ToLower(q.Get("ns")), q.Get("repo")
+	if len(repo) > maxRepoLength || !repoRE.MatchString(repo) {
+		h.refuse(w, r, invalidResult, http.StatusBadRequest, "NAME_INVALID", "invalid repository name")
+		return
+	}
+	if registry == "" || !h.allowed(registry) {
+		h.refuse(w, r, deniedResult, http.StatusForbidden, "DENIED", "registry is not allowed on this node")
+		return
+	}
+	h.requests.WithLabelValues(servedResult).Inc()
+	h.fetcher.ServePeer(w, r, registry, repo, d)
+}
+
+// refuse counts a refusal and writes its error.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, result string, status int, code, message string) {
+	h.requests.WithLabelValues(result).Inc()
+	writeError(w, r, status, code, message)
+}
+
+// Describe implements prometheus.Collector.
+func (h *Handler) Describe(ch chan<- *prometheus.Desc) { h.requests.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (h *Handler) Collect(ch chan<- prometheus.Metric) { h.requests.Collect(ch) }
+
+type errorBody struct {
+	Errors []errorEntry `json:"errors"`
+}
+
+type errorEntry struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// writeError writes the OCI error JSON {"errors":[{"code","message"}]}
+// with status. It is the one place this package renders errors.
+func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: code, Message: message}}}) // strings only: cannot fail
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if status == http.StatusMethodNotAllowed {
+		h.Set("Allow", "GET, HEAD")
+	}
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
+}
