@@ -52,6 +52,7 @@ type Config struct {
 	ShutdownGrace   time.Duration     // how long in-flight requests may finish
 	LogLevel        slog.Level
 	LogFormat       string // text or json
+	MetricsListen   string // a second listener for /metrics and the probes; "" for none
 }
 
 // defaultDataDir is /var/lib/nodecache for root, the user cache dir else.
@@ -85,6 +86,8 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 	grace := fs.Duration("shutdown-grace", defaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
+	metricsListen := fs.String("metrics-listen", "", "also serve /metrics, /healthz and /readyz alone on this address (host:port or unix:///path); /metrics is always on --listen too")
+	configFile := fs.String("config", "", "TOML file of settings, keyed by flag name (data-dir = \"/var/lib/nodecache\"); flags and NODECACHE_* variables win over it")
 	// Parse quietly: a mistake gets one line naming the flag, and only
 	// --help prints the full list.
 	fs.SetOutput(io.Discard)
@@ -103,10 +106,15 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 	if err := applyEnv(fs); err != nil {
 		return Config{}, usagef("%v", err)
 	}
+	if *configFile != "" {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return Config{}, usagef("%v", err)
+		}
+	}
 	cfg := Config{
 		Listen: listen.values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
 		TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace, LogFormat: *logFormat,
-		Registries: map[string]string{},
+		Registries: map[string]string{}, MetricsListen: *metricsListen,
 	}
 	if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
 		return Config{}, usagef("%v", err)
@@ -124,6 +132,11 @@ func (cfg *Config) check(registries, allow []string, logLevel string) error {
 	for _, l := range cfg.Listen {
 		if err := checkListen(l); err != nil {
 			return fmt.Errorf("--listen %q: %v", l, err)
+		}
+	}
+	if cfg.MetricsListen != "" {
+		if err := checkListen(cfg.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %q: %v", cfg.MetricsListen, err)
 		}
 	}
 	if cfg.DataDir == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -11,8 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"nodecache/pkg/diskstore"
@@ -42,7 +46,7 @@ func newLogger(cfg Config) *slog.Logger {
 // run serves until ctx is done, then shuts down gracefully.
 func run(ctx context.Context, cfg Config) error {
 	log := newLogger(cfg)
-	store, err := openStore(cfg, log)
+	store, maxSize, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -50,28 +54,35 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	handler := newHandler(mirror.New(store, client,
+	metrics := mirror.NewMetrics()
+	m := mirror.New(store, client,
 		mirror.WithAllowList(cfg.AllowRegistries),
 		mirror.WithDefaultRegistry(cfg.DefaultRegistry),
 		mirror.WithTagTTL(cfg.TagTTL),
 		mirror.WithTagMaxStale(cfg.TTL),
 		mirror.WithFillTimeout(cfg.FillTimeout),
 		mirror.WithLogger(log),
-	))
-	listeners, err := listenAll(cfg.Listen)
+		mirror.WithMetrics(metrics),
+	)
+	ls, err := openListeners(cfg)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: readHeaderTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	var ready atomic.Bool
+	probes := newProbes(&ready, newRegistry(metrics, store, maxSize))
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: readHeaderTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			IdleTimeout:       idleTimeout,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
 	}
+	servers := []*http.Server{newServer(withMirror(probes, m)), newServer(probes)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return store.Run(gctx) })
-	for _, l := range listeners {
+	serve := func(srv *http.Server, l net.Listener) {
 		g.Go(func() error {
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -79,54 +90,88 @@ func run(ctx context.Context, cfg Config) error {
 			return nil
 		})
 	}
-	log.Info("serving", "listen", strings.Join(cfg.Listen, ","), "allow", strings.Join(cfg.AllowRegistries, ","))
+	for _, l := range ls.mirror {
+		serve(servers[0], l)
+	}
+	for _, l := range ls.metrics {
+		serve(servers[1], l)
+	}
+	ready.Store(true)
+	log.Info("serving", "listen", ls.String(), "systemd", ls.systemd, "allow", strings.Join(cfg.AllowRegistries, ","))
+	st := store.Stats()
+	notify(log, "READY=1", fmt.Sprintf("STATUS=serving on %s; %d entries, %s cached", ls, st.Entries, formatBytes(st.Bytes)))
+	g.Go(func() error { return watchdog(gctx, log, ls.mirror[0]) })
 	g.Go(func() error {
 		<-gctx.Done()
+		ready.Store(false)
+		notify(log, "STOPPING=1", "STATUS=finishing requests in flight")
 		log.Info("shutting down", "grace", cfg.ShutdownGrace)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownGrace)
 		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
-			return fmt.Errorf("shutdown: %w", err)
+		var errs []error
+		for _, srv := range servers {
+			if err := srv.Shutdown(sctx); err != nil {
+				srv.Close()
+				errs = append(errs, fmt.Errorf("shutdown: %w", err))
+			}
 		}
-		return nil
+		return errors.Join(errs...)
 	})
 	return g.Wait()
 }
 
 // openStore opens the store with its bounds resolved against the
 // filesystem that holds the data directory.
-func openStore(cfg Config, log *slog.Logger) (*diskstore.Store, error) {
+func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize int64, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+		return nil, 0, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	total, _, err := diskstore.Capacity(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+		return nil, 0, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	maxSize, minFree := cfg.storeBounds(total)
 	start := time.Now()
-	store, err := diskstore.Open(cfg.DataDir,
+	store, err = diskstore.Open(cfg.DataDir,
 		diskstore.WithMaxSize(maxSize), diskstore.WithMinFree(minFree),
 		diskstore.WithIdleTTL(cfg.TTL), diskstore.WithLogger(log))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	st := store.Stats()
 	log.Info("store loaded", "data_dir", cfg.DataDir, "entries", st.Entries, "bytes", st.Bytes,
 		"max_size", formatBytes(maxSize), "min_free", formatBytes(minFree), "ttl", cfg.TTL,
 		"took", time.Since(start).Round(time.Millisecond))
-	return store, nil
+	return store, maxSize, nil
 }
 
-// newHandler puts the probes beside the mirror; they are not access-logged.
-func newHandler(m http.Handler) http.Handler {
+// newProbes serves /healthz (the process answers), /readyz (the store is
+// loaded and the listeners are up; 503 while shutting down) and /metrics.
+// None of them is access-logged.
+func newProbes(ready *atomic.Bool, reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
-	ok := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
-	mux.HandleFunc("GET /healthz", ok)
-	mux.HandleFunc("GET /readyz", ok)
-	mux.Handle("/", m)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// withMirror serves the probes' paths from probes and everything else
+// from the mirror.
+func withMirror(probes *http.ServeMux, m http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := probes.Handler(r); pattern != "" {
+			probes.ServeHTTP(w, r)
+			return
+		}
+		m.ServeHTTP(w, r)
+	})
 }
 
 // listenAll opens every --listen address; on error it closes those opened.

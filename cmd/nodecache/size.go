@@ -73,8 +73,10 @@ func formatBytes(n int64) string {
 		s string
 		m int64
 	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.m && n%(u.m/1024) == 0 {
-			return strconv.FormatFloat(float64(n)/float64(u.m), 'f', -1, 64) + u.s
+		if n >= u.m {
+			// Three significant decimals at most: a log line, not an exact
+			// figure (20GiB, 1.5GiB, 25.197GiB).
+			return strconv.FormatFloat(math.Round(float64(n)/float64(u.m)*1000)/1000, 'f', -1, 64) + u.s
 		}
 	}
 	return strconv.FormatInt(n, 10) + "B"

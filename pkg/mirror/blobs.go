@@ -18,7 +18,7 @@ func (s *Server) serveBlob(q *request) error {
 		}
 		if ok {
 			defer c.close()
-			q.rec.source = "cache"
+			q.markSource(c)
 			return serveContent(q, c)
 		}
 		resp, err := s.headUpstream(q, d.String(), nil)
@@ -46,7 +46,7 @@ func (s *Server) serveBlob(q *request) error {
 // before this client could join it streams only to the clients it already
 // had; this one then gets its own uncached copy.
 func (s *Server) serveFetched(q *request, c content, header http.Header) error {
-	q.rec.source = sourceOf(c)
+	q.markSource(c)
 	err := serveContent(q, c)
 	c.close()
 	if !errors.Is(err, diskstore.ErrSpilled) {
@@ -56,14 +56,19 @@ func (s *Server) serveFetched(q *request, c content, header http.Header) error {
 		return err
 	}
 	defer c.close()
-	q.rec.source = sourceOf(c)
+	q.markSource(c)
 	return serveContent(q, c)
 }
 
-// sourceOf names where content is served from, for the access log.
-func sourceOf(c content) string {
-	if c.file != nil {
-		return "cache"
+// markSource notes where content is served from, for the access log and
+// the metrics. A fill is a miss; content streamed uncached is upstream.
+func (q *request) markSource(c content) {
+	switch {
+	case c.file != nil:
+		q.rec.source, q.rec.result = "cache", resultHit
+	case c.fill != nil:
+		q.rec.source, q.rec.result = "upstream", resultMiss
+	default:
+		q.rec.source, q.rec.result = "upstream", resultUpstream
 	}
-	return "upstream"
 }

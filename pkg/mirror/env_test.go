@@ -25,7 +25,10 @@ type env struct {
 	// arrived gets a value for each request that reaches nodecache, while
 	// it has room; tests that wait for clients drain it.
 	arrived chan struct{}
-	now     atomic.Pointer[time.Time]
+	// served gets a value each time nodecache's handler has returned, so
+	// its access log and metrics are written.
+	served chan struct{}
+	now    atomic.Pointer[time.Time]
 }
 
 func newEnv(t *testing.T, upOpts []registrytest.Option, opts ...Option) *env {
@@ -46,7 +49,7 @@ func newEnvStore(t *testing.T, storeOpts []diskstore.Option, upOpts []registryte
 // newEnvOn is newEnv with a store the test opened itself.
 func newEnvOn(t *testing.T, store *diskstore.Store, upOpts []registrytest.Option, opts ...Option) *env {
 	t.Helper()
-	e := &env{t: t, up: registrytest.Start(t, upOpts...), arrived: make(chan struct{}, 1024), store: store}
+	e := &env{t: t, up: registrytest.Start(t, upOpts...), arrived: make(chan struct{}, 1024), served: make(chan struct{}, 1024), store: store}
 	start := time.Unix(1_700_000_000, 0)
 	e.now.Store(&start)
 	client, err := upstream.New(map[string]string{e.up.Host(): e.up.URL()},
@@ -66,6 +69,10 @@ func newEnvOn(t *testing.T, store *diskstore.Store, upOpts []registrytest.Option
 		default:
 		}
 		m.ServeHTTP(w, r)
+		select {
+		case e.served <- struct{}{}:
+		default:
+		}
 	}))
 	t.Cleanup(e.srv.Close)
 	return e

@@ -50,6 +50,9 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 	for {
 		c, ok, err := s.lookup(d)
 		if ok || err != nil {
+			if c.fill != nil {
+				s.metrics.joinedFill()
+			}
 			return c, err
 		}
 		ch := s.flights.DoChan(d.String(), func() (any, error) {
@@ -68,6 +71,9 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 					return uncachedContent(q, d, u.resp, u.cancel), nil
 				}
 				return s.fetchUncached(q, d, header)
+			}
+			if !q.startedFill {
+				s.metrics.joinedFill()
 			}
 			return fillContent(res.Val.(*diskstore.Fill)), nil
 		case <-q.r.Context().Done():
@@ -127,6 +133,7 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any
 		}
 		return nil, err
 	}
+	q.startedFill = true
 	go s.copyFill(ctx, cancel, q.registry, fill, resp.Body)
 	return fill, nil
 }
@@ -159,6 +166,8 @@ func mediaTypeOf(q *request, resp *http.Response) string {
 
 // copyFill copies an upstream body into a fill and commits it.
 func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, fill *diskstore.Fill, body io.ReadCloser) {
+	s.metrics.fillStarted()
+	defer s.metrics.fillEnded()
 	defer cancel()
 	defer body.Close()
 	start := time.Now()

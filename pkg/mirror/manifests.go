@@ -49,6 +49,7 @@ func (s *Server) serveManifest(q *request) error {
 			return err
 		}
 		if stale {
+			s.metrics.staleTag()
 			q.rec.Header().Set("Warning", staleWarning)
 		}
 		d, tag = rec.digest, &rec

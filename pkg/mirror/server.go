@@ -89,6 +89,9 @@ func WithFillTimeout(d time.Duration) Option {
 // WithLogger sets the logger. The default discards.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
+// WithMetrics records requests, fills and upstream traffic in m.
+func WithMetrics(m *Metrics) Option { return func(s *Server) { s.metrics = m } }
+
 // WithClock sets the clock for the tag cache.
 func WithClock(now ttl.Clock) Option { return func(s *Server) { s.now = now } }
 
@@ -103,6 +106,7 @@ type Server struct {
 	fillTimeout     time.Duration
 	log             *slog.Logger
 	now             ttl.Clock
+	metrics         *Metrics // nil: not measured
 
 	tags    *ttl.Map[string, tagRecord]
 	flights singleflight.Group // fills, keyed by digest
@@ -124,6 +128,9 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
+	if s.metrics != nil {
+		s.up = countingUpstream{Upstream: s.up, m: s.metrics}
+	}
 	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, s.tagMaxStale, 0, s.now)
 	return s
 }
@@ -134,10 +141,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none"}
 	kind := "invalid"
 	defer func() {
+		took := time.Since(start)
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method), slog.String("route", kind),
 			slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
-			slog.String("source", rec.source), slog.Duration("duration", time.Since(start)))
+			slog.String("source", rec.source), slog.Duration("duration", took))
+		if s.metrics != nil {
+			s.metrics.observeRequest(kind, rec, took)
+		}
 	}()
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		writeError(rec, r, errorf(http.StatusMethodNotAllowed, codeUnsupported, "%s is not supported by a pull-through mirror", r.Method))
@@ -196,6 +207,10 @@ type request struct {
 	r        *http.Request
 	registry string
 	route    route
+	// startedFill is set on the request whose upstream GET a fill is, to
+	// tell it from the requests that joined the fill. It is written inside
+	// the flight and read after the flight's result arrives.
+	startedFill bool
 }
 
 func (q *request) upstreamRequest(method string, ref string, header http.Header) upstream.Request {
@@ -212,6 +227,7 @@ type recorder struct {
 	status int
 	bytes  int64
 	source string // cache, upstream, none
+	result string // resultHit, resultMiss, ...; empty: resultUpstream
 }
 
 func (w *recorder) WriteHeader(status int) {
