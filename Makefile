@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS := ./...
 FUZZTIME ?= 10s
 
-.PHONY: build run test lint bench fuzz deps clean e2e
+.PHONY: build run test lint bench fuzz deps clean e2e demo
 
 deps:
 	$(GO) mod download
@@ -26,7 +26,10 @@ lint: deps
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
+# Installs Debian's systemd package first if systemd-socket-activate is
+# missing (the socket activation test uses it).
 test: lint
+	bash hack/test-deps.sh
 	$(GO) test -race -count=1 $(PKGS)
 
 # Benchmarks print ratios measured side by side in one run; see README.
@@ -55,6 +58,12 @@ fuzz: deps
 e2e: deps
 	bash hack/e2e-deps.sh
 	$(GO) test -tags e2e -count=1 -v ./test/e2e/
+
+# Shows nodecache at work with no network: an in-process upstream registry,
+# bin/nodecache in front of it, and three pulls of a multi-arch image with
+# containerd's resolver (cold, warm, upstream down). See hack/demo.
+demo: build
+	$(GO) run ./hack/demo --nodecache bin/nodecache
 
 clean:
 	rm -rf bin
