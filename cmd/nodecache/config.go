@@ -53,6 +53,9 @@ type Config struct {
 	LogLevel        slog.Level
 	LogFormat       string // text or json
 	MetricsListen   string // a second listener for /metrics and the probes; "" for none
+	DockerConfig    string // Docker config.json with the node's registry credentials; "" for none
+	CredentialsFile string // TOML or YAML registry credentials; "" for none
+	HostsDir        string // containerd hosts directory for upstream settings; "" for none
 }
 
 // defaultDataDir is /var/lib/nodecache for root, the user cache dir else.
@@ -87,6 +90,9 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	metricsListen := fs.String("metrics-listen", "", "also serve /metrics, /healthz and /readyz alone on this address (host:port or unix:///path); /metrics is always on --listen too")
+	dockerConfig := fs.String("docker-config", "", "Docker config.json whose auths are the node's own registry credentials; reloaded on change")
+	credentialsFile := fs.String("credentials-file", "", "TOML or YAML file of the node's registry credentials (registry -> username/password or token); reloaded on change")
+	hostsDir := fs.String("hosts-dir", "", "containerd hosts directory (e.g. /etc/containerd/certs.d) to read upstream settings from: server, mirrors, ca, client certificates, skip_verify, header")
 	configFile := fs.String("config", "", "TOML file of settings, keyed by flag name (data-dir = \"/var/lib/nodecache\"); flags and NODECACHE_* variables win over it")
 	// Parse quietly: a mistake gets one line naming the flag, and only
 	// --help prints the full list.
@@ -115,6 +121,7 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 		Listen: listen.values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
 		TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace, LogFormat: *logFormat,
 		Registries: map[string]string{}, MetricsListen: *metricsListen,
+		DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
 	}
 	if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
 		return Config{}, usagef("%v", err)
@@ -137,6 +144,11 @@ func (cfg *Config) check(registries, allow []string, logLevel string) error {
 	if cfg.MetricsListen != "" {
 		if err := checkListen(cfg.MetricsListen); err != nil {
 			return fmt.Errorf("--metrics-listen %q: %v", cfg.MetricsListen, err)
+		}
+	}
+	if cfg.HostsDir != "" {
+		if fi, err := os.Stat(cfg.HostsDir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--hosts-dir %s: not a directory", cfg.HostsDir)
 		}
 	}
 	if cfg.DataDir == "" {

@@ -102,7 +102,7 @@ func TestVerifyCommand(t *testing.T) {
 	var ds []digest.Digest
 	for _, content := range []string{"good content", "bad content"} {
 		d := digest.FromString(content)
-		f, _ := s.Begin(d, int64(len(content)), "")
+		f, _ := s.Begin(d, int64(len(content)), diskstore.Meta{})
 		f.Write([]byte(content))
 		if err := f.Commit(); err != nil {
 			t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"nodecache/pkg/credentials"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
 	"nodecache/pkg/upstream"
@@ -50,7 +51,19 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	client, err := upstream.New(cfg.Registries, upstream.WithUserAgent("nodecache/"+version))
+	upOpts := []upstream.Option{upstream.WithUserAgent("nodecache/" + version)}
+	var creds *credentials.Store
+	if cfg.DockerConfig != "" || cfg.CredentialsFile != "" {
+		creds, err = credentials.Open(credentials.Files{DockerConfig: cfg.DockerConfig, CredentialsFile: cfg.CredentialsFile}, log)
+		if err != nil {
+			return credentialsError(cfg, err)
+		}
+		upOpts = append(upOpts, upstream.WithCredentials(creds))
+	}
+	if cfg.HostsDir != "" {
+		upOpts = append(upOpts, upstream.WithHostsDir(cfg.HostsDir, cfg.Listen))
+	}
+	client, err := upstream.New(cfg.Registries, upOpts...)
 	if err != nil {
 		return err
 	}
@@ -82,6 +95,9 @@ func run(ctx context.Context, cfg Config) error {
 	servers := []*http.Server{newServer(withMirror(probes, m)), newServer(probes)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return store.Run(gctx) })
+	if creds != nil {
+		g.Go(func() error { return creds.Run(gctx) })
+	}
 	serve := func(srv *http.Server, l net.Listener) {
 		g.Go(func() error {
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -211,4 +227,18 @@ func listen(addr string) (net.Listener, error) {
 		os.Remove(path)
 	}
 	return net.Listen("unix", path)
+}
+
+// credentialsError names the flag of the file that could not be loaded.
+func credentialsError(cfg Config, err error) error {
+	var fe *credentials.FileError
+	if errors.As(err, &fe) {
+		switch fe.Path {
+		case cfg.DockerConfig:
+			return usagef("--docker-config: %v", err)
+		case cfg.CredentialsFile:
+			return usagef("--credentials-file: %v", err)
+		}
+	}
+	return usagef("--docker-config/--credentials-file: %v", err)
 }

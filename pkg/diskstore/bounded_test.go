@@ -72,7 +72,7 @@ func TestSpaceIsReservedBeforeWriting(t *testing.T) {
 	a := put(t, s, randomBytes(1, 1000), "")
 	b := put(t, s, randomBytes(2, 1000), "")
 	data := randomBytes(3, 2000)
-	f, err := s.Begin(digest.FromBytes(data), 2000, "")
+	f, err := s.Begin(digest.FromBytes(data), 2000, Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestSpaceIsReservedBeforeWriting(t *testing.T) {
 func TestTooLargeIsRefused(t *testing.T) {
 	s := openStore(t, t.TempDir(), WithMaxSize(1000))
 	keep := put(t, s, randomBytes(1, 500), "")
-	if _, err := s.Begin(digest.FromString("big"), 1001, ""); !errors.Is(err, ErrTooLarge) {
+	if _, err := s.Begin(digest.FromString("big"), 1001, Meta{}); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Begin = %v, want ErrTooLarge", err)
 	}
 	if !has(s, keep) {
@@ -118,7 +118,7 @@ func TestBoundHoldsUnderConcurrentFills(t *testing.T) {
 		wg.Go(func() {
 			for i := range 40 {
 				data := randomBytes(uint64(w*1000+i), 1000+(w*7919+i*104729)%30_000)
-				f, err := s.Begin(digest.FromBytes(data), int64(len(data)), "")
+				f, err := s.Begin(digest.FromBytes(data), int64(len(data)), Meta{})
 				if err != nil {
 					continue
 				}
@@ -239,7 +239,7 @@ func TestFillOfUnknownSizeStaysBounded(t *testing.T) {
 	a := put(t, s, randomBytes(1, 1000), "")
 	b := put(t, s, randomBytes(2, 1000), "")
 	data := randomBytes(3, 1000)
-	f, err := s.Begin(digest.FromBytes(data), -1, "")
+	f, err := s.Begin(digest.FromBytes(data), -1, Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,12 +258,12 @@ func TestFillOfUnknownSizeStaysBounded(t *testing.T) {
 func TestHopelessFillEvictsNothing(t *testing.T) {
 	s := openStore(t, t.TempDir(), WithMaxSize(3000))
 	a := put(t, s, randomBytes(1, 500), "")
-	big, err := s.Begin(digest.FromString("big"), 2500, "")
+	big, err := s.Begin(digest.FromString("big"), 2500, Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer big.Abort(nil)
-	if _, err := s.Begin(digest.FromString("more"), 1000, ""); !errors.Is(err, ErrNoSpace) {
+	if _, err := s.Begin(digest.FromString("more"), 1000, Meta{}); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Begin = %v, want ErrNoSpace", err)
 	}
 	if !has(s, a) {
@@ -276,7 +276,7 @@ func TestHopelessFillEvictsNothing(t *testing.T) {
 func TestReaderOfACommittedFill(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	data := randomBytes(1, 5000)
-	f, err := s.Begin(digest.FromBytes(data), int64(len(data)), "")
+	f, err := s.Begin(digest.FromBytes(data), int64(len(data)), Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}

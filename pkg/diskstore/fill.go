@@ -28,7 +28,7 @@ type Fill struct {
 	digest    digest.Digest
 	size      int64 // expected size; -1 if unknown
 	reserved  int64 // bytes reserved in the store for this fill
-	mediaType string
+	meta      Meta
 	file      *os.File
 	hash      hash.Hash // used by the writer only
 
@@ -42,9 +42,19 @@ type Fill struct {
 	sp      *spill               // set once a file write failed
 }
 
+// Meta is what is stored with an entry besides its bytes.
+type Meta struct {
+	MediaType string // "" for plain blobs
+	// Public marks content that upstream serves without credentials; any
+	// client may be given it. Private content (the zero value) is given
+	// only to clients upstream confirms, and its file is not world
+	// readable: the mode is how the mark survives a restart, and a file
+	// whose mode was lost or never set reads back as private.
+	Public bool
+}
+
 // Begin starts a fill of d. size is the expected size in bytes, or -1 if it
-// is not known. mediaType is stored with the entry ("" for plain blobs). It
-// returns ErrExists if d is already committed and ErrFilling if another fill
+// is not known. meta is stored with the entry. It returns ErrExists if d is already committed and ErrFilling if another fill
 // of d is in progress (see Filling).
 //
 // The expected size is reserved before anything is written, evicting the
@@ -52,7 +62,7 @@ type Fill struct {
 // (larger than the maximum size, or no space and nothing left to evict, or
 // a store that cannot be written) fails with ErrTooLarge or ErrNoSpace:
 // the caller then streams the content uncached.
-func (s *Store) Begin(d digest.Digest, size int64, mediaType string) (*Fill, error) {
+func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 	if err := Check(d); err != nil {
 		return nil, err
 	}
@@ -76,7 +86,7 @@ func (s *Store) Begin(d digest.Digest, size int64, mediaType string) (*Fill, err
 		return nil, fmt.Errorf("%w: start fill of %s: %w", ErrNoSpace, d, err)
 	}
 	f := &Fill{
-		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), mediaType: mediaType,
+		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), meta: meta,
 		file: file, hash: d.Algorithm().Hash(), wake: make(chan struct{}),
 	}
 	victims, err := s.register(f, avail)
@@ -134,7 +144,10 @@ func (f *Fill) Digest() digest.Digest { return f.digest }
 func (f *Fill) Size() int64 { return f.size }
 
 // MediaType returns the media type that will be stored with the entry.
-func (f *Fill) MediaType() string { return f.mediaType }
+func (f *Fill) MediaType() string { return f.meta.MediaType }
+
+// Public reports whether the fill's content is public (see Meta).
+func (f *Fill) Public() bool { return f.meta.Public }
 
 // Write appends p to the fill. It fails with ErrSizeMismatch, and aborts
 // the fill, as soon as more bytes arrive than the expected size.
@@ -185,7 +198,8 @@ func (f *Fill) Commit() error {
 	}
 	s := f.store
 	s.mu.Lock()
-	r := record{size: f.written, used: s.now().Unix(), tail: f.tail, mediaType: s.mediaTypeIndexLocked(f.mediaType)}
+	r := record{size: f.written, used: s.now().Unix(), tail: f.tail,
+		mediaType: s.mediaTypeIndexLocked(f.meta.MediaType), public: f.meta.Public}
 	s.index.Add(f.key, r)
 	s.used += r.size
 	s.reserved -= f.reserved
@@ -220,11 +234,16 @@ func (f *Fill) commit() error {
 	// An eviction of the same digest still unlinking must not remove what
 	// we are about to put in place.
 	s.waitDeleting(f.key)
-	if f.mediaType != "" {
-		if err := writeFileAtomic(s.tmpDir(), final+typeSuffix, []byte(f.mediaType)); err != nil {
+	if f.meta.MediaType != "" {
+		if err := writeFileAtomic(s.tmpDir(), final+typeSuffix, []byte(f.meta.MediaType)); err != nil {
 			return err
 		}
 		s.step(StepTypeWritten)
+	}
+	if f.meta.Public {
+		if err := f.file.Chmod(publicMode); err != nil {
+			return fmt.Errorf("diskstore: commit %s: %w", f.digest, err)
+		}
 	}
 	s.step(StepWritten)
 	if err := f.file.Sync(); err != nil {

@@ -31,6 +31,7 @@ type record struct {
 	used      int64     // last commit or serve, Unix seconds
 	tail      *[32]byte // second half of a sha512 digest; nil for sha256
 	mediaType uint8     // index into Store.mediaTypes; 0 is "" (a plain blob)
+	public    bool      // see Meta.Public; fits in mediaType's padding
 }
 
 // keyOf converts a checked digest to its key and, for sha512, its tail.
@@ -86,6 +87,7 @@ func (s *Store) infoLocked(k key, r record) Info {
 		Digest:    digestOf(k, r),
 		Size:      r.size,
 		MediaType: s.mediaTypes[r.mediaType],
+		Public:    r.public,
 		Accessed:  time.Unix(r.used, 0),
 	}
 }

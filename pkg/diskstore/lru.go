@@ -28,6 +28,7 @@ type slot struct {
 	used       int64
 	prev, next int32
 	mediaType  uint8
+	public     bool
 }
 
 func newLRU() *lru {
@@ -38,7 +39,7 @@ func (l *lru) Len() int { return len(l.pos) }
 
 func (l *lru) record(i int32) record {
 	s := &l.slots[i]
-	return record{size: s.size, used: s.used, mediaType: s.mediaType, tail: l.tails[s.key]}
+	return record{size: s.size, used: s.used, mediaType: s.mediaType, public: s.public, tail: l.tails[s.key]}
 }
 
 // Peek returns k's record without changing the order.
@@ -59,11 +60,18 @@ func (l *lru) Add(k key, r record) {
 		i = l.alloc()
 		l.pos[k] = i
 	}
-	l.slots[i] = slot{key: k, size: r.size, used: r.used, mediaType: r.mediaType, prev: none, next: none}
+	l.slots[i] = slot{key: k, size: r.size, used: r.used, mediaType: r.mediaType, public: r.public, prev: none, next: none}
 	if r.tail != nil {
 		l.tails[k] = r.tail
 	}
 	l.pushFront(i)
+}
+
+// SetPublic marks k public without changing the order.
+func (l *lru) SetPublic(k key) {
+	if i, ok := l.pos[k]; ok {
+		l.slots[i].public = true
+	}
 }
 
 // Remove deletes k.

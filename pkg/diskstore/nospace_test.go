@@ -40,7 +40,7 @@ func TestDiskFullMidFill(t *testing.T) {
 	s := openStore(t, dir, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	data := randomBytes(1, 20<<20) // far more than the disk and the memory window
 	d := digest.FromBytes(data)
-	f, err := s.Begin(d, int64(len(data)), "")
+	f, err := s.Begin(d, int64(len(data)), Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestDiskFullMidFill(t *testing.T) {
 		t.Fatalf("a failed fill left state: committed=%v tmp=%d %+v", has(s, d), tmpEntries(t, s), s.Stats())
 	}
 	for i := range 3 {
-		_, err := s.Begin(digest.FromString(string(rune('a'+i))), 2<<20, "")
+		_, err := s.Begin(digest.FromString(string(rune('a'+i))), 2<<20, Meta{})
 		if !errors.Is(err, ErrNoSpace) {
 			t.Fatalf("Begin on a full disk = %v, want ErrNoSpace", err)
 		}
@@ -96,14 +96,14 @@ func TestMinFreeRefusesUpFront(t *testing.T) {
 	dir := smallFS(t, "1m")
 	s := openStore(t, dir, WithMinFree(512<<10))
 	old := put(t, s, randomBytes(1, 100_000), "")
-	if _, err := s.Begin(digest.FromString("x"), 600<<10, ""); !errors.Is(err, ErrNoSpace) {
+	if _, err := s.Begin(digest.FromString("x"), 600<<10, Meta{}); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Begin = %v, want ErrNoSpace", err)
 	}
 	if !has(s, old) {
 		t.Fatal("a fill that could never fit evicted the cache anyway")
 	}
 	// 450 KiB fits only once the old entry is gone.
-	f, err := s.Begin(digest.FromString("y"), 450<<10, "")
+	f, err := s.Begin(digest.FromString("y"), 450<<10, Meta{})
 	if err != nil {
 		t.Fatalf("a fill that leaves min-free free was refused: %v", err)
 	}
@@ -119,7 +119,7 @@ func TestReadOnlyStore(t *testing.T) {
 	if out, err := exec.Command("mount", "-o", "remount,ro", dir).CombinedOutput(); err != nil {
 		t.Skipf("cannot remount read-only: %v: %s", err, out)
 	}
-	if _, err := s.Begin(digest.FromString("z"), 10, ""); !errors.Is(err, ErrNoSpace) {
+	if _, err := s.Begin(digest.FromString("z"), 10, Meta{}); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Begin on a read-only store = %v, want ErrNoSpace (stream uncached)", err)
 	}
 }

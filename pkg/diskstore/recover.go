@@ -95,7 +95,7 @@ func (s *Store) loadShard(found []loaded, alg digest.Algorithm, dir string) ([]l
 			continue // removed while we were reading: not ours to index
 		}
 		k, tail := keyOf(d)
-		r := record{size: fi.Size(), used: fi.ModTime().Unix(), tail: tail}
+		r := record{size: fi.Size(), used: fi.ModTime().Unix(), tail: tail, public: isPublicMode(fi.Mode())}
 		if present[name+typeSuffix] {
 			if mt, err := os.ReadFile(filepath.Join(dir, name+typeSuffix)); err == nil {
 				s.mu.Lock()

@@ -69,8 +69,17 @@ type Info struct {
 	Digest    digest.Digest
 	Size      int64
 	MediaType string    // "" for plain blobs
+	Public    bool      // see Meta.Public
 	Accessed  time.Time // last commit or serve
 }
+
+// publicMode is the mode of a public entry's file; a private entry keeps
+// the 0600 its temporary file was created with.
+const publicMode = 0o644
+
+// isPublicMode reports whether a file's mode marks public content: only
+// world-readable files are, so anything else fails closed to private.
+func isPublicMode(m os.FileMode) bool { return m.Perm()&0o004 != 0 }
 
 // Step names a point in the commit sequence, for crash tests.
 type Step string
@@ -305,4 +314,30 @@ func (s *Store) tmpDir() string { return filepath.Join(s.root, "tmp") }
 func (s *Store) path(d digest.Digest) string {
 	hex := d.Encoded()
 	return filepath.Join(s.root, "blobs", string(d.Algorithm()), hex[:2], hex)
+}
+
+// MarkPublic records that upstream serves d without credentials after
+// all, so any client may be given it from now on. The file's mode carries
+// the mark across restarts.
+func (s *Store) MarkPublic(d digest.Digest) error {
+	if Check(d) != nil {
+		return ErrNotFound
+	}
+	k, _ := keyOf(d)
+	s.mu.Lock()
+	r, ok := s.index.Peek(k)
+	s.mu.Unlock()
+	if !ok {
+		return ErrNotFound
+	}
+	if r.public {
+		return nil
+	}
+	if err := os.Chmod(s.path(d), publicMode); err != nil {
+		return fmt.Errorf("diskstore: mark %s public: %w", d, err)
+	}
+	s.mu.Lock()
+	s.index.SetPublic(k)
+	s.mu.Unlock()
+	return nil
 }

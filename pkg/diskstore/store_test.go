@@ -31,18 +31,7 @@ func openStore(t *testing.T, dir string, opts ...Option) *Store {
 
 func put(t *testing.T, s *Store, data []byte, mediaType string) digest.Digest {
 	t.Helper()
-	d := digest.FromBytes(data)
-	f, err := s.Begin(d, int64(len(data)), mediaType)
-	if err != nil {
-		t.Fatalf("Begin: %v", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	if err := f.Commit(); err != nil {
-		t.Fatalf("Commit: %v", err)
-	}
-	return d
+	return putMeta(t, s, data, Meta{MediaType: mediaType})
 }
 
 func readAll(t *testing.T, s *Store, d digest.Digest) []byte {
@@ -84,7 +73,7 @@ func TestCommitThenServe(t *testing.T) {
 			s := openStore(t, dir)
 			data := randomBytes(uint64(i), 100_000)
 			d := tt.alg.FromBytes(data)
-			f, err := s.Begin(d, int64(len(data)), tt.mediaType)
+			f, err := s.Begin(d, int64(len(data)), Meta{MediaType: tt.mediaType})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +129,7 @@ func TestBadContentIsNeverCommitted(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openStore(t, t.TempDir())
-			f, err := s.Begin(tt.d, tt.size, "")
+			f, err := s.Begin(tt.d, tt.size, Meta{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +153,7 @@ func TestBadContentIsNeverCommitted(t *testing.T) {
 				t.Fatal("aborted fill left state behind")
 			}
 			// The next attempt can start afresh.
-			if f2, err := s.Begin(tt.d, tt.size, ""); err != nil {
+			if f2, err := s.Begin(tt.d, tt.size, Meta{}); err != nil {
 				t.Fatalf("Begin after abort: %v", err)
 			} else {
 				f2.Abort(nil)
@@ -176,16 +165,16 @@ func TestBadContentIsNeverCommitted(t *testing.T) {
 func TestBeginRejects(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	d := put(t, s, []byte("hello"), "")
-	if _, err := s.Begin(d, 5, ""); !errors.Is(err, ErrExists) {
+	if _, err := s.Begin(d, 5, Meta{}); !errors.Is(err, ErrExists) {
 		t.Fatalf("Begin of committed = %v, want ErrExists", err)
 	}
 	d2 := digest.FromString("pending")
-	f, err := s.Begin(d2, 7, "")
+	f, err := s.Begin(d2, 7, Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Abort(nil)
-	if _, err := s.Begin(d2, 7, ""); !errors.Is(err, ErrFilling) {
+	if _, err := s.Begin(d2, 7, Meta{}); !errors.Is(err, ErrFilling) {
 		t.Fatalf("second Begin = %v, want ErrFilling", err)
 	}
 	for _, bad := range []digest.Digest{
@@ -195,7 +184,7 @@ func TestBeginRejects(t *testing.T) {
 		"md5:d41d8cd98f00b204e9800998ecf8427e",
 		"",
 	} {
-		if _, err := s.Begin(bad, 1, ""); !errors.Is(err, ErrUnsupported) {
+		if _, err := s.Begin(bad, 1, Meta{}); !errors.Is(err, ErrUnsupported) {
 			t.Errorf("Begin(%q) = %v, want ErrUnsupported", bad, err)
 		}
 	}
@@ -208,7 +197,7 @@ func TestReadersStreamDuringFill(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	data := randomBytes(2, 1000)
 	d := digest.FromBytes(data)
-	f, err := s.Begin(d, int64(len(data)), "")
+	f, err := s.Begin(d, int64(len(data)), Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +229,7 @@ func TestReadersStreamDuringFill(t *testing.T) {
 
 	// A reader from an offset, opened after the fill ended, still works.
 	f2data := randomBytes(3, 300)
-	f2, _ := s.Begin(digest.FromBytes(f2data), -1, "")
+	f2, _ := s.Begin(digest.FromBytes(f2data), -1, Meta{})
 	r2, _ := f2.NewReader(context.Background(), 100)
 	defer r2.Close()
 	f2.Write(f2data)
@@ -253,7 +242,7 @@ func TestReadersStreamDuringFill(t *testing.T) {
 
 func TestReaderHonoursContext(t *testing.T) {
 	s := openStore(t, t.TempDir())
-	f, _ := s.Begin(digest.FromString("slow"), 4, "")
+	f, _ := s.Begin(digest.FromString("slow"), 4, Meta{})
 	defer f.Abort(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	r, _ := f.NewReader(ctx, 0)
@@ -273,7 +262,7 @@ func TestConcurrentReaders(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	data := randomBytes(4, 1<<20)
 	d := digest.FromBytes(data)
-	f, _ := s.Begin(d, int64(len(data)), "")
+	f, _ := s.Begin(d, int64(len(data)), Meta{})
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for i := range 16 {

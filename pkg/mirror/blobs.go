@@ -18,6 +18,9 @@ func (s *Server) serveBlob(q *request) error {
 		}
 		if ok {
 			defer c.close()
+			if err := s.authorize(q, c); err != nil {
+				return err
+			}
 			q.markSource(c)
 			return serveContent(q, c)
 		}
@@ -45,7 +48,14 @@ func (s *Server) serveBlob(q *request) error {
 // serveFetched serves content from fetch. A fill that lost its disk
 // before this client could join it streams only to the clients it already
 // had; this one then gets its own uncached copy.
+//
+// Every answer with content passes authorize first: the content may be
+// private, and this client may not be the one it was fetched for.
 func (s *Server) serveFetched(q *request, c content, header http.Header) error {
+	if err := s.authorize(q, c); err != nil {
+		c.close()
+		return err
+	}
 	q.markSource(c)
 	err := serveContent(q, c)
 	c.close()
@@ -56,6 +66,9 @@ func (s *Server) serveFetched(q *request, c content, header http.Header) error {
 		return err
 	}
 	defer c.close()
+	if err := s.authorize(q, c); err != nil {
+		return err
+	}
 	q.markSource(c)
 	return serveContent(q, c)
 }

@@ -19,6 +19,7 @@ type content struct {
 	digest    digest.Digest
 	size      int64 // -1 if not known yet
 	mediaType string
+	public    bool            // served anonymously upstream: any client may have it
 	file      *os.File        // committed content, or nil
 	fill      *diskstore.Fill // content still arriving, or nil
 	body      io.Reader       // content streamed uncached (no Range), or nil

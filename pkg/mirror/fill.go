@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"nodecache/pkg/diskstore"
+	"nodecache/pkg/upstream"
 )
 
 // fillBufferSize is the copy buffer of one fill: large enough that a fast
@@ -28,7 +29,7 @@ var errCommitted = errors.New("mirror: committed meanwhile")
 func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
 	f, info, err := s.store.Open(d)
 	if err == nil {
-		return content{digest: d, size: info.Size, mediaType: info.MediaType, file: f}, true, nil
+		return content{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public, file: f}, true, nil
 	}
 	if !errors.Is(err, diskstore.ErrNotFound) {
 		return content{}, false, err
@@ -40,7 +41,7 @@ func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
 }
 
 func fillContent(f *diskstore.Fill) content {
-	return content{digest: f.Digest(), size: f.Size(), mediaType: f.MediaType(), fill: f}
+	return content{digest: f.Digest(), size: f.Size(), mediaType: f.MediaType(), public: f.Public(), fill: f}
 }
 
 // fetch returns d from the store, starting a fill from upstream if it is
@@ -68,7 +69,7 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 			}
 			if u, ok := res.Val.(*uncached); ok {
 				if u.claimed.CompareAndSwap(false, true) {
-					return uncachedContent(q, d, u.resp, u.cancel), nil
+					return uncachedContent(q, d, u.src, u.cancel), nil
 				}
 				return s.fetchUncached(q, d, header)
 			}
@@ -89,7 +90,7 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 func releaseUnclaimed(ch <-chan singleflight.Result) {
 	res := <-ch
 	if u, ok := res.Val.(*uncached); ok && u.claimed.CompareAndSwap(false, true) {
-		u.resp.Body.Close()
+		u.src.body.Close()
 		u.cancel()
 	}
 }
@@ -111,22 +112,19 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any
 	// The fill outlives the request that started it: one client hanging up
 	// must not cancel it for the others.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(q.r.Context()), s.fillTimeout)
-	resp, err := s.up.Do(ctx, q.upstreamRequest(http.MethodGet, d.String(), header))
-	if err == nil {
-		err = checkFillResponse(q, resp)
-	}
+	src, err := s.openSource(ctx, q, d, header)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	fill, err := s.store.Begin(d, resp.ContentLength, mediaTypeOf(q, resp))
+	fill, err := s.store.Begin(d, src.size, diskstore.Meta{MediaType: src.mediaType, Public: src.public})
 	if cannotCache(err) {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "streaming uncached", slog.String("registry", q.registry),
-			slog.String("digest", d.String()), slog.Int64("bytes", resp.ContentLength), slog.Any("reason", err))
-		return &uncached{resp: resp, cancel: cancel}, nil
+			slog.String("digest", d.String()), slog.Int64("bytes", src.size), slog.Any("reason", err))
+		return &uncached{src: src, cancel: cancel}, nil
 	}
 	if err != nil {
-		resp.Body.Close()
+		src.body.Close()
 		cancel()
 		if errors.Is(err, diskstore.ErrExists) || errors.Is(err, diskstore.ErrFilling) {
 			return nil, errCommitted // raced with another fill of d: look again
@@ -134,7 +132,7 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any
 		return nil, err
 	}
 	q.startedFill = true
-	go s.copyFill(ctx, cancel, q.registry, fill, resp.Body)
+	go s.copyFill(ctx, cancel, q.registry, fill, src)
 	return fill, nil
 }
 
@@ -165,7 +163,8 @@ func mediaTypeOf(q *request, resp *http.Response) string {
 }
 
 // copyFill copies an upstream body into a fill and commits it.
-func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, fill *diskstore.Fill, body io.ReadCloser) {
+func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, fill *diskstore.Fill, src fillSource) {
+	body := src.body
 	s.metrics.fillStarted()
 	defer s.metrics.fillEnded()
 	defer cancel()
@@ -182,6 +181,9 @@ func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, regist
 		slog.Int64("bytes", n), slog.Duration("duration", time.Since(start)),
 	}
 	switch {
+	case src.peer != "" && (errors.Is(err, diskstore.ErrDigestMismatch) || errors.Is(err, diskstore.ErrSizeMismatch)):
+		s.peerCorrupt(src.peer, fill.Digest())
+		s.log.LogAttrs(ctx, slog.LevelWarn, "peer sent content not matching its digest", append(attrs, slog.String("peer", src.peer), slog.Any("error", err))...)
 	case errors.Is(err, diskstore.ErrNoSpace):
 		s.log.LogAttrs(ctx, slog.LevelInfo, "fill streamed uncached", append(attrs, slog.Any("reason", err))...)
 	case err != nil:
@@ -193,8 +195,8 @@ func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, regist
 
 // headUpstream answers a HEAD for content the store lacks from upstream's
 // own HEAD, without fetching the content.
-func (s *Server) headUpstream(q *request, ref string, header http.Header) (*http.Response, error) {
-	resp, err := s.up.Do(q.r.Context(), q.upstreamRequest(http.MethodHead, ref, header))
+func (s *Server) headUpstream(q *request, ref string, header http.Header) (*upstream.Response, error) {
+	resp, err := s.ask(q.r.Context(), q, q.upstreamRequest(http.MethodHead, ref, header))
 	if err != nil {
 		return nil, err
 	}

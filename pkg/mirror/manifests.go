@@ -97,16 +97,30 @@ func headFromRecord(q *request, rec tagRecord) error {
 // types: from the tag cache while fresh, else from upstream, coalescing
 // concurrent resolutions. If upstream is unreachable or failing, the last
 // known answer is used and stale is true.
+//
+// An answer upstream gave only for the client's credentials is kept under
+// a key that includes them, so no other client is told where a private
+// tag points.
 func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale bool, err error) {
-	key := q.registry + "/" + q.route.name + ":" + q.route.tag + "|" + strings.Join(accept, ",")
-	if rec, fresh, ok := s.tags.Get(key); ok && fresh {
-		return rec, false, nil
+	shared := q.registry + "/" + q.route.name + ":" + q.route.tag + "|" + strings.Join(accept, ",")
+	keys := []string{shared}
+	if id := s.identity(q.auth); id != "" {
+		keys = []string{shared + "|" + id, shared}
 	}
-	v, err, _ := s.tagsSF.Do(key, func() (any, error) {
+	for _, k := range keys {
+		if rec, fresh, ok := s.tags.Get(k); ok && fresh {
+			return rec, false, nil
+		}
+	}
+	v, err, _ := s.tagsSF.Do(keys[0], func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(q.r.Context()), tagResolveTimeout)
 		defer cancel()
-		rec, err := s.askTag(ctx, q, accept)
+		rec, auth, err := s.askTag(ctx, q, accept)
 		if err == nil {
+			key := shared
+			if auth == upstream.AuthRequest {
+				key = keys[0]
+			}
 			s.tags.Set(key, rec)
 		}
 		return rec, err
@@ -115,7 +129,11 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 		return v.(tagRecord), false, nil
 	}
 	if isTransient(err) {
-		if rec, _, ok := s.tags.Get(key); ok {
+		for _, k := range keys {
+			rec, _, ok := s.tags.Get(k)
+			if !ok {
+				continue
+			}
 			s.log.LogAttrs(q.r.Context(), slog.LevelWarn, "serving stale tag",
 				slog.String("registry", q.registry), slog.String("repository", q.route.name),
 				slog.String("tag", q.route.tag), slog.String("digest", rec.digest.String()), slog.Any("error", err))
@@ -128,50 +146,55 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 // askTag resolves a tag upstream with a HEAD, which costs the registry no
 // download (and is not counted by Docker Hub's pull limit). Registries that
 // do not send the digest on HEAD get a GET.
-func (s *Server) askTag(ctx context.Context, q *request, accept []string) (tagRecord, error) {
+// It also says which credentials upstream needed.
+func (s *Server) askTag(ctx context.Context, q *request, accept []string) (tagRecord, upstream.AuthSource, error) {
 	req := q.upstreamRequest(http.MethodHead, q.route.tag, acceptHeader(accept))
-	resp, err := s.up.Do(ctx, req)
+	resp, err := s.ask(ctx, q, req)
 	if err != nil {
-		return tagRecord{}, err
+		return tagRecord{}, 0, err
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return tagRecord{}, upstreamError(q.registry, kindManifests, resp.StatusCode)
+		return tagRecord{}, 0, upstreamError(q.registry, kindManifests, resp.StatusCode)
 	}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
 	if err == nil && diskstore.Check(d) == nil {
-		return tagRecord{digest: d, mediaType: mediaType, size: resp.ContentLength}, nil
+		return tagRecord{digest: d, mediaType: mediaType, size: resp.ContentLength}, resp.Auth, nil
 	}
 	return s.getTag(ctx, q, req)
 }
 
 // getTag fetches a manifest by tag, computes its digest and stores it.
-func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (tagRecord, error) {
+func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (tagRecord, upstream.AuthSource, error) {
 	req.Method = http.MethodGet
-	resp, err := s.up.Do(ctx, req)
+	resp, err := s.ask(ctx, q, req)
 	if err != nil {
-		return tagRecord{}, err
+		return tagRecord{}, 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return tagRecord{}, upstreamError(q.registry, kindManifests, resp.StatusCode)
+		return tagRecord{}, 0, upstreamError(q.registry, kindManifests, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
-		return tagRecord{}, errorf(http.StatusBadGateway, codeUnavailable, "reading manifest from %s: %v", q.registry, err)
+		return tagRecord{}, 0, errorf(http.StatusBadGateway, codeUnavailable, "reading manifest from %s: %v", q.registry, err)
 	}
 	if len(body) > maxManifestSize {
-		return tagRecord{}, errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
+		return tagRecord{}, 0, errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
 	}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	rec := tagRecord{digest: digest.FromBytes(body), mediaType: mediaType, size: int64(len(body))}
-	if fill, err := s.store.Begin(rec.digest, rec.size, mediaType); err == nil {
+	if resp.Auth != upstream.AuthAnonymous {
+		s.access.Set(s.accessKeyFor(q, rec.digest), struct{}{})
+	}
+	meta := diskstore.Meta{MediaType: mediaType, Public: resp.Auth == upstream.AuthAnonymous}
+	if fill, err := s.store.Begin(rec.digest, rec.size, meta); err == nil {
 		if _, err := fill.Write(body); err == nil {
 			fill.Commit()
 		}
 	}
-	return rec, nil
+	return rec, resp.Auth, nil
 }
 
 // relay answers from upstream without caching: a manifest stored with a
@@ -180,7 +203,7 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 // through a verifying reader, so a lying upstream breaks the connection
 // instead of delivering a whole wrong answer.
 func (s *Server) relay(q *request, req upstream.Request, d digest.Digest, headers ...string) error {
-	resp, err := s.up.Do(q.r.Context(), req)
+	resp, err := s.ask(q.r.Context(), q, req)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package mirror
 import (
 	"context"
 	"io"
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -117,9 +116,9 @@ type countingUpstream struct {
 	m *Metrics
 }
 
-func (u countingUpstream) Do(ctx context.Context, r upstream.Request) (*http.Response, error) {
+func (u countingUpstream) Fetch(ctx context.Context, r upstream.Request) (*upstream.Response, error) {
 	start := time.Now()
-	resp, err := u.Upstream.Do(ctx, r)
+	resp, err := u.Upstream.Fetch(ctx, r)
 	if err != nil {
 		return nil, err
 	}

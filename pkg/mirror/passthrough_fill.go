@@ -19,7 +19,7 @@ import (
 // flight fetch their own copy: the blob cannot be shared through the
 // store, and holding it in memory for them could be gigabytes.
 type uncached struct {
-	resp    *http.Response
+	src     fillSource
 	cancel  context.CancelFunc
 	claimed atomic.Bool
 }
@@ -29,13 +29,13 @@ func cannotCache(err error) bool {
 	return errors.Is(err, diskstore.ErrTooLarge) || errors.Is(err, diskstore.ErrNoSpace)
 }
 
-// uncachedContent wraps an upstream 200 for d as content to serve.
-func uncachedContent(q *request, d digest.Digest, resp *http.Response, cancel context.CancelFunc) content {
+// uncachedContent wraps a download of d as content to serve.
+func uncachedContent(q *request, d digest.Digest, src fillSource, cancel context.CancelFunc) content {
 	return content{
-		digest: d, size: resp.ContentLength, mediaType: mediaTypeOf(q, resp),
-		body: newVerifyReader(resp.Body, d, resp.ContentLength),
+		digest: d, size: src.size, mediaType: src.mediaType, public: src.public,
+		body: newVerifyReader(src.body, d, src.size),
 		release: func() {
-			resp.Body.Close()
+			src.body.Close()
 			cancel()
 		},
 	}
@@ -44,15 +44,15 @@ func uncachedContent(q *request, d digest.Digest, resp *http.Response, cancel co
 // fetchUncached fetches d from upstream for this client alone.
 func (s *Server) fetchUncached(q *request, d digest.Digest, header http.Header) (content, error) {
 	ctx, cancel := context.WithTimeout(q.r.Context(), s.fillTimeout)
-	resp, err := s.up.Do(ctx, q.upstreamRequest(http.MethodGet, d.String(), header))
+	resp, err := s.ask(ctx, q, q.upstreamRequest(http.MethodGet, d.String(), header))
 	if err == nil {
-		err = checkFillResponse(q, resp)
+		err = checkFillResponse(q, resp.Response)
 	}
 	if err != nil {
 		cancel()
 		return content{}, err
 	}
-	return uncachedContent(q, d, resp, cancel), nil
+	return uncachedContent(q, d, upstreamSource(q, resp), cancel), nil
 }
 
 // verifyReader passes an upstream body through while hashing it, and holds

@@ -19,14 +19,16 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"nodecache/pkg/credentials"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/ttl"
 	"nodecache/pkg/upstream"
 )
 
-// Upstream is what the mirror needs of a registry client.
+// Upstream is what the mirror needs of a registry client: a request's
+// answer, and which credentials it took.
 type Upstream interface {
-	Do(ctx context.Context, r upstream.Request) (*http.Response, error)
+	Fetch(ctx context.Context, r upstream.Request) (*upstream.Response, error)
 }
 
 // Defaults. Durations of zero passed to the options keep these unless the
@@ -89,6 +91,16 @@ func WithFillTimeout(d time.Duration) Option {
 // WithLogger sets the logger. The default discards.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
+// WithAccessTTL sets how long upstream's confirmation that a client may
+// read a private digest is reused. Zero means DefaultAccessTTL.
+func WithAccessTTL(d time.Duration) Option {
+	return func(s *Server) {
+		if d > 0 {
+			s.accessTTL = d
+		}
+	}
+}
+
 // WithMetrics records requests, fills and upstream traffic in m.
 func WithMetrics(m *Metrics) Option { return func(s *Server) { s.metrics = m } }
 
@@ -107,8 +119,11 @@ type Server struct {
 	log             *slog.Logger
 	now             ttl.Clock
 	metrics         *Metrics // nil: not measured
+	accessTTL       time.Duration
+	identityKey     []byte // keys the hashes of client credentials
 
 	tags    *ttl.Map[string, tagRecord]
+	access  *ttl.Map[accessKey, struct{}] // confirmed reads of private content
 	flights singleflight.Group // fills, keyed by digest
 	tagsSF  singleflight.Group // tag resolutions, keyed like tags
 }
@@ -121,6 +136,8 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 		defaultRegistry: DefaultRegistry,
 		tagTTL:          DefaultTagTTL,
 		fillTimeout:     DefaultFillTimeout,
+		accessTTL:       DefaultAccessTTL,
+		identityKey:     newIdentityKey(),
 		log:             slog.New(slog.DiscardHandler),
 		now:             time.Now,
 	}
@@ -132,6 +149,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 		s.up = countingUpstream{Upstream: s.up, m: s.metrics}
 	}
 	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, s.tagMaxStale, 0, s.now)
+	s.access = ttl.NewMap[accessKey, struct{}](s.accessTTL, s.accessTTL, maxAccessEntries, s.now)
 	return s
 }
 
@@ -172,7 +190,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, e)
 		return
 	}
-	req := &request{rec: rec, r: r, registry: registry, route: rt}
+	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: clientAuth(r)}
 	var err error
 	switch rt.kind {
 	case kindBlobs:
@@ -207,6 +225,7 @@ type request struct {
 	r        *http.Request
 	registry string
 	route    route
+	auth     credentials.Auth // what the client sent; never stored or logged
 	// startedFill is set on the request whose upstream GET a fill is, to
 	// tell it from the requests that joined the fill. It is written inside
 	// the flight and read after the flight's result arrives.
