@@ -22,15 +22,15 @@ import (
 // streaming a fill that fails verification cannot mistake what it got for
 // a complete answer.
 type Fill struct {
-	store     *Store
-	key       key
-	tail      *[32]byte // second half of a sha512 digest, for the index
-	digest    digest.Digest
-	size      int64 // expected size; -1 if unknown
-	reserved  int64 // bytes reserved in the store for this fill
-	meta      Meta
-	file      *os.File
-	hash      hash.Hash // used by the writer only
+	store    *Store
+	key      key
+	tail     *[32]byte // second half of a sha512 digest, for the index
+	digest   digest.Digest
+	size     int64 // expected size; -1 if unknown
+	reserved int64 // bytes reserved in the store for this fill
+	meta     Meta
+	file     *os.File
+	hash     hash.Hash // used by the writer only
 
 	// mu guards the fields below.
 	mu      sync.Mutex

@@ -124,8 +124,8 @@ type Server struct {
 
 	tags    *ttl.Map[string, tagRecord]
 	access  *ttl.Map[accessKey, struct{}] // confirmed reads of private content
-	flights singleflight.Group // fills, keyed by digest
-	tagsSF  singleflight.Group // tag resolutions, keyed like tags
+	flights singleflight.Group            // fills, keyed by digest
+	tagsSF  singleflight.Group            // tag resolutions, keyed like tags
 }
 
 // New returns a Server that serves from store and fills misses from up.
