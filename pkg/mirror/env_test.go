@@ -49,11 +49,17 @@ func newEnvStore(t *testing.T, storeOpts []diskstore.Option, upOpts []registryte
 // newEnvOn is newEnv with a store the test opened itself.
 func newEnvOn(t *testing.T, store *diskstore.Store, upOpts []registrytest.Option, opts ...Option) *env {
 	t.Helper()
+	return newEnvClient(t, store, upOpts, nil, opts...)
+}
+
+// newEnvClient is newEnvOn with options for nodecache's upstream client.
+func newEnvClient(t *testing.T, store *diskstore.Store, upOpts []registrytest.Option, clientOpts []upstream.Option, opts ...Option) *env {
+	t.Helper()
 	e := &env{t: t, up: registrytest.Start(t, upOpts...), arrived: make(chan struct{}, 1024), served: make(chan struct{}, 1024), store: store}
 	start := time.Unix(1_700_000_000, 0)
 	e.now.Store(&start)
 	client, err := upstream.New(map[string]string{e.up.Host(): e.up.URL()},
-		upstream.WithDialHook(func(context.Context, string, string) { e.dials.Add(1) }))
+		append([]upstream.Option{upstream.WithDialHook(func(context.Context, string, string) { e.dials.Add(1) })}, clientOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,256 @@
+package mirror
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+
+	"nodecache/internal/registrytest"
+	"nodecache/pkg/credentials"
+	"nodecache/pkg/diskstore"
+	"nodecache/pkg/upstream"
+)
+
+// A registry with token auth, as Docker Hub and GHCR have: alice may pull
+// private/app, bob may pull nothing private, and anyone may pull public/*.
+var tokenUsers = map[string]string{"alice": "alice-secret", "bob": "bob-secret"}
+
+func privateRegistry() []registrytest.Option {
+	return []registrytest.Option{registrytest.WithTokenAuth(tokenUsers,
+		registrytest.Allow("alice", "private/app"),
+		registrytest.Allow(registrytest.Anonymous, "public/*"))}
+}
+
+// resolverAs returns containerd's resolver pointed at nodecache alone (no
+// fallback to upstream, so every byte comes through nodecache), answering
+// nodecache's challenge with user's credentials the way the CRI plugin
+// answers with a pod's pull secret. user "" sends none.
+func resolverAs(t *testing.T, e *env, user string) remotes.Resolver {
+	t.Helper()
+	dir := t.TempDir()
+	hostsToml := fmt.Sprintf("server = %q\ncapabilities = [\"pull\", \"resolve\"]\n", e.srv.URL)
+	if err := os.MkdirAll(filepath.Join(dir, e.up.Host()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, e.up.Host(), "hosts.toml"), []byte(hostsToml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return docker.NewResolver(docker.ResolverOptions{
+		Hosts: config.ConfigureHosts(context.Background(), config.HostOptions{
+			HostDir: config.HostDirFromRoot(dir),
+			Credentials: func(string) (string, string, error) {
+				return user, tokenUsers[user], nil
+			},
+		}),
+	})
+}
+
+// getAs fetches path from nodecache with Basic credentials (none if user
+// is "", any password if the user is unknown).
+func getAs(t *testing.T, e *env, path, user, pass string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.url(path), nil)
+	if user != "" {
+		req.SetBasicAuth(user, pass)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// TestPrivateLayerOnlyForAuthorizedClients is the no-leak promise: a
+// private image pulled through nodecache with alice's pull secret stays
+// on disk, yet nobody else gets a byte of it, under its own repository
+// or any other, until upstream confirms their authority.
+func TestPrivateLayerOnlyForAuthorizedClients(t *testing.T) {
+	e := newEnv(t, privateRegistry())
+	img := e.up.PushSingleImage(t, "private/app", "v1", 64<<10, 128<<10)
+	e.up.PushSingleImage(t, "public/base", "v1", 1000)
+	ref := e.up.Host() + "/private/app:v1"
+	ctx := context.Background()
+
+	if _, err := pullAll(ctx, resolverAs(t, e, ""), ref); err == nil {
+		t.Fatal("an anonymous client pulled the private image")
+	}
+	if n, err := pullAll(ctx, resolverAs(t, e, "alice"), ref); err != nil || n != 4 {
+		t.Fatalf("alice's pull: %d objects, %v", n, err)
+	}
+	layer := img.Layers["linux/amd64"][0]
+	if info, err := e.store.Stat(layer); err != nil || info.Public {
+		t.Fatalf("the layer is not stored as private: %+v, %v", info, err)
+	}
+	gets := e.up.BlobGets(layer)
+
+	for _, c := range []struct {
+		name, repo, user, pass string
+	}{
+		{"anonymous", "private/app", "", ""},
+		{"anonymous, under a public repository", "public/base", "", ""},
+		{"bob, whom upstream refuses", "private/app", "bob", "bob-secret"},
+		{"bob, under a public repository", "public/base", "bob", "bob-secret"},
+		{"a wrong password", "private/app", "alice", "guess"},
+	} {
+		resp := getAs(t, e, "/v2/"+c.repo+"/blobs/"+layer.String(), c.user, c.pass)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("Www-Authenticate"), "Basic") {
+			t.Errorf("%s: status %d, WWW-Authenticate %q; want 401 with a Basic challenge",
+				c.name, resp.StatusCode, resp.Header.Get("Www-Authenticate"))
+		}
+	}
+	if resp := getAs(t, e, "/v2/private/app/blobs/"+layer.String(), "alice", "alice-secret"); resp.StatusCode != http.StatusOK {
+		t.Errorf("alice again: status %d", resp.StatusCode)
+	}
+	if n := e.up.BlobGets(layer); n != gets {
+		t.Errorf("upstream blob GETs went from %d to %d: the cached layer was downloaded again", gets, n)
+	}
+
+	// A restart keeps the mark: the store reads it back from the file.
+	store, err := diskstore.Open(e.store.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2 := newEnvOn(t, store, privateRegistry())
+	e2.up.PushSingleImage(t, "public/base", "v1", 1000)
+	if resp := getAs(t, e2, "/v2/public/base/blobs/"+layer.String(), "", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("after a restart, anonymous: status %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestPublicContentForEveryone: what upstream serves anonymously is served
+// to any client, with or without credentials, and a private entry that
+// upstream turns out to serve anonymously becomes public.
+func TestPublicContentForEveryone(t *testing.T) {
+	e := newEnv(t, privateRegistry())
+	img := e.up.PushSingleImage(t, "public/base", "v1", 1000)
+	if n, err := pullAll(context.Background(), resolverAs(t, e, ""), e.up.Host()+"/public/base:v1"); err != nil || n != 3 {
+		t.Fatalf("anonymous pull: %d objects, %v", n, err)
+	}
+	layer := img.Layers["linux/amd64"][0]
+	if info, err := e.store.Stat(layer); err != nil || !info.Public {
+		t.Fatalf("an anonymously pulled layer is not public: %+v, %v", info, err)
+	}
+	if resp := getAs(t, e, "/v2/public/base/blobs/"+layer.String(), "bob", "bob-secret"); resp.StatusCode != http.StatusOK {
+		t.Errorf("bob: status %d", resp.StatusCode)
+	}
+
+	// Fetched by alice with credentials under private/app, yet public
+	// under public/base: the first anonymous request confirms and marks it.
+	shared := registrytest.Random(11, 5000)
+	d := e.up.PushBlob(t, "private/app", shared)
+	e.up.PushBlob(t, "public/base", shared)
+	if resp := getAs(t, e, "/v2/private/app/blobs/"+d.String(), "alice", "alice-secret"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("alice: status %d", resp.StatusCode)
+	}
+	if info, _ := e.store.Stat(d); info.Public {
+		t.Fatal("a blob fetched with credentials is public")
+	}
+	if resp := getAs(t, e, "/v2/public/base/blobs/"+d.String(), "", ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("anonymous under the public repository: status %d", resp.StatusCode)
+	}
+	if info, _ := e.store.Stat(d); !info.Public {
+		t.Error("upstream served it anonymously, but the entry stayed private")
+	}
+}
+
+// staticCreds is the node's own credentials for one registry.
+type staticCreds struct {
+	registry string
+	auth     credentials.Auth
+}
+
+func (c staticCreds) Lookup(r string) (credentials.Auth, bool) { return c.auth, r == c.registry }
+
+// TestNodeCredentialsCoverEveryClient: with credentials of its own for
+// the registry, nodecache pulls private images for clients that send
+// none, but still only under repositories those credentials can read.
+func TestNodeCredentialsCoverEveryClient(t *testing.T) {
+	store, err := diskstore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The registry's address is known only once it runs: the source is
+	// filled in after, before any request.
+	var src staticCreds
+	e := newEnvClient(t, store, privateRegistry(), []upstream.Option{upstream.WithCredentials(&src)})
+	src.registry, src.auth = e.up.Host(), credentials.Auth{Username: "alice", Password: "alice-secret"}
+	img := e.up.PushSingleImage(t, "private/app", "v1", 4000)
+	e.up.PushSingleImage(t, "public/base", "v1", 1000)
+	if n, err := pullAll(context.Background(), resolverAs(t, e, ""), e.up.Host()+"/private/app:v1"); err != nil || n != 3 {
+		t.Fatalf("anonymous client, node credentials: %d objects, %v", n, err)
+	}
+	layer := img.Layers["linux/amd64"][0]
+	if resp := getAs(t, e, "/v2/public/base/blobs/"+layer.String(), "", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the private layer under a public repository: status %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestNoJoiningAPrivateFill: a client without credentials that asks for a
+// digest while alice's fill of it is still streaming gets a challenge, not
+// a share of her download.
+func TestNoJoiningAPrivateFill(t *testing.T) {
+	e := newEnv(t, privateRegistry())
+	data := registrytest.Random(12, 1<<20)
+	d := e.up.PushBlob(t, "private/app", data)
+	rest := make(chan struct{})
+	e.up.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		// Unless the token is alice's the registry itself answers (401);
+		// for her, the body is held after its first quarter.
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) || tokenSubject(r) != "alice" {
+			return false
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		w.Write(data[:len(data)/4])
+		w.(http.Flusher).Flush()
+		<-rest
+		w.Write(data[len(data)/4:])
+		return true
+	})
+	req, _ := http.NewRequest(http.MethodGet, e.url("/v2/private/app/blobs/"+d.String()), nil)
+	req.SetBasicAuth("alice", "alice-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("alice: status %d", resp.StatusCode)
+	}
+	if e.store.Filling(d) == nil {
+		t.Fatal("no fill in progress")
+	}
+	if resp := getAs(t, e, "/v2/private/app/blobs/"+d.String(), "", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("anonymous during alice's fill: status %d, want 401", resp.StatusCode)
+	}
+	close(rest)
+}
+
+// tokenSubject returns the user a request's bearer token was minted for.
+// The test registry checks the signature; this only reads the claim.
+func tokenSubject(r *http.Request) string {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	parts := strings.Split(tok, ".")
+	if !ok || len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var claims struct {
+		Subject string `json:"sub"`
+	}
+	json.Unmarshal(payload, &claims)
+	return claims.Subject
+}
