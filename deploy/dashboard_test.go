@@ -42,10 +42,10 @@ var knownMetrics = map[string]metricType{
 // peer_fetches_total's result label is left out: its values are not
 // fixed, and it shares the name with the request result.
 var knownLabelValues = map[string][]string{
-	"route":  {"base", "manifest", "blob", "tags", "referrers", "unsupported"},
+	"route":  {"base", "manifests", "blobs", "tags", "referrers", "invalid"},
 	"result": {"hit", "miss", "peer", "upstream", "error"},
 	"source": {"cache", "upstream", "peer"},
-	"kind":   {"manifest", "blob"},
+	"kind":   {"manifests", "blobs", "tags/list", "referrers"},
 	"state":  {"healthy", "bad"},
 }
 

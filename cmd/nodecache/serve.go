@@ -45,12 +45,22 @@ func newLogger(cfg Config) *slog.Logger {
 }
 
 // run serves until ctx is done, then shuts down gracefully.
-func run(ctx context.Context, cfg Config) error {
+func run(ctx context.Context, cfg Config) (err error) {
 	log := newLogger(cfg)
 	store, maxSize, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}
+	// Listeners first: the hosts.toml loop guard needs their addresses.
+	ls, err := openListeners(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			ls.close() // a no-op once served: Shutdown closed them
+		}
+	}()
 	upOpts := []upstream.Option{upstream.WithUserAgent("nodecache/" + version)}
 	var creds *credentials.Store
 	if cfg.DockerConfig != "" || cfg.CredentialsFile != "" {
@@ -61,7 +71,7 @@ func run(ctx context.Context, cfg Config) error {
 		upOpts = append(upOpts, upstream.WithCredentials(creds))
 	}
 	if cfg.HostsDir != "" {
-		upOpts = append(upOpts, upstream.WithHostsDir(cfg.HostsDir, cfg.Listen))
+		upOpts = append(upOpts, upstream.WithHostsDir(cfg.HostsDir, ls.addresses()))
 	}
 	client, err := upstream.New(cfg.Registries, upOpts...)
 	if err != nil {
@@ -77,10 +87,6 @@ func run(ctx context.Context, cfg Config) error {
 		mirror.WithLogger(log),
 		mirror.WithMetrics(metrics),
 	)
-	ls, err := openListeners(cfg)
-	if err != nil {
-		return err
-	}
 	var ready atomic.Bool
 	probes := newProbes(&ready, newRegistry(metrics, store, maxSize))
 	newServer := func(h http.Handler) *http.Server {

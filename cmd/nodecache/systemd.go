@@ -34,6 +34,20 @@ func (ls listeners) close() {
 	}
 }
 
+// addresses are the mirror listeners' addresses: host:port, or
+// unix:///path for a unix socket.
+func (ls listeners) addresses() []string {
+	var out []string
+	for _, l := range ls.mirror {
+		if l.Addr().Network() == "unix" {
+			out = append(out, "unix://"+l.Addr().String())
+		} else {
+			out = append(out, l.Addr().String())
+		}
+	}
+	return out
+}
+
 func (ls listeners) String() string {
 	var b strings.Builder
 	for i, l := range append(ls.mirror, ls.metrics...) {
