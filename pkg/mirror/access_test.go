@@ -254,3 +254,22 @@ func tokenSubject(r *http.Request) string {
 	json.Unmarshal(payload, &claims)
 	return claims.Subject
 }
+
+// TestBasicAuthRegistryThroughNodecache: a registry with plain htpasswd
+// Basic auth (no token server). nodecache challenges a client without
+// credentials and passes the client's own upstream.
+func TestBasicAuthRegistryThroughNodecache(t *testing.T) {
+	e := newEnv(t, []registrytest.Option{registrytest.WithBasicAuth(map[string]string{"alice": "alice-secret"})})
+	img := e.up.PushSingleImage(t, "team/app", "v1", 2000)
+	ref := e.up.Host() + "/team/app:v1"
+	if _, err := pullAll(context.Background(), resolverAs(t, e, ""), ref); err == nil {
+		t.Fatal("a client without credentials pulled from a Basic-auth registry")
+	}
+	if n, err := pullAll(context.Background(), resolverAs(t, e, "alice"), ref); err != nil || n != 3 {
+		t.Fatalf("alice: %d objects, %v", n, err)
+	}
+	layer := img.Layers["linux/amd64"][0]
+	if resp := getAs(t, e, "/v2/team/app/blobs/"+layer.String(), "", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("anonymous after alice's pull: status %d, want 401", resp.StatusCode)
+	}
+}
