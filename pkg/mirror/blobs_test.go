@@ -278,3 +278,40 @@ func TestBlobHead(t *testing.T) {
 	resp, body := e.do(http.MethodGet, e.url("/v2/test/app/blobs/"+missing.String()), nil)
 	wantError(t, resp, body, 404, codeBlobUnknown)
 }
+
+// TestUpstreamCutMidBlobResumes: the first upstream GET of a blob breaks
+// after 300 KB; the fill resumes with a Range request from the byte
+// reached, and the client gets the whole verified blob in one response.
+func TestUpstreamCutMidBlobResumes(t *testing.T) {
+	e := newEnv(t, nil)
+	data := registrytest.Random(21, 1<<20)
+	d := e.up.PushBlob(t, "test/app", data)
+	var cut atomic.Bool
+	var ranges []string
+	var mu sync.Mutex
+	cutter := e.up.CutAfter(300_000, nil)
+	e.up.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || r.URL.Path != "/v2/test/app/blobs/"+d.String() {
+			return false
+		}
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		mu.Unlock()
+		if cut.CompareAndSwap(false, true) {
+			return cutter(w, r)
+		}
+		return false
+	})
+	resp, body := e.do(http.MethodGet, e.url("/v2/test/app/blobs/"+d.String()), nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("status %d, %d bytes, equal %v", resp.StatusCode, len(body), bytes.Equal(body, data))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ranges) != 2 || ranges[0] != "" || ranges[1] != "bytes=300000-" {
+		t.Fatalf("upstream GETs had Range %q, want none then bytes=300000-", ranges)
+	}
+	if _, err := e.store.Stat(d); err != nil {
+		t.Fatalf("the resumed blob was not committed: %v", err)
+	}
+}
