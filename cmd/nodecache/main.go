@@ -2,6 +2,7 @@
 // used by containerd as a registry mirror.
 //
 //	nodecache serve [flags]     run the daemon
+//	nodecache hosts [flags]     write containerd hosts.toml files that use nodecache
 //	nodecache verify [flags]    re-hash the store offline, removing bad entries
 //	nodecache version           print the version
 package main
@@ -53,7 +54,7 @@ func exitCode(err error) int {
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("a command is required: serve, verify or version")
+		return usagef("a command is required: serve, hosts, verify or version")
 	}
 	switch args[0] {
 	case "serve":
@@ -62,15 +63,17 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return run(ctx, cfg)
+	case "hosts":
+		return hosts(args[1:], stdout, stderr)
 	case "verify":
 		return verify(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "nodecache", version)
 		return nil
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: nodecache serve|verify|version [flags]; nodecache serve --help lists every flag")
+		fmt.Fprintln(stdout, "usage: nodecache serve|hosts|verify|version [flags]; nodecache serve --help lists every flag")
 		return nil
 	default:
-		return usagef("unknown command %q: want serve, verify or version", args[0])
+		return usagef("unknown command %q: want serve, hosts, verify or version", args[0])
 	}
 }

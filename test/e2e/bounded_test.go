@@ -25,7 +25,7 @@ func TestBoundedStoreKeepsTheNewestImage(t *testing.T) {
 	}
 	nc := startNodecache(t, reg, "--max-size", "100MiB")
 	ctrd := startContainerd(t)
-	hostsDir := writeHostsDir(t, reg.Host(), nc.url)
+	hostsDir := writeHostsDir(t, nc, reg)
 	pull := func(img registrytest.Image) {
 		t.Helper()
 		ctrd.mustCtr(t, "content", "fetch", "--all-platforms", "--hosts-dir", hostsDir, reg.Host()+"/"+img.Repo+":"+img.Tag)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/registrytest"
 )
 
 const (
@@ -25,13 +27,13 @@ const (
 )
 
 // containerdConfig is a containerd 1.6 configuration with only what a pull
-// into the content store needs: no CRI, and no snapshotters that need
-// special file systems or devices (native and overlayfs remain).
+// into the content store needs: no snapshotters that need special file
+// systems or devices (native and overlayfs remain), and no CRI unless the
+// cri argument configures it.
 const containerdConfig = `version = 2
 root = %q
 state = %q
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
+disabled_plugins = [%s
   "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper",
@@ -40,30 +42,75 @@ disabled_plugins = [
 
 [grpc]
   address = %q
+%s`
+
+// criDisabled is the disabled_plugins entry that turns the CRI plugin off.
+const criDisabled = `
+  "io.containerd.grpc.v1.cri",`
+
+// criConfig configures containerd 1.6's CRI plugin to pull through the
+// hosts directory given as config_path, the way a node's
+// /etc/containerd/config.toml does. The rest keeps it inside the test's
+// directory and away from what only pods need: cgroups, and CNI, which
+// would otherwise create /etc/cni/net.d on the host. Image unpacking uses
+// overlayfs, the default, which works on the temporary directory's ext4.
+const criConfig = `
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_cgroup = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %q
+    conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
 `
 
 // containerd is a containerd daemon private to a test, with its root,
 // state, socket and config in a temporary directory.
 type containerd struct {
 	*daemon
-	sock string
+	sock      string
+	namespace string // for ctr
 }
 
-// startContainerd starts containerd and waits until ctr can reach it. Its
-// cleanups stop it, then check that it left no mounts behind.
+// startContainerd starts containerd without CRI and waits until ctr can
+// reach it. Its cleanups stop it, then check that it left no mounts behind.
 func startContainerd(t *testing.T) *containerd {
+	t.Helper()
+	return startContainerdWith(t, "")
+}
+
+// startContainerdCRI starts containerd with its CRI plugin pulling through
+// hostsDir. ctr then works in the CRI's namespace, k8s.io.
+func startContainerdCRI(t *testing.T, hostsDir string) *containerd {
+	t.Helper()
+	cni := t.TempDir()
+	c := startContainerdWith(t, fmt.Sprintf(criConfig,
+		filepath.Join(cni, "bin"), filepath.Join(cni, "net.d"), hostsDir))
+	c.namespace = "k8s.io"
+	return c
+}
+
+// startContainerdWith starts containerd with cri, the CRI plugin's
+// configuration, or with CRI disabled if cri is empty.
+func startContainerdWith(t *testing.T, cri string) *containerd {
 	t.Helper()
 	dir := t.TempDir()
 	root, state := filepath.Join(dir, "root"), filepath.Join(dir, "state")
 	sock := filepath.Join(dir, "containerd.sock")
 	cfg := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, containerdConfig, root, state, sock), 0o644); err != nil {
+	disabled := ""
+	if cri == "" {
+		disabled = criDisabled
+	}
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, containerdConfig, root, state, disabled, sock, cri), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Registered before the daemon's own cleanup, so it runs after it.
 	t.Cleanup(func() { checkNoMounts(t, dir) })
 
-	c := &containerd{sock: sock}
+	c := &containerd{sock: sock, namespace: ctrNamespace}
 	c.daemon = startDaemon(t, "containerd", "containerd",
 		"--config", cfg, "--root", root, "--state", state, "--address", sock, "--log-level", "debug")
 	c.waitReady(t, func(ctx context.Context) error {
@@ -75,7 +122,7 @@ func startContainerd(t *testing.T) *containerd {
 
 // ctr runs ctr against this containerd.
 func (c *containerd) ctr(ctx context.Context, args ...string) (string, error) {
-	return run(ctx, "ctr", append([]string{"--address", c.sock, "--namespace", ctrNamespace}, args...)...)
+	return run(ctx, "ctr", append([]string{"--address", c.sock, "--namespace", c.namespace}, args...)...)
 }
 
 // mustCtr runs ctr with ctrTimeout and fails the test if it fails.
@@ -115,27 +162,25 @@ func (c *containerd) present(t *testing.T, want []digest.Digest) []digest.Digest
 	return in
 }
 
-// writeHostsDir writes a containerd hosts directory in which registry
-// (host:port) is mirrored by the plain-HTTP nodecache at mirrorURL, with the
-// registry itself, also plain HTTP, as the fallback. It returns the
-// directory to pass as --hosts-dir.
-func writeHostsDir(t *testing.T, registry, mirrorURL string) string {
+// writeHostsDir runs `nodecache hosts` to write a containerd hosts
+// directory in which reg is mirrored by nc, and returns the directory, for
+// ctr --hosts-dir or the CRI's config_path. The registry is named with its
+// plain-HTTP endpoint, so that the fallback in the file is the real one.
+// containerd 1.6 loads certs.d/<host:port>/hosts.toml for a registry with
+// a port, as ctr --debug shows ("loading host directory").
+func writeHostsDir(t *testing.T, nc *nodecache, reg *registrytest.Registry) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "certs.d")
-	// containerd 1.6 loads certs.d/<host:port>/hosts.toml for a registry
-	// with a port, as ctr --debug shows ("loading host directory").
-	hostDir := filepath.Join(dir, registry)
-	if err := os.MkdirAll(hostDir, 0o755); err != nil {
+	out, err := run(t.Context(), nc.bin, "hosts", "--dir", dir,
+		"--registry", reg.Host()+"="+reg.URL(), "--mirror", nc.url)
+	if err != nil {
 		t.Fatal(err)
 	}
-	hosts := fmt.Sprintf(`server = "http://%s"
-
-[host.%q]
-  capabilities = ["pull", "resolve"]
-`, registry, mirrorURL)
-	if err := os.WriteFile(filepath.Join(hostDir, "hosts.toml"), []byte(hosts), 0o644); err != nil {
-		t.Fatal(err)
+	file, err := os.ReadFile(filepath.Join(dir, reg.Host(), "hosts.toml"))
+	if err != nil {
+		t.Fatalf("nodecache hosts said %q but: %v", out, err)
 	}
+	t.Logf("nodecache hosts: %s%s", out, file)
 	return dir
 }
 

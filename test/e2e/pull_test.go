@@ -35,7 +35,7 @@ func TestContainerdPullThroughNodecache(t *testing.T) {
 	nc := startNodecache(t, reg)
 	ctrd := startContainerd(t)
 	t.Logf("containerd:\n%s", ctrd.mustCtr(t, "version"))
-	hostsDir := writeHostsDir(t, reg.Host(), nc.url)
+	hostsDir := writeHostsDir(t, nc, reg)
 	ref := reg.Host() + "/e2e/app:v1"
 	pull := []string{"--debug", "content", "fetch", "--all-platforms", "--hosts-dir", hostsDir, ref}
 
@@ -94,6 +94,7 @@ func requirePrivileges(t *testing.T) {
 // nodecache is a nodecache daemon built from this module.
 type nodecache struct {
 	*daemon
+	bin     string // the binary, for its other commands
 	url     string // http://127.0.0.1:PORT
 	dataDir string
 }
@@ -108,7 +109,7 @@ func startNodecache(t *testing.T, reg *registrytest.Registry, extra ...string) *
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	addr := freeAddr(t)
-	nc := &nodecache{url: "http://" + addr, dataDir: filepath.Join(dir, "data")}
+	nc := &nodecache{bin: bin, url: "http://" + addr, dataDir: filepath.Join(dir, "data")}
 	args := append([]string{"serve",
 		"--listen", addr,
 		"--data-dir", nc.dataDir,
