@@ -43,6 +43,8 @@ bench: deps
 	$(GO) test -run '^$$' -bench '^BenchmarkDaemonRSS$$' -benchtime 1x -count 1 -v ./bench/rss
 	$(GO) test -run '^$$' -bench '^BenchmarkIndexMemory$$|^BenchmarkOpen100k$$' -benchtime 1x -count 1 ./pkg/diskstore
 	$(GO) test -run '^$$' -bench '^BenchmarkIndexMillion$$' -benchtime 1s -count 1 ./pkg/diskstore
+	$(GO) test -run '^$$' -bench '^BenchmarkOwner$$' -benchtime 1s -count 1 ./pkg/peer
+	$(GO) test -run '^TestSimulateRebalance$$' -count 1 -v ./pkg/peer
 
 # A short run of every fuzz target.
 fuzz: deps
