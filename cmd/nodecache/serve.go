@@ -137,6 +137,9 @@ func run(ctx context.Context, cfg Config) (err error) {
 				errs = append(errs, fmt.Errorf("shutdown: %w", err))
 			}
 		}
+		// No client is left: fills still downloading are aborted and
+		// their temporary files removed, so nothing partial remains.
+		m.Close()
 		return errors.Join(errs...)
 	})
 	return g.Wait()

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -313,5 +315,48 @@ func TestUpstreamCutMidBlobResumes(t *testing.T) {
 	}
 	if _, err := e.store.Stat(d); err != nil {
 		t.Fatalf("the resumed blob was not committed: %v", err)
+	}
+}
+
+// TestCloseAbortsFillsCleanly is the end of a graceful shutdown: a fill
+// still downloading when the servers are done is aborted, its temporary
+// file removed, and nothing partial is committed.
+func TestCloseAbortsFillsCleanly(t *testing.T) {
+	e := newEnv(t, nil)
+	data := registrytest.Random(31, 1<<20)
+	d := e.up.PushBlob(t, "test/app", data)
+	never := make(chan struct{})
+	t.Cleanup(func() { close(never) })
+	e.up.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || r.URL.Path != "/v2/test/app/blobs/"+d.String() {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Write(data[:1000])
+		w.(http.Flusher).Flush()
+		select {
+		case <-never:
+		case <-r.Context().Done():
+		}
+		return true
+	})
+	resp, err := http.Get(e.url("/v2/test/app/blobs/" + d.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // the client leaves; the fill goes on without it
+	if e.store.Filling(d) == nil {
+		t.Fatal("no fill in progress")
+	}
+	e.mirror.Close()
+	if e.store.Filling(d) != nil {
+		t.Error("the fill is still in progress after Close")
+	}
+	if _, err := e.store.Stat(d); !errors.Is(err, diskstore.ErrNotFound) {
+		t.Errorf("a partial fill was committed: %v", err)
+	}
+	left, err := os.ReadDir(filepath.Join(e.store.Root(), "tmp"))
+	if err != nil || len(left) != 0 {
+		t.Errorf("temporary files left: %d, %v", len(left), err)
 	}
 }

@@ -20,7 +20,8 @@ type env struct {
 	t     *testing.T
 	up    *registrytest.Registry
 	store *diskstore.Store
-	srv   *httptest.Server // nodecache
+	srv    *httptest.Server // nodecache
+	mirror *Server
 	dials atomic.Int64     // outbound connection attempts by the upstream client
 	// arrived gets a value for each request that reaches nodecache, while
 	// it has room; tests that wait for clients drain it.
@@ -69,6 +70,7 @@ func newEnvClient(t *testing.T, store *diskstore.Store, upOpts []registrytest.Op
 		WithClock(func() time.Time { return *e.now.Load() }),
 	}
 	m := New(e.store, client, append(base, opts...)...)
+	e.mirror = m
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case e.arrived <- struct{}{}:

@@ -110,8 +110,8 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any
 		return nil, errCommitted
 	}
 	// The fill outlives the request that started it: one client hanging up
-	// must not cancel it for the others.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(q.r.Context()), s.fillTimeout)
+	// must not cancel it for the others. Close ends it.
+	ctx, cancel := context.WithTimeout(s.fillCtx, s.fillTimeout)
 	src, err := s.openSource(ctx, q, d, header)
 	if err != nil {
 		cancel()
@@ -132,7 +132,11 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any
 		return nil, err
 	}
 	q.startedFill = true
-	go s.copyFill(ctx, cancel, q.registry, fill, src)
+	s.fills.Add(1)
+	go func() {
+		defer s.fills.Done()
+		s.copyFill(ctx, cancel, q.registry, fill, src)
+	}()
 	return fill, nil
 }
 
@@ -205,4 +209,13 @@ func (s *Server) headUpstream(q *request, ref string, header http.Header) (*upst
 		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode)
 	}
 	return resp, nil
+}
+
+// Close ends the fills still running and waits for them: each is aborted,
+// its temporary file removed, and nothing partial is committed. Call it
+// after the HTTP servers have shut down, when no client is left to read
+// the fills; a fill that completed before is committed as usual.
+func (s *Server) Close() {
+	s.stopFills()
+	s.fills.Wait()
 }

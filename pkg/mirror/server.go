@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -122,6 +123,12 @@ type Server struct {
 	accessTTL       time.Duration
 	identityKey     []byte // keys the hashes of client credentials
 
+	// fillCtx is the parent of every fill, so Close can end them; fills
+	// counts the fills still copying.
+	fillCtx   context.Context
+	stopFills context.CancelFunc
+	fills     sync.WaitGroup
+
 	tags    *ttl.Map[string, tagRecord]
 	access  *ttl.Map[accessKey, struct{}] // confirmed reads of private content
 	flights singleflight.Group            // fills, keyed by digest
@@ -145,6 +152,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
+	s.fillCtx, s.stopFills = context.WithCancel(context.Background())
 	if s.metrics != nil {
 		s.up = countingUpstream{Upstream: s.up, m: s.metrics}
 	}
