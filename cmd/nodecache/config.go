@@ -56,6 +56,14 @@ type Config struct {
 	DockerConfig    string // Docker config.json with the node's registry credentials; "" for none
 	CredentialsFile string // TOML or YAML registry credentials; "" for none
 	HostsDir        string // containerd hosts directory for upstream settings; "" for none
+	// Peers: without any of Peers, PeerDNS and PeerFile, every fill goes
+	// to upstream and the other peer fields are empty.
+	Peers          []string // --peers, normalised host:port
+	PeerDNS        string   // name:port whose addresses are peers
+	PeerFile       string   // file of peers, reloaded on change
+	Advertise      string   // this node's peer address as the others know it
+	PeerListen     string   // where to serve the peer API
+	PeerSecretFile string   // the shared secret
 }
 
 // defaultDataDir is /var/lib/nodecache for root, the user cache dir else.
@@ -93,6 +101,7 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 	dockerConfig := fs.String("docker-config", "", "Docker config.json whose auths are the node's own registry credentials; reloaded on change")
 	credentialsFile := fs.String("credentials-file", "", "TOML or YAML file of the node's registry credentials (registry -> username/password or token); reloaded on change")
 	hostsDir := fs.String("hosts-dir", "", "containerd hosts directory (e.g. /etc/containerd/certs.d) to read upstream settings from: server, mirrors, ca, client certificates, skip_verify, header")
+	peerFlags := addPeerFlags(fs)
 	configFile := fs.String("config", "", "TOML file of settings, keyed by flag name (data-dir = \"/var/lib/nodecache\"); flags and NODECACHE_* variables win over it")
 	// Parse quietly: a mistake gets one line naming the flag, and only
 	// --help prints the full list.
@@ -127,6 +136,9 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 		return Config{}, usagef("%v", err)
 	}
 	if err := cfg.check(registries.values, allow.values, *logLevel); err != nil {
+		return Config{}, usagef("%v", err)
+	}
+	if err := peerFlags.check(&cfg); err != nil {
 		return Config{}, usagef("%v", err)
 	}
 	return cfg, nil

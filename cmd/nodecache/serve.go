@@ -77,6 +77,10 @@ func run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
+	peers, err := newPeers(cfg, log)
+	if err != nil {
+		return err
+	}
 	metrics := mirror.NewMetrics()
 	m := mirror.New(store, client,
 		mirror.WithAllowList(cfg.AllowRegistries),
@@ -86,9 +90,20 @@ func run(ctx context.Context, cfg Config) (err error) {
 		mirror.WithFillTimeout(cfg.FillTimeout),
 		mirror.WithLogger(log),
 		mirror.WithMetrics(metrics),
+		peers.mirrorOption(),
 	)
+	reg := newRegistry(metrics, store, maxSize)
+	var peerAPI http.Handler
+	if peers != nil {
+		if err = openPeerListener(cfg, &ls); err != nil {
+			return err
+		}
+		h := peers.handler(m, log)
+		reg.MustRegister(peers.collectors(h)...)
+		peerAPI = h
+	}
 	var ready atomic.Bool
-	probes := newProbes(&ready, newRegistry(metrics, store, maxSize))
+	probes := newProbes(&ready, reg)
 	newServer := func(h http.Handler) *http.Server {
 		return &http.Server{
 			Handler:           h,
@@ -99,10 +114,17 @@ func run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 	servers := []*http.Server{newServer(withMirror(probes, m)), newServer(probes)}
+	if peerAPI != nil {
+		servers = append(servers, newServer(peerAPI))
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return store.Run(gctx) })
 	if creds != nil {
 		g.Go(func() error { return creds.Run(gctx) })
+	}
+	if peers != nil {
+		g.Go(func() error { return peers.members.Run(gctx) })
+		g.Go(func() error { return peers.secret.Run(gctx) })
 	}
 	serve := func(srv *http.Server, l net.Listener) {
 		g.Go(func() error {
@@ -117,6 +139,12 @@ func run(ctx context.Context, cfg Config) (err error) {
 	}
 	for _, l := range ls.metrics {
 		serve(servers[1], l)
+	}
+	if peerAPI != nil {
+		for _, l := range ls.peer {
+			serve(servers[2], l)
+		}
+		log.Info("serving peers", "listen", ls.peer[0].Addr().String(), "advertise", cfg.Advertise)
 	}
 	ready.Store(true)
 	log.Info("serving", "listen", ls.String(), "systemd", ls.systemd, "allow", strings.Join(cfg.AllowRegistries, ","))

@@ -19,17 +19,21 @@ import (
 const (
 	fdNameMirror  = "mirror"
 	fdNameMetrics = "metrics"
+	// fdNamePeer is the peer API. It must be named: an unnamed socket
+	// serves the mirror, which must never be reachable from other nodes.
+	fdNamePeer = "peer"
 )
 
 // listeners are the sockets the daemon serves on.
 type listeners struct {
 	mirror  []net.Listener // the pull path, /metrics and the probes
 	metrics []net.Listener // /metrics and the probes only
+	peer    []net.Listener // the peer API, from systemd only; else --peer-listen
 	systemd bool           // passed by systemd socket activation
 }
 
 func (ls listeners) close() {
-	for _, l := range append(ls.mirror, ls.metrics...) {
+	for _, l := range append(append(ls.mirror, ls.metrics...), ls.peer...) {
 		l.Close()
 	}
 }
@@ -73,9 +77,12 @@ func openListeners(cfg Config) (listeners, error) {
 	if len(named) > 0 {
 		ls := listeners{systemd: true}
 		for name, l := range named {
-			if name == fdNameMetrics {
+			switch name {
+			case fdNameMetrics:
 				ls.metrics = append(ls.metrics, l...)
-			} else {
+			case fdNamePeer:
+				ls.peer = append(ls.peer, l...)
+			default:
 				ls.mirror = append(ls.mirror, l...)
 			}
 		}

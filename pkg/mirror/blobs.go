@@ -21,7 +21,7 @@ func (s *Server) serveBlob(q *request) error {
 			if err := s.authorize(q, c); err != nil {
 				return err
 			}
-			q.markSource(c)
+			s.markSource(q, c)
 			return serveContent(q, c)
 		}
 		resp, err := s.headUpstream(q, d.String(), nil)
@@ -56,7 +56,7 @@ func (s *Server) serveFetched(q *request, c content, header http.Header) error {
 		c.close()
 		return err
 	}
-	q.markSource(c)
+	s.markSource(q, c)
 	err := serveContent(q, c)
 	c.close()
 	if !errors.Is(err, diskstore.ErrSpilled) {
@@ -69,16 +69,19 @@ func (s *Server) serveFetched(q *request, c content, header http.Header) error {
 	if err := s.authorize(q, c); err != nil {
 		return err
 	}
-	q.markSource(c)
+	s.markSource(q, c)
 	return serveContent(q, c)
 }
 
 // markSource notes where content is served from, for the access log and
-// the metrics. A fill is a miss; content streamed uncached is upstream.
-func (q *request) markSource(c content) {
+// the metrics. A fill is a miss, or a peer's if its bytes come from a
+// peer; content streamed uncached is upstream.
+func (s *Server) markSource(q *request, c content) {
 	switch {
 	case c.file != nil:
 		q.rec.source, q.rec.result = "cache", resultHit
+	case c.fill != nil && c.peer != "":
+		q.rec.source, q.rec.result = "peer", resultPeer
 	case c.fill != nil:
 		q.rec.source, q.rec.result = "upstream", resultMiss
 	default:

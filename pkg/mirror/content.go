@@ -20,6 +20,7 @@ type content struct {
 	size      int64 // -1 if not known yet
 	mediaType string
 	public    bool            // served anonymously upstream: any client may have it
+	peer      string          // the peer a fill's bytes come from, or ""
 	file      *os.File        // committed content, or nil
 	fill      *diskstore.Fill // content still arriving, or nil
 	body      io.Reader       // content streamed uncached (no Range), or nil

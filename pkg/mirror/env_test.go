@@ -17,12 +17,12 @@ import (
 
 // env is one nodecache in front of one real registry, all in-process.
 type env struct {
-	t     *testing.T
-	up    *registrytest.Registry
-	store *diskstore.Store
+	t      *testing.T
+	up     *registrytest.Registry
+	store  *diskstore.Store
 	srv    *httptest.Server // nodecache
 	mirror *Server
-	dials atomic.Int64     // outbound connection attempts by the upstream client
+	dials  atomic.Int64 // outbound connection attempts by the upstream client
 	// arrived gets a value for each request that reaches nodecache, while
 	// it has room; tests that wait for clients drain it.
 	arrived chan struct{}

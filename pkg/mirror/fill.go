@@ -35,13 +35,30 @@ func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
 		return content{}, false, err
 	}
 	if fill := s.store.Filling(d); fill != nil {
-		return fillContent(fill), true, nil
+		return s.fillContent(fill, s.peerOf(d)), true, nil
 	}
 	return content{}, false, nil
 }
 
-func fillContent(f *diskstore.Fill) content {
-	return content{digest: f.Digest(), size: f.Size(), mediaType: f.MediaType(), public: f.Public(), fill: f}
+// fillContent is content served from a fill in progress, whose bytes
+// come from peer ("" for upstream).
+func (s *Server) fillContent(f *diskstore.Fill, peer string) content {
+	return content{digest: f.Digest(), size: f.Size(), mediaType: f.MediaType(), public: f.Public(), fill: f, peer: peer}
+}
+
+// started is what a flight that started (or found) a fill gives its
+// callers.
+type started struct {
+	fill *diskstore.Fill
+	peer string // where its bytes come from; "" for upstream
+}
+
+// peerOf returns the peer that d's fill in progress reads from, or "".
+func (s *Server) peerOf(d digest.Digest) string {
+	if p, ok := s.fromPeer.Load(d); ok {
+		return p.(string)
+	}
+	return ""
 }
 
 // fetch returns d from the store, starting a fill from upstream if it is
@@ -76,7 +93,8 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 			if !q.startedFill {
 				s.metrics.joinedFill()
 			}
-			return fillContent(res.Val.(*diskstore.Fill)), nil
+			st := res.Val.(started)
+			return s.fillContent(st.fill, st.peer), nil
 		case <-q.r.Context().Done():
 			go releaseUnclaimed(ch)
 			return content{}, q.r.Context().Err()
@@ -99,12 +117,12 @@ func releaseUnclaimed(ch <-chan singleflight.Result) {
 // may have been committed between the caller's miss and the start of this
 // flight (the previous flight for d ends as soon as its fill starts), then
 // asks upstream and starts copying the answer into a new fill. It returns
-// a *diskstore.Fill, or an *uncached answer if the store cannot take it.
+// a started fill, or an *uncached answer if the store cannot take it.
 func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any, error) {
 	// Filling first: a commit moves d from fills to the index, so in this
 	// order a commit between the two checks is still seen by the second.
 	if fill := s.store.Filling(d); fill != nil {
-		return fill, nil
+		return started{fill: fill, peer: s.peerOf(d)}, nil
 	}
 	if _, err := s.store.Stat(d); err == nil {
 		return nil, errCommitted
@@ -132,12 +150,16 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (any
 		return nil, err
 	}
 	q.startedFill = true
+	if src.peer != "" {
+		s.fromPeer.Store(d, src.peer)
+	}
 	s.fills.Add(1)
 	go func() {
 		defer s.fills.Done()
+		defer s.fromPeer.Delete(d)
 		s.copyFill(ctx, cancel, q.registry, fill, src)
 	}()
-	return fill, nil
+	return started{fill: fill, peer: src.peer}, nil
 }
 
 // checkFillResponse turns an unusable upstream answer into the client's

@@ -2,16 +2,329 @@ package mirror
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/pkg/credentials"
+	"nodecache/pkg/peer"
 )
+
+// maxPeerResumes bounds how often the upstream continuation of a peer
+// transfer is reopened. Upstream's own resume does not apply to a Range
+// request, so this body does it; a transfer that breaks more often than
+// upstream's own budget allows is not going to finish.
+const maxPeerResumes = 5
+
+// Peers is what the mirror needs to fetch blobs from the node that owns
+// them: who owns a digest, and a client to fetch it with.
+type Peers struct {
+	Members *peer.Membership
+	Client  *peer.Client
+}
+
+// WithPeers fills blobs from the peer node that owns them before going to
+// upstream. Without it, or with a zero Peers, every fill goes to upstream.
+func WithPeers(p Peers) Option {
+	return func(s *Server) {
+		if p.Members != nil && p.Client != nil {
+			s.peers = &p
+		}
+	}
+}
+
+// Allowed reports whether registry is on the allow-list: the peer handler
+// refuses the others, so no peer can make this node contact a registry it
+// would not contact for its own clients.
+func (s *Server) Allowed(registry string) bool { return s.allowed[strings.ToLower(registry)] }
 
 // peerSource asks the peer node that owns d for it. ok is false when
 // there are no peers, this node owns d, or the owner cannot serve it; the
 // fill then goes to upstream.
+//
+// Peers are asked only for blobs a client asked for without credentials:
+// a peer serves only public content, and content behind credentials must
+// come from upstream, which checks them. A request that itself came from
+// a peer never reaches a peer again, so requests cannot loop.
 func (s *Server) peerSource(ctx context.Context, q *request, d digest.Digest) (src fillSource, ok bool) {
-	return fillSource{}, false
+	if s.peers == nil || q.route.kind != kindBlobs || !q.auth.IsZero() || peer.IsPeerRequest(q.r) {
+		return fillSource{}, false
+	}
+	owner, self := s.peers.Members.Owner(d)
+	if self {
+		return fillSource{}, false
+	}
+	body, size, err := s.peers.Client.Fetch(ctx, owner, q.registry, q.route.name, d, 0)
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelDebug, "peer fetch failed; filling from upstream",
+			slog.String("peer", owner), slog.String("digest", d.String()), slog.Any("error", err))
+		return fillSource{}, false
+	}
+	rb := &peerBody{ctx: ctx, s: s, q: q, d: d, size: size, peer: owner, cur: body}
+	return fillSource{body: rb, size: size, public: true, peer: owner}, true
 }
 
 // peerCorrupt notes that peer sent bytes that did not match d.
-func (s *Server) peerCorrupt(peer string, d digest.Digest) {}
+func (s *Server) peerCorrupt(peer string, d digest.Digest) {
+	if s.peers != nil {
+		s.peers.Client.ReportCorrupt(peer, d)
+	}
+}
+
+// peerBody is the body of a fill from a peer. If the peer's transfer
+// breaks, it continues from upstream at the byte reached, so a peer that
+// dies mid-transfer costs the rest of the blob from upstream, not the
+// whole of it. The fill still verifies every byte against the digest.
+type peerBody struct {
+	ctx  context.Context // the fill's
+	s    *Server
+	q    *request
+	d    digest.Digest
+	size int64 // from the peer; -1 if not known
+	peer string
+
+	// Read's own state; Read is not called concurrently.
+	n       int64 // bytes delivered
+	resumes int
+	failed  error
+
+	// mu guards cur and closed, so Close may run during a Read.
+	mu     sync.Mutex
+	cur    io.ReadCloser // nil after a break, until reopened
+	closed bool
+}
+
+func (b *peerBody) Read(p []byte) (int, error) {
+	for {
+		cur, err := b.current()
+		if err != nil {
+			return 0, err
+		}
+		n, err := cur.Read(p)
+		b.n += int64(n)
+		if err == nil || (err == io.EOF && (b.size < 0 || b.n >= b.size)) {
+			// More bytes than the size are the fill's to reject.
+			return n, err
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		b.broken(err)
+		if n > 0 {
+			return n, nil // the next Read continues or reports the failure
+		}
+	}
+}
+
+// current returns the body to read, opening the upstream continuation if
+// the last one broke.
+func (b *peerBody) current() (io.ReadCloser, error) {
+	if b.failed != nil {
+		return nil, b.failed
+	}
+	b.mu.Lock()
+	cur, closed := b.cur, b.closed
+	b.mu.Unlock()
+	if closed {
+		return nil, errors.New("read from closed peer body")
+	}
+	if cur != nil {
+		return cur, nil
+	}
+	cur, err := b.continueUpstream()
+	if err != nil {
+		b.failed = err
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		cur.Close()
+		return nil, errors.New("read from closed peer body")
+	}
+	b.cur = cur
+	return cur, nil
+}
+
+// broken drops the current body after err, and records err as final if
+// the transfer may not be continued.
+func (b *peerBody) broken(err error) {
+	b.mu.Lock()
+	if b.cur != nil {
+		b.cur.Close()
+		b.cur = nil
+	}
+	b.mu.Unlock()
+	switch {
+	case b.ctx.Err() != nil:
+		b.failed = fmt.Errorf("blob %s: %w", b.d, err)
+	case b.resumes >= maxPeerResumes:
+		b.failed = fmt.Errorf("blob %s from peer %s and upstream: broke %d times, last after %d bytes: %w",
+			b.d, b.peer, b.resumes+1, b.n, err)
+	case b.resumes == 0:
+		b.s.log.LogAttrs(b.ctx, slog.LevelInfo, "peer transfer broke; continuing from upstream",
+			slog.String("peer", b.peer), slog.String("digest", b.d.String()), slog.Int64("offset", b.n), slog.Any("error", err))
+	}
+}
+
+// continueUpstream asks upstream for the blob from b.n on, with the same
+// authority the fill would have used had it gone to upstream at once.
+func (b *peerBody) continueUpstream() (io.ReadCloser, error) {
+	b.resumes++
+	var h http.Header
+	if b.n > 0 {
+		h = http.Header{"Range": {"bytes=" + strconv.FormatInt(b.n, 10) + "-"}}
+	}
+	resp, err := b.s.ask(b.ctx, b.q, b.q.upstreamRequest(http.MethodGet, b.d.String(), h))
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: continuing from upstream at byte %d: %w", b.d, b.n, err)
+	}
+	if err := b.continues(resp.Response); err != nil {
+		resp.Body.Close()
+		return nil, fmt.Errorf("blob %s: continuing from upstream at byte %d: %w", b.d, b.n, err)
+	}
+	return resp.Body, nil
+}
+
+// continues checks that resp carries the blob from b.n on. A 200 (a
+// registry or CDN that ignores Range) is accepted after skipping the
+// bytes already delivered.
+func (b *peerBody) continues(resp *http.Response) error {
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		switch {
+		case !ok:
+			return fmt.Errorf("bad Content-Range %q", resp.Header.Get("Content-Range"))
+		case start != b.n:
+			return fmt.Errorf("Content-Range starts at %d, asked for %d", start, b.n)
+		case b.size >= 0 && total >= 0 && total != b.size:
+			return fmt.Errorf("Content-Range total %d, peer said %d", total, b.size)
+		}
+		return nil
+	case http.StatusOK:
+		if _, err := io.CopyN(io.Discard, resp.Body, b.n); err != nil {
+			return fmt.Errorf("200 instead of 206: skipping %d bytes: %w", b.n, err)
+		}
+		return nil
+	}
+	return upstreamError(b.q.registry, kindBlobs, resp.StatusCode)
+}
+
+// Close ends the body; it may run during a Read.
+func (b *peerBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.cur == nil {
+		return nil
+	}
+	err := b.cur.Close()
+	b.cur = nil
+	return err
+}
+
+// parseContentRange parses "bytes START-END/TOTAL"; TOTAL "*" is -1.
+func parseContentRange(v string) (start, total int64, ok bool) {
+	rest, found := strings.CutPrefix(v, "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, false
+	}
+	first, last, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, false
+	}
+	start, err1 := strconv.ParseInt(first, 10, 64)
+	end, err2 := strconv.ParseInt(last, 10, 64)
+	if err1 != nil || err2 != nil || start < 0 || end < start {
+		return 0, 0, false
+	}
+	if tot == "*" {
+		return start, -1, true
+	}
+	total, err := strconv.ParseInt(tot, 10, 64)
+	if err != nil || total <= end {
+		return 0, 0, false
+	}
+	return start, total, true
+}
+
+// ServePeer implements peer.Fetcher: it serves blob d of repo in registry
+// to a peer, from the store or by filling it like a local client's
+// request would (joining a fill of d in progress), honouring Range. The
+// request carries the peer header, so the fill it may start never asks a
+// peer. Only public content is served: a peer request carries no client
+// credentials that upstream could check.
+func (s *Server) ServePeer(w http.ResponseWriter, r *http.Request, registry, repo string, d digest.Digest) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none"}
+	q := &request{
+		rec: rec, r: r, registry: registry,
+		route: route{kind: kindBlobs, name: repo, digest: d},
+		auth:  credentials.Auth{},
+	}
+	if err := s.servePeer(q); err != nil {
+		writeError(rec, r, peerError(err))
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "peer request",
+		slog.String("method", r.Method), slog.String("peer", r.RemoteAddr),
+		slog.String("registry", registry), slog.String("digest", d.String()),
+		slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
+		slog.String("source", rec.source), slog.Duration("duration", time.Since(start)))
+}
+
+// errNotPublic refuses content that needed credentials to a peer.
+var errNotPublic = errorf(http.StatusForbidden, codeDenied, "content fetched with credentials is not served to peers")
+
+func (s *Server) servePeer(q *request) error {
+	d := q.route.digest
+	if q.r.Method == http.MethodHead {
+		c, ok, err := s.lookup(d)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			// A HEAD starts no fill; the asker learns nothing it could
+			// not learn from upstream itself.
+			return errorf(http.StatusNotFound, codeBlobUnknown, "blob not on this node")
+		}
+		defer c.close()
+		if !c.public {
+			return errNotPublic
+		}
+		s.markSource(q, c)
+		return serveContent(q, c)
+	}
+	c, err := s.fetch(q, d, nil)
+	if err != nil {
+		return err
+	}
+	if !c.public {
+		c.close()
+		return errNotPublic
+	}
+	return s.serveFetched(q, c, nil)
+}
+
+// peerError is the answer a peer gets for err. Upstream asking for
+// credentials means the content is not public: that is a 403 to a peer,
+// not a 401, which would tell the asker that our secrets differ.
+func peerError(err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
+		return errNotPublic
+	}
+	return err
+}

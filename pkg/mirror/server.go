@@ -122,12 +122,14 @@ type Server struct {
 	metrics         *Metrics // nil: not measured
 	accessTTL       time.Duration
 	identityKey     []byte // keys the hashes of client credentials
+	peers           *Peers // nil: no peers, every fill goes to upstream
 
 	// fillCtx is the parent of every fill, so Close can end them; fills
 	// counts the fills still copying.
 	fillCtx   context.Context
 	stopFills context.CancelFunc
 	fills     sync.WaitGroup
+	fromPeer  sync.Map // digest → owner, for fills in progress whose bytes come from a peer
 
 	tags    *ttl.Map[string, tagRecord]
 	access  *ttl.Map[accessKey, struct{}] // confirmed reads of private content
