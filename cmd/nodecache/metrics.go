@@ -12,13 +12,17 @@ import (
 // the store's, and the Go runtime and process collectors.
 func newRegistry(m *mirror.Metrics, store *diskstore.Store, maxSize int64) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(
+	reg.MustRegister(daemonCollectors(m, store, maxSize)...)
+	return reg
+}
+
+func daemonCollectors(m *mirror.Metrics, store *diskstore.Store, maxSize int64) []prometheus.Collector {
+	return []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m,
 		&storeCollector{store: store, maxSize: maxSize},
-	)
-	return reg
+	}
 }
 
 // storeCollector reads the store's counters at scrape time, so the store
