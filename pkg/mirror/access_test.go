@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -67,6 +68,9 @@ func getAs(t *testing.T, e *env, path, user, pass string) *http.Response {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Read to the end: the last byte of a fill arrives once it is
+	// committed.
+	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp
 }

@@ -18,12 +18,6 @@ import (
 	"nodecache/pkg/peer"
 )
 
-// maxPeerResumes bounds how often the upstream continuation of a peer
-// transfer is reopened. Upstream's own resume does not apply to a Range
-// request, so this body does it; a transfer that breaks more often than
-// upstream's own budget allows is not going to finish.
-const maxPeerResumes = 5
-
 // Peers is what the mirror needs to fetch blobs from the node that owns
 // them: who owns a digest, and a client to fetch it with.
 type Peers struct {
@@ -82,7 +76,9 @@ func (s *Server) peerCorrupt(peer string, d digest.Digest) {
 // peerBody is the body of a fill from a peer. If the peer's transfer
 // breaks, it continues from upstream at the byte reached, so a peer that
 // dies mid-transfer costs the rest of the blob from upstream, not the
-// whole of it. The fill still verifies every byte against the digest.
+// whole of it. Upstream's body resumes its own breaks (pkg/upstream), so
+// the switch happens once. The fill still verifies every byte against the
+// digest.
 type peerBody struct {
 	ctx  context.Context // the fill's
 	s    *Server
@@ -92,13 +88,13 @@ type peerBody struct {
 	peer string
 
 	// Read's own state; Read is not called concurrently.
-	n       int64 // bytes delivered
-	resumes int
-	failed  error
+	n        int64 // bytes delivered
+	upstream bool  // cur is upstream's continuation
+	failed   error
 
 	// mu guards cur and closed, so Close may run during a Read.
 	mu     sync.Mutex
-	cur    io.ReadCloser // nil after a break, until reopened
+	cur    io.ReadCloser // nil after the peer's transfer broke, until upstream's opens
 	closed bool
 }
 
@@ -110,22 +106,31 @@ func (b *peerBody) Read(p []byte) (int, error) {
 		}
 		n, err := cur.Read(p)
 		b.n += int64(n)
-		if err == nil || (err == io.EOF && (b.size < 0 || b.n >= b.size)) {
+		if err == nil || b.upstream || (err == io.EOF && (b.size < 0 || b.n >= b.size)) {
 			// More bytes than the size are the fill's to reject.
 			return n, err
 		}
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		b.broken(err)
+		b.s.log.LogAttrs(b.ctx, slog.LevelInfo, "peer transfer broke; continuing from upstream",
+			slog.String("peer", b.peer), slog.String("digest", b.d.String()), slog.Int64("offset", b.n), slog.Any("error", err))
+		b.mu.Lock()
+		if b.cur != nil { // Close may have run meanwhile
+			b.cur.Close()
+			b.cur = nil
+		}
+		b.mu.Unlock()
 		if n > 0 {
-			return n, nil // the next Read continues or reports the failure
+			return n, nil // the next Read continues from upstream
 		}
 	}
 }
 
-// current returns the body to read, opening the upstream continuation if
-// the last one broke.
+var errPeerBodyClosed = errors.New("read from closed peer body")
+
+// current returns the body to read, opening upstream's continuation once
+// the peer's transfer broke.
 func (b *peerBody) current() (io.ReadCloser, error) {
 	if b.failed != nil {
 		return nil, b.failed
@@ -134,7 +139,7 @@ func (b *peerBody) current() (io.ReadCloser, error) {
 	cur, closed := b.cur, b.closed
 	b.mu.Unlock()
 	if closed {
-		return nil, errors.New("read from closed peer body")
+		return nil, errPeerBodyClosed
 	}
 	if cur != nil {
 		return cur, nil
@@ -148,75 +153,33 @@ func (b *peerBody) current() (io.ReadCloser, error) {
 	defer b.mu.Unlock()
 	if b.closed {
 		cur.Close()
-		return nil, errors.New("read from closed peer body")
+		return nil, errPeerBodyClosed
 	}
-	b.cur = cur
+	b.cur, b.upstream = cur, true
 	return cur, nil
-}
-
-// broken drops the current body after err, and records err as final if
-// the transfer may not be continued.
-func (b *peerBody) broken(err error) {
-	b.mu.Lock()
-	if b.cur != nil {
-		b.cur.Close()
-		b.cur = nil
-	}
-	b.mu.Unlock()
-	switch {
-	case b.ctx.Err() != nil:
-		b.failed = fmt.Errorf("blob %s: %w", b.d, err)
-	case b.resumes >= maxPeerResumes:
-		b.failed = fmt.Errorf("blob %s from peer %s and upstream: broke %d times, last after %d bytes: %w",
-			b.d, b.peer, b.resumes+1, b.n, err)
-	case b.resumes == 0:
-		b.s.log.LogAttrs(b.ctx, slog.LevelInfo, "peer transfer broke; continuing from upstream",
-			slog.String("peer", b.peer), slog.String("digest", b.d.String()), slog.Int64("offset", b.n), slog.Any("error", err))
-	}
 }
 
 // continueUpstream asks upstream for the blob from b.n on, with the same
 // authority the fill would have used had it gone to upstream at once.
+// pkg/upstream answers a "Range: bytes=N-" with exactly the bytes from N,
+// or an error.
 func (b *peerBody) continueUpstream() (io.ReadCloser, error) {
-	b.resumes++
+	want := http.StatusOK
 	var h http.Header
 	if b.n > 0 {
+		want = http.StatusPartialContent
 		h = http.Header{"Range": {"bytes=" + strconv.FormatInt(b.n, 10) + "-"}}
 	}
 	resp, err := b.s.ask(b.ctx, b.q, b.q.upstreamRequest(http.MethodGet, b.d.String(), h))
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: continuing from upstream at byte %d: %w", b.d, b.n, err)
 	}
-	if err := b.continues(resp.Response); err != nil {
+	if resp.StatusCode != want {
 		resp.Body.Close()
-		return nil, fmt.Errorf("blob %s: continuing from upstream at byte %d: %w", b.d, b.n, err)
+		return nil, fmt.Errorf("blob %s: continuing from upstream at byte %d: %w", b.d, b.n,
+			upstreamError(b.q.registry, kindBlobs, resp.StatusCode))
 	}
 	return resp.Body, nil
-}
-
-// continues checks that resp carries the blob from b.n on. A 200 (a
-// registry or CDN that ignores Range) is accepted after skipping the
-// bytes already delivered.
-func (b *peerBody) continues(resp *http.Response) error {
-	switch resp.StatusCode {
-	case http.StatusPartialContent:
-		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-		switch {
-		case !ok:
-			return fmt.Errorf("bad Content-Range %q", resp.Header.Get("Content-Range"))
-		case start != b.n:
-			return fmt.Errorf("Content-Range starts at %d, asked for %d", start, b.n)
-		case b.size >= 0 && total >= 0 && total != b.size:
-			return fmt.Errorf("Content-Range total %d, peer said %d", total, b.size)
-		}
-		return nil
-	case http.StatusOK:
-		if _, err := io.CopyN(io.Discard, resp.Body, b.n); err != nil {
-			return fmt.Errorf("200 instead of 206: skipping %d bytes: %w", b.n, err)
-		}
-		return nil
-	}
-	return upstreamError(b.q.registry, kindBlobs, resp.StatusCode)
 }
 
 // Close ends the body; it may run during a Read.
@@ -230,35 +193,6 @@ func (b *peerBody) Close() error {
 	err := b.cur.Close()
 	b.cur = nil
 	return err
-}
-
-// parseContentRange parses "bytes START-END/TOTAL"; TOTAL "*" is -1.
-func parseContentRange(v string) (start, total int64, ok bool) {
-	rest, found := strings.CutPrefix(v, "bytes ")
-	if !found {
-		return 0, 0, false
-	}
-	rng, tot, found := strings.Cut(rest, "/")
-	if !found {
-		return 0, 0, false
-	}
-	first, last, found := strings.Cut(rng, "-")
-	if !found {
-		return 0, 0, false
-	}
-	start, err1 := strconv.ParseInt(first, 10, 64)
-	end, err2 := strconv.ParseInt(last, 10, 64)
-	if err1 != nil || err2 != nil || start < 0 || end < start {
-		return 0, 0, false
-	}
-	if tot == "*" {
-		return start, -1, true
-	}
-	total, err := strconv.ParseInt(tot, 10, 64)
-	if err != nil || total <= end {
-		return 0, 0, false
-	}
-	return start, total, true
 }
 
 // ServePeer implements peer.Fetcher: it serves blob d of repo in registry

@@ -228,7 +228,10 @@ func (c *Client) Fetch(ctx context.Context, r Request) (*Response, error) {
 			return nil, err
 		}
 		if resumable(r, resp) {
-			resp.Body = c.newResumingBody(ctx, r, ep, cr, resp)
+			if err := c.resumeBody(ctx, r, ep, cr, resp); err != nil {
+				discard(resp.Response)
+				return nil, err
+			}
 		}
 		return resp, nil
 	}

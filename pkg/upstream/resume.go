@@ -21,11 +21,33 @@ const maxResumes = 5
 // continue the same bytes.
 var ErrResume = errors.New("upstream transfer could not be resumed")
 
-// resumable reports whether resp's body is a whole blob whose transfer
-// can be resumed with a Range request.
+// resumable reports whether resp's body is blob bytes whose transfer can
+// be resumed with a Range request: a whole blob (a 200 to a GET without
+// Range), or a blob's tail (the answer to "Range: bytes=N-"). Any other
+// Range is the caller's own and passes through untouched.
 func resumable(r Request, resp *Response) bool {
-	return r.Method == http.MethodGet && r.Kind == KindBlobs &&
-		resp.StatusCode == http.StatusOK && r.Header.Get("Range") == ""
+	if r.Method != http.MethodGet || r.Kind != KindBlobs {
+		return false
+	}
+	if r.Header.Get("Range") == "" {
+		return resp.StatusCode == http.StatusOK
+	}
+	_, ok := tailStart(r.Header.Get("Range"))
+	return ok && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent)
+}
+
+// tailStart returns N of "bytes=N-".
+func tailStart(rng string) (int64, bool) {
+	v, ok := strings.CutPrefix(rng, "bytes=")
+	if !ok {
+		return 0, false
+	}
+	v, ok = strings.CutSuffix(v, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil && n >= 0
 }
 
 // resumingBody delivers a blob's bytes in order, reopening the transfer
@@ -54,8 +76,33 @@ type resumingBody struct {
 	closed bool
 }
 
-func (c *Client) newResumingBody(ctx context.Context, r Request, ep endpoint, cr creds, resp *Response) io.ReadCloser {
-	return &resumingBody{ctx: ctx, c: c, r: r, ep: ep, cr: cr, size: resp.ContentLength, body: resp.Body}
+// resumeBody makes resp's body resume when it breaks. For a tail
+// ("Range: bytes=N-") the answer is checked to start at N, and a 200 (a
+// registry that ignores Range) is turned into the 206 that was asked for,
+// so callers always get the blob from N on, or an error wrapping
+// ErrResume.
+func (c *Client) resumeBody(ctx context.Context, r Request, ep endpoint, cr creds, resp *Response) error {
+	b := &resumingBody{ctx: ctx, c: c, r: r, ep: ep, cr: cr, size: resp.ContentLength, body: resp.Body}
+	if start, ok := tailStart(r.Header.Get("Range")); ok {
+		b.read, b.size = start, -1
+		if err := b.continues(resp.Response); err != nil {
+			return fmt.Errorf("%w: registry %s: blob %s from byte %d: %w", ErrResume, r.Registry, r.Ref, start, err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			b.size = resp.ContentLength
+			resp.StatusCode, resp.Status = http.StatusPartialContent, "206 Partial Content"
+			resp.ContentLength = -1
+			resp.Header.Del("Content-Length")
+			if b.size >= 0 {
+				resp.ContentLength = b.size - start
+				resp.Header.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, b.size-1, b.size))
+			}
+		} else if _, _, total, err := parseContentRange(resp.Header.Get("Content-Range")); err == nil {
+			b.size = total
+		}
+	}
+	resp.Body = b
+	return nil
 }
 
 func (b *resumingBody) Read(p []byte) (int, error) {

@@ -230,3 +230,46 @@ func FuzzParseContentRange(f *testing.F) {
 		}
 	})
 }
+
+// TestResumeTail: a GET of a blob's tail ("Range: bytes=N-", how a node
+// finishes a blob a peer failed to send) gets exactly the bytes from N
+// on, resumed when it breaks, and as a 206 even from a registry that
+// ignores Range.
+func TestResumeTail(t *testing.T) {
+	const from = 40_000 // inside the first cut, so a 200's skip is cut too
+	for _, ignoreRange := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ignoreRange=%v", ignoreRange), func(t *testing.T) {
+			c, r, data, log := resumeFixture(t, func(reg *registrytest.Registry, n int, w http.ResponseWriter, req *http.Request) bool {
+				if ignoreRange {
+					req.Header.Del("Range")
+				}
+				if n == 1 {
+					return reg.CutAfter(cutAt, nil)(w, req)
+				}
+				return false
+			})
+			r.Header = http.Header{"Range": {fmt.Sprintf("bytes=%d-", from)}}
+			resp, err := c.Do(testCtx(t), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusPartialContent {
+				t.Fatalf("status %d, want 206", resp.StatusCode)
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(got, data[from:]) {
+				t.Fatalf("read %d bytes, %v; want the %d bytes from %d", len(got), err, len(data)-from, from)
+			}
+			// The first answer breaks after cutAt bytes of its body: the
+			// tail's, or the whole blob's when Range was ignored.
+			resumeAt := from + cutAt
+			if ignoreRange {
+				resumeAt = cutAt
+			}
+			if got := log.get(); len(got) != 2 || got[1] != fmt.Sprintf("bytes=%d-", resumeAt) {
+				t.Errorf("Range headers = %q, want the tail and then bytes=%d-", got, resumeAt)
+			}
+		})
+	}
+}
