@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"time"
 
@@ -91,6 +92,13 @@ func authRequired(format string, args ...any) *Error {
 	e := errorf(http.StatusUnauthorized, codeUnauthorized, format, args...)
 	e.Header = http.Header{"Www-Authenticate": {challenge}}
 	return e
+}
+
+// isAuthRequired reports whether err is an answer asking the client for
+// credentials.
+func isAuthRequired(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusUnauthorized
 }
 
 // ask sends req upstream with the node's authority (its credentials for

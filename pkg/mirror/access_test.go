@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/remotes"
@@ -275,5 +277,66 @@ func TestBasicAuthRegistryThroughNodecache(t *testing.T) {
 	layer := img.Layers["linux/amd64"][0]
 	if resp := getAs(t, e, "/v2/team/app/blobs/"+layer.String(), "", ""); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("anonymous after alice's pull: status %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestCredentialsAfterAnAnonymousFlight: alice asks for a private blob
+// while an anonymous request for it is waiting on upstream. The shared
+// flight fails for want of credentials, but alice has some: she is not
+// sent the anonymous client's 401, she gets the blob.
+func TestCredentialsAfterAnAnonymousFlight(t *testing.T) {
+	e := newEnv(t, privateRegistry())
+	data := registrytest.Random(13, 100_000)
+	d := e.up.PushBlob(t, "private/app", data)
+	anonymousAsked := make(chan struct{})
+	hold := make(chan struct{})
+	var first sync.Once
+	e.up.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) && tokenSubject(r) != "alice" {
+			first.Do(func() {
+				close(anonymousAsked)
+				<-hold // then the registry refuses it
+			})
+		}
+		return false
+	})
+	url := e.url("/v2/private/app/blobs/" + d.String())
+	anonymous := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			anonymous <- 0
+			return
+		}
+		resp.Body.Close()
+		anonymous <- resp.StatusCode
+	}()
+	<-anonymousAsked
+	<-e.arrived // the anonymous request
+	alice := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.SetBasicAuth("alice", "alice-secret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			alice <- nil
+			return
+		}
+		alice <- resp
+	}()
+	<-e.arrived // alice's, which joins the anonymous request's flight
+	close(hold)
+	if code := <-anonymous; code != http.StatusUnauthorized {
+		t.Errorf("anonymous: status %d, want 401", code)
+	}
+	resp := <-alice
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("alice: status %d, %d bytes, %v", resp.StatusCode, len(body), err)
 	}
 }

@@ -61,10 +61,16 @@ func (s *Server) peerOf(d digest.Digest) string {
 	return ""
 }
 
+// maxOwnFlights bounds how often a client with credentials starts over
+// after joining a flight that failed for want of credentials: the flight
+// used its starter's, and this client's may do better.
+const maxOwnFlights = 3
+
 // fetch returns d from the store, starting a fill from upstream if it is
 // missing. Concurrent callers for the same digest share one upstream GET:
 // all but the first wait for it to answer, then read the same fill.
 func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content, error) {
+	retries := 0
 	for {
 		c, ok, err := s.lookup(d)
 		if ok || err != nil {
@@ -79,6 +85,10 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 		select {
 		case res := <-ch:
 			if errors.Is(res.Err, errCommitted) {
+				continue
+			}
+			if !q.startedFill && !q.auth.IsZero() && isAuthRequired(res.Err) && retries < maxOwnFlights {
+				retries++
 				continue
 			}
 			if res.Err != nil {
