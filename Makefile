@@ -29,7 +29,7 @@ lint: deps
 # Installs Debian's systemd package first if systemd-socket-activate is
 # missing (the socket activation test uses it).
 test: lint
-	bash hack/test-deps.sh
+	bash hack/need.sh systemd systemd-socket-activate systemd-analyze
 	$(GO) test -race -count=1 $(PKGS)
 
 # Benchmarks print ratios measured side by side in one run; see README.
@@ -58,7 +58,7 @@ fuzz: deps
 # root; installs Debian's containerd package first if containerd or ctr is
 # missing.
 e2e: deps
-	bash hack/e2e-deps.sh
+	bash hack/need.sh containerd containerd ctr
 	$(GO) test -tags e2e -count=1 -v ./test/e2e/
 
 # Shows nodecache at work with no network: an in-process upstream registry,

@@ -7,7 +7,7 @@
 //
 // The tests are behind the e2e build tag, need root and Debian's containerd
 // package (containerd and ctr), and are run by `make e2e`, which installs
-// that package when it is missing (hack/e2e-deps.sh). `go test ./...` does
+// that package when it is missing (hack/need.sh). `go test ./...` does
 // not build them.
 //
 // It is not a place for unit tests of nodecache's packages, nor a harness

@@ -86,7 +86,7 @@ func requirePrivileges(t *testing.T) {
 	}
 	for _, bin := range []string{"containerd", "ctr"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("e2e: %s not found; `make e2e` installs Debian's containerd package (hack/e2e-deps.sh)", bin)
+			t.Skipf("e2e: %s not found; `make e2e` installs Debian's containerd package (hack/need.sh)", bin)
 		}
 	}
 }
