@@ -340,3 +340,66 @@ func TestCredentialsAfterAnAnonymousFlight(t *testing.T) {
 		t.Fatalf("alice: status %d, %d bytes, %v", resp.StatusCode, len(body), err)
 	}
 }
+
+// TestNodeCredentialsReload: the node's credentials file is replaced while
+// nodecache runs, and the next pull uses the new credentials, with no
+// restart.
+func TestNodeCredentialsReload(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "credentials.toml")
+	// The file names the registry, whose address is known only once it
+	// runs: the credentials store is opened after the env, and the
+	// upstream client reaches it through src.
+	var src *credentials.Store
+	store, err := diskstore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvClient(t, store, privateRegistry(),
+		[]upstream.Option{upstream.WithCredentials(sourceFunc(func(r string) (credentials.Auth, bool) { return src.Lookup(r) }))})
+	e.up.PushSingleImage(t, "private/app", "v1", 3000)
+	host := e.up.Host()
+	write := func(user string) {
+		t.Helper()
+		text := fmt.Sprintf("[registries.%q]\nusername = %q\npassword = %q\n", host, user, tokenUsers[user])
+		if err := os.WriteFile(file+".tmp", []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".tmp", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("bob")
+	reloaded := make(chan error, 16)
+	src, err = credentials.Open(credentials.Files{CredentialsFile: file}, nil,
+		credentials.WithDebounce(0), credentials.OnReload(func(err error) { reloaded <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-reloaded // Run reads the files once its watches are set
+
+	ref := host + "/private/app:v1"
+	if _, err := pullAll(context.Background(), resolverAs(t, e, ""), ref); err == nil {
+		t.Fatal("pulled with bob's credentials, which cannot read private/app")
+	}
+	write("alice")
+	for {
+		if err := <-reloaded; err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+		if a, _ := src.Lookup(host); a.Username == "alice" {
+			break
+		}
+	}
+	if n, err := pullAll(context.Background(), resolverAs(t, e, ""), ref); err != nil || n != 3 {
+		t.Fatalf("after the reload: %d objects, %v", n, err)
+	}
+}
+
+// sourceFunc adapts a function to credentials.Source.
+type sourceFunc func(string) (credentials.Auth, bool)
+
+func (f sourceFunc) Lookup(r string) (credentials.Auth, bool) { return f(r) }
