@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -28,7 +29,8 @@ type Fill struct {
 	digest   digest.Digest
 	size     int64 // expected size; -1 if unknown
 	reserved int64 // bytes reserved in the store for this fill
-	meta     Meta
+	meta     Meta        // meta.Public is the value at Begin; see public
+	public   atomic.Bool // MarkPublic may set it while the fill runs
 	file     *os.File
 	hash     hash.Hash // used by the writer only
 
@@ -89,6 +91,7 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), meta: meta,
 		file: file, hash: d.Algorithm().Hash(), wake: make(chan struct{}),
 	}
+	f.public.Store(meta.Public)
 	victims, err := s.register(f, avail)
 	s.removeVictims(victims, "evicted")
 	if err != nil {
@@ -147,7 +150,7 @@ func (f *Fill) Size() int64 { return f.size }
 func (f *Fill) MediaType() string { return f.meta.MediaType }
 
 // Public reports whether the fill's content is public (see Meta).
-func (f *Fill) Public() bool { return f.meta.Public }
+func (f *Fill) Public() bool { return f.public.Load() }
 
 // Write appends p to the fill. It fails with ErrSizeMismatch, and aborts
 // the fill, as soon as more bytes arrive than the expected size.
@@ -192,14 +195,16 @@ func (f *Fill) Commit() error {
 	if spilled {
 		return f.finishSpilled()
 	}
-	if err := f.commit(); err != nil {
+	// Read once: the file's mode and the index must agree.
+	public := f.public.Load()
+	if err := f.commit(public); err != nil {
 		f.Abort(err)
 		return err
 	}
 	s := f.store
 	s.mu.Lock()
 	r := record{size: f.written, used: s.now().Unix(), tail: f.tail,
-		mediaType: s.mediaTypeIndexLocked(f.meta.MediaType), public: f.meta.Public}
+		mediaType: s.mediaTypeIndexLocked(f.meta.MediaType), public: public}
 	s.index.Add(f.key, r)
 	s.used += r.size
 	s.reserved -= f.reserved
@@ -216,7 +221,7 @@ func (f *Fill) Commit() error {
 	return nil
 }
 
-func (f *Fill) commit() error {
+func (f *Fill) commit(public bool) error {
 	f.mu.Lock()
 	written, done, abortErr := f.written, f.done, f.err
 	f.mu.Unlock()
@@ -240,7 +245,7 @@ func (f *Fill) commit() error {
 		}
 		s.step(StepTypeWritten)
 	}
-	if f.meta.Public {
+	if public {
 		if err := f.file.Chmod(publicMode); err != nil {
 			return fmt.Errorf("diskstore: commit %s: %w", f.digest, err)
 		}

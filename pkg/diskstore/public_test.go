@@ -61,3 +61,34 @@ func TestPublicMarkSurvivesRestart(t *testing.T) {
 		t.Errorf("a 0640 file read back as public (%v)", err)
 	}
 }
+
+// TestMarkPublicDuringFill: content found public while its private fill
+// is still running is committed public.
+func TestMarkPublicDuringFill(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	data := []byte("a layer fetched with credentials, public after all")
+	d := digest.FromBytes(data)
+	f, err := s.Begin(d, int64(len(data)), Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data[:10]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkPublic(d); err != nil {
+		t.Fatal(err)
+	}
+	if !f.Public() {
+		t.Error("the fill is not public after MarkPublic")
+	}
+	if _, err := f.Write(data[10:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := openStore(t, dir).Stat(d); err != nil || !info.Public {
+		t.Errorf("after a restart: %+v, %v; want public", info, err)
+	}
+}

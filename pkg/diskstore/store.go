@@ -318,7 +318,9 @@ func (s *Store) path(d digest.Digest) string {
 
 // MarkPublic records that upstream serves d without credentials after
 // all, so any client may be given it from now on. The file's mode carries
-// the mark across restarts.
+// the mark across restarts. A fill of d in progress is marked too, unless
+// it is already committing, when the entry stays private (a later check
+// marks it).
 func (s *Store) MarkPublic(d digest.Digest) error {
 	if Check(d) != nil {
 		return ErrNotFound
@@ -326,6 +328,11 @@ func (s *Store) MarkPublic(d digest.Digest) error {
 	k, _ := keyOf(d)
 	s.mu.Lock()
 	r, ok := s.index.Peek(k)
+	if f := s.fills[d]; !ok && f != nil {
+		f.public.Store(true)
+		s.mu.Unlock()
+		return nil
+	}
 	s.mu.Unlock()
 	if !ok {
 		return ErrNotFound
