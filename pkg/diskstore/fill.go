@@ -27,8 +27,8 @@ type Fill struct {
 	key      key
 	tail     *[32]byte // second half of a sha512 digest, for the index
 	digest   digest.Digest
-	size     int64 // expected size; -1 if unknown
-	reserved int64 // bytes reserved in the store for this fill
+	size     int64       // expected size; -1 if unknown
+	reserved int64       // bytes reserved in the store for this fill
 	meta     Meta        // meta.Public is the value at Begin; see public
 	public   atomic.Bool // MarkPublic may set it while the fill runs
 	file     *os.File
