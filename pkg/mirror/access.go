@@ -138,10 +138,13 @@ func (s *Server) ask(ctx context.Context, q *request, req upstream.Request) (*up
 	return resp, nil
 }
 
-// noteGrant remembers that upstream gave this client a digest of this
-// repository with credentials, so serving it needs no second question.
+// noteGrant remembers that upstream gave this client a manifest or blob
+// of this repository with credentials, so serving it needs no second
+// question. Only those answers prove that the repository holds the digest:
+// a referrers list answers 200 for any digest.
 func (s *Server) noteGrant(q *request, req upstream.Request, resp *upstream.Response) {
-	if resp.StatusCode != http.StatusOK || resp.Auth == upstream.AuthAnonymous {
+	if resp.StatusCode != http.StatusOK || resp.Auth == upstream.AuthAnonymous ||
+		(req.Kind != kindManifests && req.Kind != kindBlobs) {
 		return
 	}
 	d, err := digest.Parse(req.Ref)

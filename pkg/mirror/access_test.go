@@ -403,3 +403,42 @@ func TestNodeCredentialsReload(t *testing.T) {
 type sourceFunc func(string) (credentials.Auth, bool)
 
 func (f sourceFunc) Lookup(r string) (credentials.Auth, bool) { return f(r) }
+
+// TestReferrersGrantNothing: a referrers list answers 200 for any digest,
+// so alice asking for the referrers of bob's private layer under her own
+// repository must not make that layer hers.
+func TestReferrersGrantNothing(t *testing.T) {
+	e := newEnv(t, []registrytest.Option{registrytest.WithTokenAuth(tokenUsers,
+		registrytest.Allow("alice", "private/app"),
+		registrytest.Allow("bob", "private/other"))})
+	data := registrytest.Random(14, 5000)
+	d := e.up.PushBlob(t, "private/other", data)
+	e.up.PushSingleImage(t, "private/app", "v1", 1000)
+	// As registries that implement the referrers API do (the test
+	// registry does not): an empty index for any digest, to anyone who may
+	// read the repository.
+	e.up.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/referrers/") {
+			return false
+		}
+		if tokenSubject(r) != "alice" {
+			w.Header().Set("Www-Authenticate", fmt.Sprintf(`Bearer realm=%q,service=%q,scope="repository:private/app:pull"`,
+				e.up.TokenRealm(), registrytest.TokenService))
+			w.WriteHeader(http.StatusUnauthorized)
+			return true
+		}
+		w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+		w.Header().Set("Docker-Content-Digest", d.String())
+		io.WriteString(w, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`)
+		return true
+	})
+	if resp := getAs(t, e, "/v2/private/other/blobs/"+d.String(), "bob", "bob-secret"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("bob: status %d", resp.StatusCode)
+	}
+	if resp := getAs(t, e, "/v2/private/app/referrers/"+d.String(), "alice", "alice-secret"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("referrers under alice's repository: status %d, want 200", resp.StatusCode)
+	}
+	if resp := getAs(t, e, "/v2/private/app/blobs/"+d.String(), "alice", "alice-secret"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("alice got bob's layer under her repository: status %d, want 401", resp.StatusCode)
+	}
+}
