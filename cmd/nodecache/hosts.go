@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net/url"
+	"nodecache/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,7 +191,7 @@ func writeHosts(path string, t hostsTarget, mirror string, replace bool) (string
 		if err != nil {
 			return "", err
 		}
-		return "updated: nodecache's host put first, the others kept", writeFileAtomic(path, merged, perm)
+		return "updated: nodecache's host put first, the others kept", replaceFile(path, merged, perm)
 	}
 	if bytes.Equal(fresh, old) {
 		return "unchanged", nil
@@ -205,7 +206,7 @@ func writeHosts(path string, t hostsTarget, mirror string, replace bool) (string
 			if err != nil {
 				original = old
 			}
-			if err := writeFileAtomic(backup, original, perm); err != nil {
+			if err := replaceFile(backup, original, perm); err != nil {
 				return "", err
 			}
 			result = "replaced; the original is in " + backup
@@ -221,7 +222,7 @@ func removeHosts(path, mirror string) (string, error) {
 		if err := os.Rename(backup, path); err != nil {
 			return "", err
 		}
-		return "restored from " + backup, syncDir(filepath.Dir(path))
+		return "restored from " + backup, atomicfile.SyncDir(filepath.Dir(path))
 	}
 	old, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -238,7 +239,7 @@ func removeHosts(path, mirror string) (string, error) {
 		if err := os.Remove(path); err != nil {
 			return "", err
 		}
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 			return "", err
 		}
 		// Only succeeds if nothing else (certificates, say) is left.
@@ -250,7 +251,7 @@ func removeHosts(path, mirror string) (string, error) {
 	if bytes.Equal(rest, old) {
 		return "unchanged", nil
 	}
-	return "nodecache's host taken out", writeFileAtomic(path, rest, filePerm(path))
+	return "nodecache's host taken out", replaceFile(path, rest, filePerm(path))
 }
 
 // writeChecked writes data to path after checking that containerd reads it
@@ -259,7 +260,7 @@ func writeChecked(path string, data []byte, perm fs.FileMode, mirror string) err
 	if err := checkHostsFile(data, mirror); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data, perm)
+	return replaceFile(path, data, perm)
 }
 
 // hostFileConfig is the shape containerd v2 decodes a host table, and the
@@ -345,6 +346,15 @@ func checkHostConfig(server string, h hostFileConfig) error {
 	return nil
 }
 
+// replaceFile replaces path with data durably: a crash leaves the old
+// file or the new one, and never a torn one.
+func replaceFile(path string, data []byte, perm fs.FileMode) error {
+	if err := atomicfile.Write("", path, data, perm); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(path))
+}
+
 // filePerm returns path's permission bits, or 0644 if it cannot be read.
 func filePerm(path string) fs.FileMode {
 	fi, err := os.Stat(path)
@@ -352,47 +362,4 @@ func filePerm(path string) fs.FileMode {
 		return 0o644
 	}
 	return fi.Mode().Perm()
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory, synced, renamed over path, then the directory synced, so a
-// crash leaves the old file or the new one and never a torn one.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename or removal in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -5,27 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"nodecache/internal/atomicfile"
 )
 
 // writeFileAtomic writes data to a temporary file in tmpDir, fsyncs it and
-// renames it to path. tmpDir must be on the same filesystem as path.
+// renames it to path; the commit that follows syncs path's directory.
+// tmpDir must be on the same filesystem as path.
 func writeFileAtomic(tmpDir, path string, data []byte) error {
-	f, err := os.CreateTemp(tmpDir, "meta-*")
-	if err != nil {
-		return fmt.Errorf("diskstore: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(tmpDir, path, data, 0o600); err != nil {
 		return fmt.Errorf("diskstore: write %s: %w", path, err)
 	}
 	return nil
@@ -44,12 +32,7 @@ func ensureDir(dir string) error {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("diskstore: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("diskstore: sync %s: %w", dir, err)
 	}
 	return nil
