@@ -153,11 +153,11 @@ func (s *Server) noteGrant(q *request, req upstream.Request, resp *upstream.Resp
 			return
 		}
 	}
-	s.access.Set(s.accessKeyFor(q, d), struct{}{})
+	s.access.Set(q.accessKey(d), struct{}{})
 }
 
-func (s *Server) accessKeyFor(q *request, d digest.Digest) accessKey {
-	return accessKey{identity: s.identity(q.auth), registry: q.registry, repo: q.route.name, digest: d}
+func (q *request) accessKey(d digest.Digest) accessKey {
+	return accessKey{identity: q.identity, registry: q.registry, repo: q.route.name, digest: d}
 }
 
 // authorize checks that the client may be given content c under the
@@ -168,7 +168,7 @@ func (s *Server) authorize(q *request, c content) error {
 	if c.public {
 		return nil
 	}
-	key := s.accessKeyFor(q, c.digest)
+	key := q.accessKey(c.digest)
 	if _, fresh, ok := s.access.Get(key); ok && fresh {
 		return nil
 	}

@@ -59,21 +59,11 @@ func resolverAs(t *testing.T, e *env, user string) remotes.Resolver {
 }
 
 // getAs fetches path from nodecache with Basic credentials (none if user
-// is "", any password if the user is unknown).
+// is "") and reads the body to its end: the last byte of a fill arrives
+// once it is committed.
 func getAs(t *testing.T, e *env, path, user, pass string) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, e.url(path), nil)
-	if user != "" {
-		req.SetBasicAuth(user, pass)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Read to the end: the last byte of a fill arrives once it is
-	// committed.
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	resp, _ := getWith(t, e.url(path), user, pass)
 	return resp
 }
 

@@ -108,14 +108,20 @@ func (e *env) do(method, url string, header http.Header) (*http.Response, []byte
 	for k, v := range header {
 		req.Header[k] = v
 	}
+	return send(e.t, req)
+}
+
+// send sends req and returns the response with its body read.
+func send(t testing.TB, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, url, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatalf("%s %s: reading body: %v", method, url, err)
+		t.Fatalf("%s %s: reading body: %v", req.Method, req.URL, err)
 	}
 	return resp, body
 }

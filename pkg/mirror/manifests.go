@@ -104,8 +104,8 @@ func headFromRecord(q *request, rec tagRecord) error {
 func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale bool, err error) {
 	shared := q.registry + "/" + q.route.name + ":" + q.route.tag + "|" + strings.Join(accept, ",")
 	keys := []string{shared}
-	if id := s.identity(q.auth); id != "" {
-		keys = []string{shared + "|" + id, shared}
+	if q.identity != "" {
+		keys = []string{shared + "|" + q.identity, shared}
 	}
 	for _, k := range keys {
 		if rec, fresh, ok := s.tags.Get(k); ok && fresh {
@@ -186,7 +186,7 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	rec := tagRecord{digest: digest.FromBytes(body), mediaType: mediaType, size: int64(len(body))}
 	if resp.Auth != upstream.AuthAnonymous {
-		s.access.Set(s.accessKeyFor(q, rec.digest), struct{}{})
+		s.access.Set(q.accessKey(rec.digest), struct{}{})
 	}
 	meta := diskstore.Meta{MediaType: mediaType, Public: resp.Auth == upstream.AuthAnonymous}
 	if fill, err := s.store.Begin(rec.digest, rec.size, meta); err == nil {

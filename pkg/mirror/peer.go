@@ -14,7 +14,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"nodecache/pkg/credentials"
 	"nodecache/pkg/peer"
 )
 
@@ -207,7 +206,6 @@ func (s *Server) ServePeer(w http.ResponseWriter, r *http.Request, registry, rep
 	q := &request{
 		rec: rec, r: r, registry: registry,
 		route: route{kind: kindBlobs, name: repo, digest: d},
-		auth:  credentials.Auth{},
 	}
 	if err := s.servePeer(q); err != nil {
 		writeError(rec, r, peerError(err))

@@ -515,16 +515,7 @@ func peerGet(t *testing.T, n *peerNode, secret *peer.Secret, repo string, d dige
 	if secret != nil {
 		secret.Sign(req)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, body
+	return send(t, req)
 }
 
 // TestPeerAPIRefusesUnauthenticated: through the real listener, a request
@@ -619,14 +610,5 @@ func getWith(t *testing.T, url, user, pass string) (*http.Response, []byte) {
 	if user != "" {
 		req.SetBasicAuth(user, pass)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, body
+	return send(t, req)
 }

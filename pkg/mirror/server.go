@@ -200,7 +200,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, e)
 		return
 	}
-	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: clientAuth(r)}
+	auth := clientAuth(r)
+	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.identity(auth)}
 	var err error
 	switch rt.kind {
 	case kindBlobs:
@@ -236,6 +237,7 @@ type request struct {
 	registry string
 	route    route
 	auth     credentials.Auth // what the client sent; never stored or logged
+	identity string           // names auth in caches (Server.identity); "" for none
 	// startedFill is set on the request whose upstream GET a fill is, to
 	// tell it from the requests that joined the fill. It is written inside
 	// the flight and read after the flight's result arrives.
