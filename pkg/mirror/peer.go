@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -77,7 +76,8 @@ func (s *Server) peerCorrupt(peer string, d digest.Digest) {
 // dies mid-transfer costs the rest of the blob from upstream, not the
 // whole of it. Upstream's body resumes its own breaks (pkg/upstream), so
 // the switch happens once. The fill still verifies every byte against the
-// digest.
+// digest. Like any body, it is read and closed by one goroutine: the
+// fill's copy, or the one client of an uncached download.
 type peerBody struct {
 	ctx  context.Context // the fill's
 	s    *Server
@@ -86,24 +86,28 @@ type peerBody struct {
 	size int64 // from the peer; -1 if not known
 	peer string
 
-	// Read's own state; Read is not called concurrently.
-	n        int64 // bytes delivered
-	upstream bool  // cur is upstream's continuation
+	cur      io.ReadCloser // the peer's body, then upstream's; nil between
+	n        int64         // bytes delivered
+	upstream bool          // cur is upstream's continuation
 	failed   error
-
-	// mu guards cur and closed, so Close may run during a Read.
-	mu     sync.Mutex
-	cur    io.ReadCloser // nil after the peer's transfer broke, until upstream's opens
-	closed bool
 }
+
+var errPeerBodyClosed = errors.New("read from closed peer body")
 
 func (b *peerBody) Read(p []byte) (int, error) {
 	for {
-		cur, err := b.current()
-		if err != nil {
-			return 0, err
+		if b.failed != nil {
+			return 0, b.failed
 		}
-		n, err := cur.Read(p)
+		if b.cur == nil {
+			cur, err := b.continueUpstream()
+			if err != nil {
+				b.failed = err
+				return 0, err
+			}
+			b.cur, b.upstream = cur, true
+		}
+		n, err := b.cur.Read(p)
 		b.n += int64(n)
 		if err == nil || b.upstream || (err == io.EOF && (b.size < 0 || b.n >= b.size)) {
 			// More bytes than the size are the fill's to reject.
@@ -114,48 +118,12 @@ func (b *peerBody) Read(p []byte) (int, error) {
 		}
 		b.s.log.LogAttrs(b.ctx, slog.LevelInfo, "peer transfer broke; continuing from upstream",
 			slog.String("peer", b.peer), slog.String("digest", b.d.String()), slog.Int64("offset", b.n), slog.Any("error", err))
-		b.mu.Lock()
-		if b.cur != nil { // Close may have run meanwhile
-			b.cur.Close()
-			b.cur = nil
-		}
-		b.mu.Unlock()
+		b.cur.Close()
+		b.cur = nil
 		if n > 0 {
 			return n, nil // the next Read continues from upstream
 		}
 	}
-}
-
-var errPeerBodyClosed = errors.New("read from closed peer body")
-
-// current returns the body to read, opening upstream's continuation once
-// the peer's transfer broke.
-func (b *peerBody) current() (io.ReadCloser, error) {
-	if b.failed != nil {
-		return nil, b.failed
-	}
-	b.mu.Lock()
-	cur, closed := b.cur, b.closed
-	b.mu.Unlock()
-	if closed {
-		return nil, errPeerBodyClosed
-	}
-	if cur != nil {
-		return cur, nil
-	}
-	cur, err := b.continueUpstream()
-	if err != nil {
-		b.failed = err
-		return nil, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		cur.Close()
-		return nil, errPeerBodyClosed
-	}
-	b.cur, b.upstream = cur, true
-	return cur, nil
 }
 
 // continueUpstream asks upstream for the blob from b.n on, with the same
@@ -181,11 +149,9 @@ func (b *peerBody) continueUpstream() (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
-// Close ends the body; it may run during a Read.
+// Close ends the body.
 func (b *peerBody) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.closed = true
+	b.failed = errPeerBodyClosed
 	if b.cur == nil {
 		return nil
 	}
