@@ -7,9 +7,9 @@ package diskstore
 // library's list element carries three pointers and an unused expiry time
 // (128 bytes) and its map holds a pointer per entry; measured at a million
 // entries it took 245 bytes per entry and gave the garbage collector two
-// million pointers to scan. Here an entry is 56 bytes in one pointer-free
-// slice and a 40-byte map slot, about 125 bytes in all with the map's
-// spare room (BenchmarkIndexMemory).
+// million pointers to scan. Here an entry is a 72-byte slot in one
+// pointer-free slice and a 40-byte map slot; with the spare room of the
+// slice and the map, BenchmarkIndexMemory measures 185 bytes per entry.
 type lru struct {
 	slots []slot
 	free  []int32 // positions of removed slots, for reuse
