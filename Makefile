@@ -32,7 +32,7 @@ test: lint
 	bash hack/need.sh systemd systemd-socket-activate systemd-analyze
 	$(GO) test -race -count=1 $(PKGS)
 
-# Benchmarks print ratios measured side by side in one run; see README.
+# Benchmarks print ratios measured side by side in one run; see docs/benchmarks.md.
 # Each comparison (nodecache against http.FileServer, against a direct
 # download) is interleaved within one benchmark; DaemonRSS runs the real
 # daemon binary as a separate process.
