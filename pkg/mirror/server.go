@@ -121,8 +121,8 @@ type Server struct {
 	now             ttl.Clock
 	metrics         *Metrics // nil: not measured
 	accessTTL       time.Duration
-	identityKey     []byte // keys the hashes of client credentials
-	peers           *Peers // nil: no peers, every fill goes to upstream
+	ids             credentials.Identifier // names client credentials in caches
+	peers           *Peers                 // nil: no peers, every fill goes to upstream
 
 	// fillCtx is the parent of every fill, so Close can end them; fills
 	// counts the fills still copying.
@@ -146,7 +146,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 		tagTTL:          DefaultTagTTL,
 		fillTimeout:     DefaultFillTimeout,
 		accessTTL:       DefaultAccessTTL,
-		identityKey:     newIdentityKey(),
+		ids:             credentials.NewIdentifier(),
 		log:             slog.New(slog.DiscardHandler),
 		now:             time.Now,
 	}
@@ -201,7 +201,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	auth := clientAuth(r)
-	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.identity(auth)}
+	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.ids.Of(auth)}
 	var err error
 	switch rt.kind {
 	case kindBlobs:
@@ -237,7 +237,7 @@ type request struct {
 	registry string
 	route    route
 	auth     credentials.Auth // what the client sent; never stored or logged
-	identity string           // names auth in caches (Server.identity); "" for none
+	identity string           // names auth in caches (credentials.Identifier); "" for none
 	// startedFill is set on the request whose upstream GET a fill is, to
 	// tell it from the requests that joined the fill. It is written inside
 	// the flight and read after the flight's result arrives.

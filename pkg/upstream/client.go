@@ -73,7 +73,7 @@ type Client struct {
 	userAgent   string
 	tokens      *tokenCache
 	creds       credentials.Source // nil without WithCredentials
-	identityKey []byte
+	identifiers credentials.Identifier
 	now         func() time.Time
 	sleep       SleepFunc
 }
@@ -104,7 +104,7 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 		userAgent:   cfg.userAgent,
 		tokens:      newTokenCache(cfg.now),
 		creds:       cfg.creds,
-		identityKey: newIdentityKey(),
+		identifiers: credentials.NewIdentifier(),
 		now:         cfg.now,
 		sleep:       cfg.sleep,
 	}
