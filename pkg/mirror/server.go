@@ -106,7 +106,7 @@ func WithAccessTTL(d time.Duration) Option {
 func WithMetrics(m *Metrics) Option { return func(s *Server) { s.metrics = m } }
 
 // WithClock sets the clock for the tag cache.
-func WithClock(now ttl.Clock) Option { return func(s *Server) { s.now = now } }
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
 // Server is the pull-path HTTP handler.
 type Server struct {
@@ -118,7 +118,7 @@ type Server struct {
 	tagMaxStale     time.Duration
 	fillTimeout     time.Duration
 	log             *slog.Logger
-	now             ttl.Clock
+	now             func() time.Time
 	metrics         *Metrics // nil: not measured
 	accessTTL       time.Duration
 	ids             credentials.Identifier // names client credentials in caches
