@@ -91,13 +91,13 @@ type Membership struct {
 // take no keys, which is allowed only without peers). It reads src.Static
 // and src.File at once, and fails if either is malformed or the file
 // cannot be read; src.DNS is first resolved by Run. Health decides which
-// peers Owner skips. It uses the options WithLogger, WithResolver and
+// peers Owner skips. Its options are WithLogger, WithResolver and
 // WithDNSInterval.
-func NewMembership(advertise string, src Sources, health *Health, opts ...Option) (*Membership, error) {
+func NewMembership(advertise string, src Sources, health *Health, opts ...MembershipOption) (*Membership, error) {
 	m := &Membership{
 		health:  health,
 		file:    src.File,
-		o:       newOptions(opts),
+		o:       membershipOptions(opts),
 		sets:    make(map[string][]string),
 		failing: make(map[string]string),
 		changes: prometheus.NewCounter(prometheus.CounterOpts{

@@ -149,7 +149,7 @@ func TestMembershipDNS(t *testing.T) {
 
 // startFileMembership starts a Membership on a peer file and waits until
 // its watch is in place.
-func startFileMembership(t *testing.T, path string, opts ...Option) (*Membership, *reloads) {
+func startFileMembership(t *testing.T, path string, opts ...MembershipOption) (*Membership, *reloads) {
 	t.Helper()
 	rl := newReloads()
 	m, err := NewMembership("10.0.0.1:5051", Sources{File: path}, NewHealth(), append(opts, withReloadHook(rl.hook))...)
