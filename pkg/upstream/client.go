@@ -122,8 +122,6 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 
 func (cfg config) check() error {
 	switch {
-	case cfg.dialTimeout < 0, cfg.tlsHandshakeTimeout < 0, cfg.responseHeaderTimeout < 0:
-		return errors.New("upstream: negative timeout")
 	case cfg.transport != nil && cfg.dialHook != nil:
 		return errors.New("upstream: WithDialHook cannot be combined with WithTransport")
 	case cfg.now == nil:
