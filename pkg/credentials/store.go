@@ -2,7 +2,6 @@ package credentials
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -14,6 +13,10 @@ import (
 // DefaultDebounce is how long Run gathers file events before it reads the
 // files again: dirwatch.DefaultDebounce, whose comment gives the reason.
 const DefaultDebounce = dirwatch.DefaultDebounce
+
+// NoDebounce, passed to WithDebounce, reloads as soon as the events
+// already queued have been read.
+const NoDebounce = dirwatch.NoDebounce
 
 // Store holds the current credentials and replaces them when the files
 // change (see Run). It implements Source and is safe for concurrent use.
@@ -27,12 +30,16 @@ type Store struct {
 
 var _ Source = (*Store)(nil)
 
-// Option configures a Store.
+// Option configures a Store (Open).
 type Option func(*Store)
 
 // WithDebounce sets how long Run gathers events before reloading. Zero
-// reloads as soon as the events already queued have been read.
+// means DefaultDebounce; a negative value (NoDebounce) reloads as soon as
+// the events already queued have been read.
 func WithDebounce(d time.Duration) Option {
+	if d == 0 {
+		d = DefaultDebounce
+	}
 	return func(s *Store) { s.debounce = d }
 }
 
@@ -53,9 +60,6 @@ func Open(f Files, log *slog.Logger, opts ...Option) (*Store, error) {
 	s := &Store{files: f, log: log, debounce: DefaultDebounce}
 	for _, o := range opts {
 		o(s)
-	}
-	if s.debounce < 0 {
-		return nil, errors.New("credentials: negative debounce")
 	}
 	set, err := Load(f)
 	if err != nil {
@@ -89,12 +93,8 @@ func (s *Store) Run(ctx context.Context) error {
 	// have changed since Open.
 	lastErr := ""
 	reload := func(dirwatch.Reason) { lastErr = s.reload(lastErr) }
-	debounce := s.debounce
-	if debounce == 0 {
-		debounce = dirwatch.NoDebounce
-	}
 	err := dirwatch.Run(ctx, s.files.paths(), reload,
-		dirwatch.WithDebounce(debounce), dirwatch.WithLogger(s.log))
+		dirwatch.WithDebounce(s.debounce), dirwatch.WithLogger(s.log))
 	if err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}

@@ -317,7 +317,7 @@ func TestSecretMount(t *testing.T) {
 func TestConcurrentLookup(t *testing.T) {
 	dir := t.TempDir()
 	cf := writeFile(t, dir, "creds.toml", basicTOML("hunter2-0"))
-	r := start(t, Files{CredentialsFile: cf}, WithDebounce(0))
+	r := start(t, Files{CredentialsFile: cf}, WithDebounce(NoDebounce))
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -362,8 +362,17 @@ func TestOpen(t *testing.T) {
 		t.Errorf("Open of a missing file: %v, want an error naming it", err)
 	}
 	good := writeFile(t, dir, "good.toml", basicTOML("hunter2"))
-	if _, err := Open(Files{CredentialsFile: good}, nil, WithDebounce(-1)); err == nil {
-		t.Error("a negative debounce was accepted")
+	// A negative debounce used to be refused; it now means NoDebounce.
+	for _, c := range []struct{ in, want time.Duration }{
+		{0, DefaultDebounce}, {NoDebounce, NoDebounce}, {time.Second, time.Second},
+	} {
+		s, err := Open(Files{CredentialsFile: good}, nil, WithDebounce(c.in))
+		if err != nil {
+			t.Fatalf("WithDebounce(%v): %v", c.in, err)
+		}
+		if s.debounce != c.want {
+			t.Errorf("WithDebounce(%v): %v, want %v", c.in, s.debounce, c.want)
+		}
 	}
 	s, err := Open(Files{CredentialsFile: good}, nil)
 	if err != nil {
