@@ -64,7 +64,7 @@ func run(ctx context.Context, cfg Config) (err error) {
 	upOpts := []upstream.Option{upstream.WithUserAgent("nodecache/" + version)}
 	var creds *credentials.Store
 	if cfg.DockerConfig != "" || cfg.CredentialsFile != "" {
-		creds, err = credentials.Open(credentials.Files{DockerConfig: cfg.DockerConfig, CredentialsFile: cfg.CredentialsFile}, log)
+		creds, err = credentials.Open(credentials.Files{DockerConfig: cfg.DockerConfig, CredentialsFile: cfg.CredentialsFile}, credentials.WithLogger(log))
 		if err != nil {
 			return credentialsError(cfg, err)
 		}

@@ -43,6 +43,12 @@ func WithDebounce(d time.Duration) Option {
 	return func(s *Store) { s.debounce = d }
 }
 
+// WithLogger sets the logger for reloads and watch errors. The default
+// discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Store) { s.log = l }
+}
+
 // OnReload registers fn to be called after every reload attempt Run
 // makes, with nil on success or the error that kept the old credentials.
 // It runs on Run's goroutine and delays the next reload while it runs.
@@ -50,14 +56,11 @@ func OnReload(fn func(err error)) Option {
 	return func(s *Store) { s.onReload = fn }
 }
 
-// Open loads the files; log may be nil to discard. A file that is missing or invalid at start is an
+// Open loads the files. A file that is missing or invalid at start is an
 // error: a daemon that starts without the credentials it was given would
 // fail later and less clearly.
-func Open(f Files, log *slog.Logger, opts ...Option) (*Store, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	s := &Store{files: f, log: log, debounce: DefaultDebounce}
+func Open(f Files, opts ...Option) (*Store, error) {
+	s := &Store{files: f, log: slog.New(slog.DiscardHandler), debounce: DefaultDebounce}
 	for _, o := range opts {
 		o(s)
 	}
