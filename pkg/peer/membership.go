@@ -145,8 +145,9 @@ func NewMembership(advertise string, src Sources, health *Health, opts ...Member
 	return m, nil
 }
 
-// Run keeps the peer set current: it resolves src.DNS every
-// DefaultDNSInterval and reloads src.File on every change, until ctx ends.
+// Run keeps the peer set current: it resolves src.DNS every DNS interval
+// (WithDNSInterval) and reloads src.File after every burst of changes
+// (within dirwatch.DefaultDebounce), until ctx ends.
 // It returns nil when ctx ends, or an error if the file cannot be watched.
 func (m *Membership) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
