@@ -64,7 +64,7 @@ func run(ctx context.Context, cfg Config) (err error) {
 	upOpts := []upstream.Option{upstream.WithUserAgent("nodecache/" + version)}
 	var creds *credentials.Store
 	if cfg.DockerConfig != "" || cfg.CredentialsFile != "" {
-		creds, err = credentials.Open(credentials.Files{DockerConfig: cfg.DockerConfig, CredentialsFile: cfg.CredentialsFile}, log)
+		creds, err = credentials.Open(credentials.Files{DockerConfig: cfg.DockerConfig, CredentialsFile: cfg.CredentialsFile}, credentials.WithLogger(log))
 		if err != nil {
 			return credentialsError(cfg, err)
 		}
@@ -85,8 +85,8 @@ func run(ctx context.Context, cfg Config) (err error) {
 	m := mirror.New(store, client,
 		mirror.WithAllowList(cfg.AllowRegistries),
 		mirror.WithDefaultRegistry(cfg.DefaultRegistry),
-		mirror.WithTagTTL(cfg.TagTTL),
-		mirror.WithTagMaxStale(cfg.TTL),
+		mirror.WithTagTTL(zeroMeans(cfg.TagTTL, mirror.AlwaysAsk)),
+		mirror.WithTagMaxStale(zeroMeans(cfg.TTL, mirror.NoLimit)),
 		mirror.WithFillTimeout(cfg.FillTimeout),
 		mirror.WithLogger(log),
 		mirror.WithMetrics(metrics),
@@ -187,7 +187,7 @@ func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize in
 	start := time.Now()
 	store, err = diskstore.Open(cfg.DataDir,
 		diskstore.WithMaxSize(maxSize), diskstore.WithMinFree(minFree),
-		diskstore.WithIdleTTL(cfg.TTL), diskstore.WithLogger(log))
+		diskstore.WithIdleTTL(zeroMeans(cfg.TTL, diskstore.NoLimit)), diskstore.WithLogger(log))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -278,4 +278,14 @@ func credentialsError(cfg Config, err error) error {
 		}
 	}
 	return usagef("--docker-config/--credentials-file: %v", err)
+}
+
+// zeroMeans maps a flag's 0, which the README gives a meaning of its own
+// ("ask every time", "no limit"), to the option value that means it: to
+// an option, zero means its default.
+func zeroMeans(flag, off time.Duration) time.Duration {
+	if flag == 0 {
+		return off
+	}
+	return flag
 }

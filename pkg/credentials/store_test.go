@@ -50,7 +50,7 @@ func start(t *testing.T, f Files, opts ...Option) *running {
 	r := &running{reloads: make(chan error, 1024), log: &logBuf{}}
 	log := slog.New(slog.NewTextHandler(r.log, nil))
 	opts = append(opts, OnReload(func(err error) { r.reloads <- err }))
-	s, err := Open(f, log, opts...)
+	s, err := Open(f, append(opts, WithLogger(log))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +317,7 @@ func TestSecretMount(t *testing.T) {
 func TestConcurrentLookup(t *testing.T) {
 	dir := t.TempDir()
 	cf := writeFile(t, dir, "creds.toml", basicTOML("hunter2-0"))
-	r := start(t, Files{CredentialsFile: cf}, WithDebounce(0))
+	r := start(t, Files{CredentialsFile: cf}, WithDebounce(NoDebounce))
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -354,18 +354,27 @@ func TestConcurrentLookup(t *testing.T) {
 func TestOpen(t *testing.T) {
 	dir := t.TempDir()
 	bad := writeFile(t, dir, "creds.toml", "[registries.\"a.io\"]\nusername = \"u\"\n")
-	if _, err := Open(Files{CredentialsFile: bad}, nil); err == nil || !strings.Contains(err.Error(), bad) {
+	if _, err := Open(Files{CredentialsFile: bad}); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("Open of a bad file: %v, want an error naming it", err)
 	}
 	missing := filepath.Join(dir, "config.json")
-	if _, err := Open(Files{DockerConfig: missing}, nil); err == nil || !strings.Contains(err.Error(), missing) {
+	if _, err := Open(Files{DockerConfig: missing}); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Errorf("Open of a missing file: %v, want an error naming it", err)
 	}
 	good := writeFile(t, dir, "good.toml", basicTOML("hunter2"))
-	if _, err := Open(Files{CredentialsFile: good}, nil, WithDebounce(-1)); err == nil {
-		t.Error("a negative debounce was accepted")
+	// A negative debounce used to be refused; it now means NoDebounce.
+	for _, c := range []struct{ in, want time.Duration }{
+		{0, DefaultDebounce}, {NoDebounce, NoDebounce}, {time.Second, time.Second},
+	} {
+		s, err := Open(Files{CredentialsFile: good}, WithDebounce(c.in))
+		if err != nil {
+			t.Fatalf("WithDebounce(%v): %v", c.in, err)
+		}
+		if s.debounce != c.want {
+			t.Errorf("WithDebounce(%v): %v, want %v", c.in, s.debounce, c.want)
+		}
 	}
-	s, err := Open(Files{CredentialsFile: good}, nil)
+	s, err := Open(Files{CredentialsFile: good})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +389,7 @@ func TestOpen(t *testing.T) {
 
 // With no files, Run has nothing to watch and returns when ctx is done.
 func TestRunNoFiles(t *testing.T) {
-	s, err := Open(Files{}, nil)
+	s, err := Open(Files{})
 	if err != nil {
 		t.Fatal(err)
 	}

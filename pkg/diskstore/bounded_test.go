@@ -13,14 +13,9 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/clocktest"
 )
-
-// clock is a fake clock safe for concurrent use.
-type clock struct{ t atomic.Int64 }
-
-func newClock() *clock               { c := &clock{}; c.t.Store(1_700_000_000); return c }
-func (c *clock) now() time.Time      { return time.Unix(c.t.Load(), 0) }
-func (c *clock) add(d time.Duration) { c.t.Add(int64(d / time.Second)) }
 
 func has(s *Store, d digest.Digest) bool {
 	_, err := s.Stat(d)
@@ -42,14 +37,14 @@ func diskBytes(t *testing.T, s *Store) int64 {
 }
 
 func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
-	clk := newClock()
-	s := openStore(t, t.TempDir(), WithMaxSize(3000), WithClock(clk.now))
+	clk := clocktest.NewAt(time.Unix(1_700_000_000, 0))
+	s := openStore(t, t.TempDir(), WithMaxSize(3000), WithClock(clk.Now))
 	a := put(t, s, randomBytes(1, 1000), "")
-	clk.add(time.Minute)
+	clk.Advance(time.Minute)
 	b := put(t, s, randomBytes(2, 1000), "")
-	clk.add(time.Minute)
+	clk.Advance(time.Minute)
 	c := put(t, s, randomBytes(3, 1000), "")
-	clk.add(time.Minute)
+	clk.Advance(time.Minute)
 	f, _, err := s.Open(a) // a serve counts as a use
 	if err != nil {
 		t.Fatal(err)
@@ -183,20 +178,20 @@ func TestEvictionWaitsForUnlinkBeforeRecommit(t *testing.T) {
 }
 
 func TestIdleExpiry(t *testing.T) {
-	clk := newClock()
-	s := openStore(t, t.TempDir(), WithIdleTTL(time.Hour), WithClock(clk.now))
+	clk := clocktest.NewAt(time.Unix(1_700_000_000, 0))
+	s := openStore(t, t.TempDir(), WithIdleTTL(time.Hour), WithClock(clk.Now))
 	a := put(t, s, randomBytes(1, 100), "")
 	b := put(t, s, randomBytes(2, 100), "application/vnd.oci.image.manifest.v1+json")
-	clk.add(50 * time.Minute)
+	clk.Advance(50 * time.Minute)
 	if f, _, err := s.Open(b); err == nil {
 		f.Close()
 	}
-	clk.add(20 * time.Minute) // a: 70 min idle; b: 20 min
+	clk.Advance(20 * time.Minute) // a: 70 min idle; b: 20 min
 	s.Sweep()
 	if has(s, a) || !has(s, b) {
 		t.Fatalf("after sweep: a=%v (want expired) b=%v (want kept)", has(s, a), has(s, b))
 	}
-	clk.add(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	// Expiry is also checked lazily on use, between sweeps.
 	if _, _, err := s.Open(b); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Open of an expired entry = %v, want ErrNotFound", err)
@@ -213,17 +208,17 @@ func TestIdleExpiry(t *testing.T) {
 // entries, media types and the LRU order come back from disk.
 func TestRestartKeepsEntriesAndRecency(t *testing.T) {
 	dir := t.TempDir()
-	clk := newClock()
-	s := openStore(t, dir, WithClock(clk.now))
+	clk := clocktest.NewAt(time.Unix(1_700_000_000, 0))
+	s := openStore(t, dir, WithClock(clk.Now))
 	var ds []digest.Digest
 	for i := range 4 {
 		ds = append(ds, put(t, s, randomBytes(uint64(i), 1000), "application/vnd.oci.image.index.v1+json"))
-		clk.add(10 * time.Minute)
+		clk.Advance(10 * time.Minute)
 	}
 	if f, _, err := s.Open(ds[0]); err == nil { // the oldest becomes the newest
 		f.Close()
 	}
-	s2 := openStore(t, dir, WithClock(clk.now), WithMaxSize(3000))
+	s2 := openStore(t, dir, WithClock(clk.Now), WithMaxSize(3000))
 	// Reopening with a smaller bound evicts the least recently used: ds[1].
 	if has(s2, ds[1]) || !has(s2, ds[0]) || !has(s2, ds[2]) || !has(s2, ds[3]) {
 		t.Fatalf("after restart want ds[1] evicted; have %v %v %v %v", has(s2, ds[0]), has(s2, ds[1]), has(s2, ds[2]), has(s2, ds[3]))

@@ -99,7 +99,17 @@ const (
 // to within a minute, at the cost of one utimensat per entry per minute.
 const touchInterval = time.Minute
 
-// Option configures a Store.
+// DefaultIdleTTL is NoLimit: entries leave only to make room. The store is
+// bounded in size, and what is idle for how long is a choice of the
+// deployment (the daemon's --ttl).
+const DefaultIdleTTL = NoLimit
+
+// NoLimit, passed to WithIdleTTL, keeps entries however long they are
+// unused.
+const NoLimit time.Duration = -1
+
+// Option configures a Store (Open). A zero duration passed to an option
+// means its default; a negative one (NoLimit) switches the limit off.
 type Option func(*Store)
 
 // WithClock sets the clock used for access times and idle expiry. The
@@ -117,8 +127,10 @@ func WithMaxSize(bytes int64) Option { return func(s *Store) { s.maxSize = bytes
 // evicting entries to do so. Zero means no such limit.
 func WithMinFree(bytes int64) Option { return func(s *Store) { s.minFree = bytes } }
 
-// WithIdleTTL removes entries unused for longer than d. Zero disables it.
-func WithIdleTTL(d time.Duration) Option { return func(s *Store) { s.idleTTL = d } }
+// WithIdleTTL removes entries unused for longer than d. Zero means
+// DefaultIdleTTL, which is no expiry; a negative value (NoLimit) means no
+// expiry.
+func WithIdleTTL(d time.Duration) Option { return func(s *Store) { s.idleTTL = max(d, 0) } }
 
 // WithLogger sets the logger for evictions and disk errors. The default
 // discards.

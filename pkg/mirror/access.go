@@ -2,10 +2,6 @@ package mirror
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"time"
@@ -24,7 +20,8 @@ import (
 // that client's authority, that the repository the client named holds
 // that digest. The authority is the client's credentials if it sent any,
 // else the node's credentials for the registry, else none. A confirmation
-// is kept for AccessTTL, keyed by a keyed hash of the credentials, the
+// is kept for AccessTTL, keyed by the credentials' identity
+// (credentials.Identifier, a keyed hash), the
 // registry, the repository and the digest.
 //
 // So a client cannot read a private layer by guessing its digest under a
@@ -51,7 +48,7 @@ const maxAccessEntries = 100_000
 
 // accessKey names one confirmation.
 type accessKey struct {
-	identity string // keyed hash of the client's credentials; "" for none
+	identity string // credentials.Identifier of the client's credentials; "" for none
 	registry string
 	repo     string
 	digest   digest.Digest
@@ -65,26 +62,6 @@ func clientAuth(r *http.Request) credentials.Auth {
 		return credentials.Auth{}
 	}
 	return credentials.Auth{Username: user, Password: pass}
-}
-
-// identityKey keys the hashes of client credentials; it lives only in
-// memory, so the hashes mean nothing outside this process.
-func newIdentityKey() []byte {
-	k := make([]byte, 32)
-	_, _ = rand.Read(k) // never fails on supported platforms
-	return k
-}
-
-// identity names a client's credentials without keeping them.
-func (s *Server) identity(a credentials.Auth) string {
-	if a.IsZero() {
-		return ""
-	}
-	h := hmac.New(sha256.New, s.identityKey)
-	h.Write([]byte(a.Username))
-	h.Write([]byte{0})
-	h.Write([]byte(a.Password))
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // authRequired is the answer that makes containerd send credentials.

@@ -360,8 +360,8 @@ func TestNodeCredentialsReload(t *testing.T) {
 	}
 	write("bob")
 	reloaded := make(chan error, 16)
-	src, err = credentials.Open(credentials.Files{CredentialsFile: file}, nil,
-		credentials.WithDebounce(0), credentials.OnReload(func(err error) { reloaded <- err }))
+	src, err = credentials.Open(credentials.Files{CredentialsFile: file},
+		credentials.WithDebounce(credentials.NoDebounce), credentials.OnReload(func(err error) { reloaded <- err }))
 	if err != nil {
 		t.Fatal(err)
 	}

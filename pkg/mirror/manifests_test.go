@@ -84,8 +84,8 @@ func TestTagCacheAndStaleIfError(t *testing.T) {
 	}
 }
 
-func TestTagTTLZeroAlwaysAsks(t *testing.T) {
-	e := newEnv(t, nil, WithTagTTL(0))
+func TestTagTTLAlwaysAsk(t *testing.T) {
+	e := newEnv(t, nil, WithTagTTL(AlwaysAsk))
 	e.up.PushImage(t, "test/app", "v1", 100)
 	for range 3 {
 		e.do(http.MethodHead, e.url("/v2/test/app/manifests/v1"), acceptIndex)

@@ -32,8 +32,9 @@ type Upstream interface {
 	Fetch(ctx context.Context, r upstream.Request) (*upstream.Response, error)
 }
 
-// Defaults. Durations of zero passed to the options keep these unless the
-// option says otherwise.
+// Defaults. A zero duration passed to an option means its default here;
+// a negative one switches the thing off where the option says so (NoLimit,
+// AlwaysAsk), and otherwise means the default too.
 const (
 	// DefaultRegistry is what containerd itself assumes for unqualified
 	// names, and so what a client pointed straight at nodecache expects.
@@ -41,10 +42,21 @@ const (
 	// DefaultTagTTL keeps a tag's digest for 30 s: a rollout of one image
 	// to many pods asks upstream once, and a pushed tag shows within 30 s.
 	DefaultTagTTL = 30 * time.Second
+	// DefaultTagMaxStale is NoLimit: when upstream cannot answer, any
+	// earlier answer is better than none, and the records are bounded in
+	// number (ttl.DefaultMaxEntries) and lost on restart. The daemon
+	// bounds them by --ttl, as content.
+	DefaultTagMaxStale = NoLimit
 	// DefaultFillTimeout bounds one upstream fetch. A 10 GiB layer at a
 	// slow 10 MB/s takes 17 minutes; an hour leaves room and still ends a
 	// fill that stalls for good.
 	DefaultFillTimeout = time.Hour
+
+	// NoLimit, passed to WithTagMaxStale, removes the bound.
+	NoLimit time.Duration = -1
+	// AlwaysAsk, passed to WithTagTTL, makes every tag request ask
+	// upstream (the last answer is still kept for stale-if-error).
+	AlwaysAsk time.Duration = -1
 )
 
 // DefaultAllowList is the set of registries contacted without any flag.
@@ -52,7 +64,7 @@ var DefaultAllowList = []string{
 	"docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws",
 }
 
-// Option configures a Server.
+// Option configures a Server (New).
 type Option func(*Server)
 
 // WithAllowList replaces the registries that may be contacted.
@@ -71,16 +83,32 @@ func WithDefaultRegistry(name string) Option {
 }
 
 // WithTagTTL sets how long a tag's digest is used without asking upstream.
-// Zero means always ask upstream (the last answer is still kept for
-// stale-if-error).
-func WithTagTTL(d time.Duration) Option { return func(s *Server) { s.tagTTL = d } }
+// Zero means DefaultTagTTL; a negative value (AlwaysAsk) means always ask
+// upstream (the last answer is still kept for stale-if-error).
+func WithTagTTL(d time.Duration) Option {
+	return func(s *Server) {
+		switch {
+		case d == 0:
+			s.tagTTL = DefaultTagTTL
+		case d < 0:
+			s.tagTTL = 0 // never fresh
+		default:
+			s.tagTTL = d
+		}
+	}
+}
 
 // WithTagMaxStale bounds how old a tag answer may be and still be served
 // when upstream cannot answer: tag records expire like content does
-// (--ttl). Zero means no bound.
-func WithTagMaxStale(d time.Duration) Option { return func(s *Server) { s.tagMaxStale = d } }
+// (--ttl). Zero means DefaultTagMaxStale, which is no bound; a negative
+// value (NoLimit) means no bound.
+func WithTagMaxStale(d time.Duration) Option {
+	return func(s *Server) { s.tagMaxStale = max(d, 0) } // ttl.Map: 0 keeps until evicted
+}
 
-// WithFillTimeout bounds one upstream fetch. Zero means DefaultFillTimeout.
+// WithFillTimeout bounds one upstream fetch. Zero or negative means
+// DefaultFillTimeout: an unbounded fill is not offered, as a fill that
+// stalls for good would hold its digest's flight forever.
 func WithFillTimeout(d time.Duration) Option {
 	return func(s *Server) {
 		if d > 0 {
@@ -93,7 +121,8 @@ func WithFillTimeout(d time.Duration) Option {
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
 // WithAccessTTL sets how long upstream's confirmation that a client may
-// read a private digest is reused. Zero means DefaultAccessTTL.
+// read a private digest is reused. Zero or negative means DefaultAccessTTL:
+// asking upstream on every read is not offered.
 func WithAccessTTL(d time.Duration) Option {
 	return func(s *Server) {
 		if d > 0 {
@@ -106,7 +135,7 @@ func WithAccessTTL(d time.Duration) Option {
 func WithMetrics(m *Metrics) Option { return func(s *Server) { s.metrics = m } }
 
 // WithClock sets the clock for the tag cache.
-func WithClock(now ttl.Clock) Option { return func(s *Server) { s.now = now } }
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
 // Server is the pull-path HTTP handler.
 type Server struct {
@@ -118,11 +147,11 @@ type Server struct {
 	tagMaxStale     time.Duration
 	fillTimeout     time.Duration
 	log             *slog.Logger
-	now             ttl.Clock
+	now             func() time.Time
 	metrics         *Metrics // nil: not measured
 	accessTTL       time.Duration
-	identityKey     []byte // keys the hashes of client credentials
-	peers           *Peers // nil: no peers, every fill goes to upstream
+	ids             credentials.Identifier // names client credentials in caches
+	peers           *Peers                 // nil: no peers, every fill goes to upstream
 
 	// fillCtx is the parent of every fill, so Close can end them; fills
 	// counts the fills still copying.
@@ -146,7 +175,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 		tagTTL:          DefaultTagTTL,
 		fillTimeout:     DefaultFillTimeout,
 		accessTTL:       DefaultAccessTTL,
-		identityKey:     newIdentityKey(),
+		ids:             credentials.NewIdentifier(),
 		log:             slog.New(slog.DiscardHandler),
 		now:             time.Now,
 	}
@@ -201,7 +230,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	auth := clientAuth(r)
-	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.identity(auth)}
+	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.ids.Of(auth)}
 	var err error
 	switch rt.kind {
 	case kindBlobs:
@@ -237,7 +266,7 @@ type request struct {
 	registry string
 	route    route
 	auth     credentials.Auth // what the client sent; never stored or logged
-	identity string           // names auth in caches (Server.identity); "" for none
+	identity string           // names auth in caches (credentials.Identifier); "" for none
 	// startedFill is set on the request whose upstream GET a fill is, to
 	// tell it from the requests that joined the fill. It is written inside
 	// the flight and read after the flight's result arrives.

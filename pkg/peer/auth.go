@@ -84,14 +84,14 @@ type keys struct {
 
 // LoadSecret reads the secret from path: the file's bytes without a
 // trailing newline. It fails if the file cannot be read or the secret is
-// shorter than MinSecretLength. Run keeps it current. It uses the options
+// shorter than MinSecretLength. Run keeps it current. Its options are
 // WithClock, WithLogger and WithRotationGrace.
-func LoadSecret(path string, opts ...Option) (*Secret, error) {
+func LoadSecret(path string, opts ...SecretOption) (*Secret, error) {
 	key, err := readSecret(path)
 	if err != nil {
 		return nil, err
 	}
-	s := &Secret{path: path, o: newOptions(opts)}
+	s := &Secret{path: path, o: secretOptions(opts)}
 	s.keys.Store(&keys{cur: key})
 	return s, nil
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nodecache/internal/clocktest"
 )
 
 const (
@@ -51,7 +53,7 @@ func TestLoadSecret(t *testing.T) {
 }
 
 func TestVerify(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	s, err := LoadSecret(writeSecret(t, testSecret), WithClock(clock.Now))
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +112,7 @@ func TestVerify(t *testing.T) {
 // signs and verifies, the old one is accepted only during the rotation
 // grace, and a too-short replacement is refused with the current one kept.
 func TestSecretReload(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	path := writeSecret(t, testSecret+"\n")
 	rl := newReloads()
 	log, logs := newTestLogger()

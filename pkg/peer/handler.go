@@ -58,13 +58,13 @@ type Handler struct {
 
 // NewHandler returns the peer API handler. allowed is the mirror's
 // allow-list: a peer cannot make this node contact a registry it would not
-// contact for its own clients. It uses the option WithLogger.
-func NewHandler(secret *Secret, allowed func(registry string) bool, f Fetcher, opts ...Option) *Handler {
+// contact for its own clients. Its option is WithLogger.
+func NewHandler(secret *Secret, allowed func(registry string) bool, f Fetcher, opts ...HandlerOption) *Handler {
 	h := &Handler{
 		secret:  secret,
 		allowed: allowed,
 		fetcher: f,
-		log:     newOptions(opts).log,
+		log:     handlerOptions(opts).log,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodecache_peer_requests_total",
 			Help: "Requests to the peer API, by result (served, unauthorized, denied, invalid).",

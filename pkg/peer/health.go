@@ -31,10 +31,10 @@ type Health struct {
 	mu sync.Mutex
 }
 
-// NewHealth returns a Health in which every peer is healthy. It uses the
-// options WithClock, WithLogger and WithBadFor.
-func NewHealth(opts ...Option) *Health {
-	o := newOptions(opts)
+// NewHealth returns a Health in which every peer is healthy. Its options
+// are WithClock, WithLogger and WithBadFor.
+func NewHealth(opts ...HealthOption) *Health {
+	o := healthOptions(opts)
 	h := &Health{now: o.now, badFor: o.badFor, log: o.log}
 	h.bad.Store(&map[string]time.Time{})
 	return h

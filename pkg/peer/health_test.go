@@ -4,10 +4,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nodecache/internal/clocktest"
 )
 
 func TestHealthExpiry(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	log, logs := newTestLogger()
 	h := NewHealth(WithClock(clock.Now), WithLogger(log))
 	const a, b = "10.0.0.2:5051", "10.0.0.3:5051"
@@ -44,7 +46,7 @@ func TestHealthExpiry(t *testing.T) {
 // reported as this node's to fill from upstream, and goes back to its
 // owner when the mark expires.
 func TestOwnerSkipsBadPeer(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	h := NewHealth(WithClock(clock.Now), WithBadFor(time.Minute))
 	m, err := NewMembership("10.0.0.1:5051", Sources{Static: []string{"10.0.0.2:5051", "10.0.0.3:5051"}}, h)
 	if err != nil {

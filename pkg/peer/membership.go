@@ -91,13 +91,13 @@ type Membership struct {
 // take no keys, which is allowed only without peers). It reads src.Static
 // and src.File at once, and fails if either is malformed or the file
 // cannot be read; src.DNS is first resolved by Run. Health decides which
-// peers Owner skips. It uses the options WithLogger, WithResolver and
+// peers Owner skips. Its options are WithLogger, WithResolver and
 // WithDNSInterval.
-func NewMembership(advertise string, src Sources, health *Health, opts ...Option) (*Membership, error) {
+func NewMembership(advertise string, src Sources, health *Health, opts ...MembershipOption) (*Membership, error) {
 	m := &Membership{
 		health:  health,
 		file:    src.File,
-		o:       newOptions(opts),
+		o:       membershipOptions(opts),
 		sets:    make(map[string][]string),
 		failing: make(map[string]string),
 		changes: prometheus.NewCounter(prometheus.CounterOpts{
@@ -145,8 +145,9 @@ func NewMembership(advertise string, src Sources, health *Health, opts ...Option
 	return m, nil
 }
 
-// Run keeps the peer set current: it resolves src.DNS every
-// DefaultDNSInterval and reloads src.File on every change, until ctx ends.
+// Run keeps the peer set current: it resolves src.DNS every DNS interval
+// (WithDNSInterval) and reloads src.File after every burst of changes
+// (within dirwatch.DefaultDebounce), until ctx ends.
 // It returns nil when ctx ends, or an error if the file cannot be watched.
 func (m *Membership) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"nodecache/internal/clocktest"
 )
 
 func TestMembershipStatic(t *testing.T) {
@@ -147,7 +149,7 @@ func TestMembershipDNS(t *testing.T) {
 
 // startFileMembership starts a Membership on a peer file and waits until
 // its watch is in place.
-func startFileMembership(t *testing.T, path string, opts ...Option) (*Membership, *reloads) {
+func startFileMembership(t *testing.T, path string, opts ...MembershipOption) (*Membership, *reloads) {
 	t.Helper()
 	rl := newReloads()
 	m, err := NewMembership("10.0.0.1:5051", Sources{File: path}, NewHealth(), append(opts, withReloadHook(rl.hook))...)
@@ -316,7 +318,7 @@ func TestOwnerStableUnderChange(t *testing.T) {
 }
 
 func TestMembershipMetrics(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	h := NewHealth(WithClock(clock.Now))
 	m, err := NewMembership("10.0.0.1:5051", Sources{Static: nodeAddrs(4)}, h)
 	if err != nil {

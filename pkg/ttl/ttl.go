@@ -15,9 +15,6 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// Clock returns the current time. Tests inject a fake one.
-type Clock func() time.Time
-
 // DefaultMaxEntries bounds a Map so that a client cycling through tags cannot
 // grow the daemon's memory without limit; 65536 records of a few hundred
 // bytes each is a few tens of MiB at worst.
@@ -30,7 +27,7 @@ const DefaultMaxEntries = 1 << 16
 type Map[K comparable, V any] struct {
 	fresh time.Duration
 	keep  time.Duration // 0: until evicted
-	now   Clock
+	now   func() time.Time
 
 	// mu guards entries.
 	mu      sync.Mutex
@@ -48,7 +45,7 @@ type entry[V any] struct {
 // revalidate but can still fall back to the last value. A zero keep keeps
 // entries until they are evicted. maxEntries <= 0 means DefaultMaxEntries.
 // A nil clock means time.Now.
-func NewMap[K comparable, V any](fresh, keep time.Duration, maxEntries int, now Clock) *Map[K, V] {
+func NewMap[K comparable, V any](fresh, keep time.Duration, maxEntries int, now func() time.Time) *Map[K, V] {
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
 	}
@@ -108,7 +105,7 @@ func (m *Map[K, V]) Len() int {
 // not expired and costs nothing per live entry.
 type Idle struct {
 	TTL time.Duration
-	Now Clock
+	Now func() time.Time
 }
 
 // Expired reports whether an entry last used at lastUse has expired.

@@ -3,16 +3,13 @@ package ttl
 import (
 	"testing"
 	"time"
+
+	"nodecache/internal/clocktest"
 )
 
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-
 func TestMapFreshThenStale(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1000, 0)}
-	m := NewMap[string, int](30*time.Second, 0, 0, clk.now)
+	clk := clocktest.NewAt(time.Unix(1000, 0))
+	m := NewMap[string, int](30*time.Second, 0, 0, clk.Now)
 
 	if _, _, ok := m.Get("a"); ok {
 		t.Fatal("empty map reported a value")
@@ -30,7 +27,7 @@ func TestMapFreshThenStale(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk.advance(tt.advance)
+			clk.Advance(tt.advance)
 			v, fresh, ok := m.Get("a")
 			if !ok || v != 1 {
 				t.Fatalf("Get = %v, %v; want 1, true (stale values are kept)", v, ok)
@@ -47,14 +44,14 @@ func TestMapFreshThenStale(t *testing.T) {
 }
 
 func TestMapKeepExpires(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1000, 0)}
-	m := NewMap[string, int](time.Second, time.Hour, 0, clk.now)
+	clk := clocktest.NewAt(time.Unix(1000, 0))
+	m := NewMap[string, int](time.Second, time.Hour, 0, clk.Now)
 	m.Set("a", 1)
-	clk.advance(time.Hour)
+	clk.Advance(time.Hour)
 	if _, fresh, ok := m.Get("a"); !ok || fresh {
 		t.Fatalf("at keep: fresh=%v ok=%v, want a stale value", fresh, ok)
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	if _, _, ok := m.Get("a"); ok || m.Len() != 0 {
 		t.Fatalf("past keep: ok=%v Len=%d, want the entry gone", ok, m.Len())
 	}
@@ -89,8 +86,8 @@ func TestMapBounded(t *testing.T) {
 }
 
 func TestIdle(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
-	last := clk.t
+	clk := clocktest.NewAt(time.Unix(1_000_000, 0))
+	last := clk.Now()
 	tests := []struct {
 		name    string
 		ttl     time.Duration
@@ -104,8 +101,8 @@ func TestIdle(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &fakeClock{t: clk.t.Add(tt.advance)}
-			if got := (Idle{TTL: tt.ttl, Now: c.now}).Expired(last); got != tt.want {
+			c := clocktest.NewAt(clk.Now().Add(tt.advance))
+			if got := (Idle{TTL: tt.ttl, Now: c.Now}).Expired(last); got != tt.want {
 				t.Fatalf("Expired = %v, want %v", got, tt.want)
 			}
 		})

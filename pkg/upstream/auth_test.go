@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"nodecache/internal/clocktest"
 )
 
 func TestTokenFlowScopeAndReuse(t *testing.T) {
@@ -75,7 +77,7 @@ func TestTokenExpiry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := newFakeClock()
+			clock := clocktest.New()
 			rl := newRealm(t, func(w http.ResponseWriter, _ *http.Request, n int64) {
 				fmt.Fprintf(w, tt.body, n)
 			})

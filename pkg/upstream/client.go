@@ -73,7 +73,7 @@ type Client struct {
 	userAgent   string
 	tokens      *tokenCache
 	creds       credentials.Source // nil without WithCredentials
-	identityKey []byte
+	identifiers credentials.Identifier
 	now         func() time.Time
 	sleep       SleepFunc
 }
@@ -104,7 +104,7 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 		userAgent:   cfg.userAgent,
 		tokens:      newTokenCache(cfg.now),
 		creds:       cfg.creds,
-		identityKey: newIdentityKey(),
+		identifiers: credentials.NewIdentifier(),
 		now:         cfg.now,
 		sleep:       cfg.sleep,
 	}
@@ -122,8 +122,6 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 
 func (cfg config) check() error {
 	switch {
-	case cfg.dialTimeout < 0, cfg.tlsHandshakeTimeout < 0, cfg.responseHeaderTimeout < 0:
-		return errors.New("upstream: negative timeout")
 	case cfg.transport != nil && cfg.dialHook != nil:
 		return errors.New("upstream: WithDialHook cannot be combined with WithTransport")
 	case cfg.now == nil:

@@ -133,7 +133,6 @@ func TestOptionConflicts(t *testing.T) {
 		opts []Option
 	}{
 		{"dial hook with transport", []Option{WithTransport(http.DefaultTransport), WithDialHook(func(context.Context, string, string) {})}},
-		{"negative timeout", []Option{WithDialTimeout(-time.Second)}},
 		{"nil clock", []Option{WithClock(nil)}},
 	}
 	for _, tt := range tests {

@@ -1,11 +1,7 @@
 package upstream
 
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 
 	"nodecache/pkg/credentials"
 )
@@ -39,21 +35,11 @@ func (s AuthSource) String() string {
 type creds struct {
 	auth   credentials.Auth
 	source AuthSource
-	// identity names auth in the token cache: an HMAC of its secret parts
-	// under a per-Client key, "" for anonymous. Tokens are cached per
-	// identity, so a token minted for one client is never sent for
-	// another, and the cache never holds the secrets themselves.
+	// identity names auth in the token cache (credentials.Identifier,
+	// one per Client), "" for anonymous. Tokens are cached per identity,
+	// so a token minted for one client is never sent for another, and the
+	// cache never holds the secrets themselves.
 	identity string
-}
-
-// identityKeySize is the HMAC key length for credential identities: the
-// hash's own block of security, 256 bits.
-const identityKeySize = 32
-
-func newIdentityKey() []byte {
-	k := make([]byte, identityKeySize)
-	_, _ = rand.Read(k) // crypto/rand.Read never fails on supported platforms
-	return k
 }
 
 // chooseCreds picks the credentials for r at ep. Request credentials win;
@@ -79,16 +65,7 @@ func (c *Client) chooseCreds(r Request, ep endpoint) creds {
 	if a.IsZero() {
 		return creds{}
 	}
-	return creds{auth: a, source: src, identity: c.identity(a)}
-}
-
-func (c *Client) identity(a credentials.Auth) string {
-	m := hmac.New(sha256.New, c.identityKey)
-	for _, part := range []string{a.Kind(), a.Username, a.Password, a.IdentityToken, a.RegistryToken} {
-		m.Write([]byte(part))
-		m.Write([]byte{0})
-	}
-	return hex.EncodeToString(m.Sum(nil))
+	return creds{auth: a, source: src, identity: c.identifiers.Of(a)}
 }
 
 // basicAuthorization is the Authorization header for a Basic challenge,

@@ -22,28 +22,6 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // realm is a fake token server issuing "tok-<n>" for its n-th request.
 type realm struct {
 	srv  *httptest.Server

@@ -35,6 +35,10 @@ const (
 	// of 2 would close and redial on every burst.
 	defaultMaxIdleConnsPerHost = 16
 
+	// NoLimit, passed to a timeout option, turns that limit off: only the
+	// caller's context bounds the wait.
+	NoLimit time.Duration = -1
+
 	// defaultIdleConnTimeout drops idle connections after 90 s, as
 	// net/http's DefaultTransport does; registries and their load
 	// balancers close them about then anyway.
@@ -46,7 +50,12 @@ const (
 // count dials.
 type DialHook func(ctx context.Context, network, addr string)
 
-// Option configures a Client.
+// Option configures a Client (New). The options fill a config rather
+// than the Client because the transport is built from them before the
+// Client exists.
+//
+// Durations follow the rule of every package here: zero means the named
+// default, and a negative value (NoLimit) switches the limit off.
 type Option func(*config)
 
 type config struct {
@@ -74,26 +83,40 @@ func defaultConfig() config {
 	}
 }
 
-// WithDialTimeout sets the TCP connect timeout. Zero means no limit other
+// WithDialTimeout sets the TCP connect timeout. Zero means
+// DefaultDialTimeout; a negative value (NoLimit) means no limit other
 // than the caller's context. It has no effect with WithTransport.
 func WithDialTimeout(d time.Duration) Option {
-	return func(c *config) { c.dialTimeout = d }
+	return func(c *config) { c.dialTimeout = timeout(d, DefaultDialTimeout) }
 }
 
-// WithTLSHandshakeTimeout sets the TLS handshake timeout. Zero means no
-// limit other than the caller's context. It has no effect with
-// WithTransport.
+// WithTLSHandshakeTimeout sets the TLS handshake timeout. Zero means
+// DefaultTLSHandshakeTimeout; a negative value (NoLimit) means no limit
+// other than the caller's context. It has no effect with WithTransport.
 func WithTLSHandshakeTimeout(d time.Duration) Option {
-	return func(c *config) { c.tlsHandshakeTimeout = d }
+	return func(c *config) { c.tlsHandshakeTimeout = timeout(d, DefaultTLSHandshakeTimeout) }
 }
 
 // WithResponseHeaderTimeout sets how long to wait for response headers
-// after the request is written. Zero means no limit other than the
-// caller's context. It has no effect with WithTransport. There is
-// deliberately no limit on the whole exchange: blobs can be large, and the
-// caller's context ends a transfer.
+// after the request is written. Zero means DefaultResponseHeaderTimeout;
+// a negative value (NoLimit) means no limit other than the caller's
+// context. It has no effect with WithTransport. There is deliberately no
+// limit on the whole exchange: blobs can be large, and the caller's
+// context ends a transfer.
 func WithResponseHeaderTimeout(d time.Duration) Option {
-	return func(c *config) { c.responseHeaderTimeout = d }
+	return func(c *config) { c.responseHeaderTimeout = timeout(d, DefaultResponseHeaderTimeout) }
+}
+
+// timeout applies the zero rule to a timeout option: zero is def, a
+// negative value is net/http's "no limit", which is zero.
+func timeout(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
 }
 
 // WithUserAgent sets the User-Agent sent to registries and token servers,

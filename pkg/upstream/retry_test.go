@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"nodecache/internal/clocktest"
 	"nodecache/internal/registrytest"
 )
 
@@ -29,7 +30,7 @@ func failFirst(n int64, code int, retryAfter string) registrytest.Fault {
 }
 
 func TestRetries(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	date := clock.Now().Add(4 * time.Second).Format(http.TimeFormat)
 	tests := []struct {
 		name       string
