@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/daemontest"
 	"nodecache/internal/registrytest"
 )
 
@@ -81,19 +82,6 @@ func TestPeerFlagErrors(t *testing.T) {
 	}
 }
 
-// freeAddr returns a 127.0.0.1 address nobody listens on now. Peers must
-// know each other's addresses before either starts, so they cannot take
-// port 0.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // TestTwoDaemonsShareFills runs two daemons (run, as serve does) that are
 // each other's peers in front of one registry: one blob pulled through
 // both at once leaves the registry once, and the peer port refuses an
@@ -113,12 +101,12 @@ func TestTwoDaemonsShareFills(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	peerAddrs := []string{freeAddr(t), freeAddr(t)}
+	peerAddrs := []string{daemontest.FreeAddr(t), daemontest.FreeAddr(t)}
 	var listens []string
 	ctx, cancel := context.WithCancel(context.Background())
 	errs := make(chan error, 2)
 	for i := range 2 {
-		listens = append(listens, freeAddr(t))
+		listens = append(listens, daemontest.FreeAddr(t))
 		args := []string{
 			"--listen", listens[i], "--data-dir", t.TempDir(), "--log-level", "error",
 			"--registry", up.Host() + "=" + up.URL(), "--default-registry", up.Host(),

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"nodecache/internal/daemontest"
 )
 
 // TestSystemdSocketActivation runs the daemon the way systemd does: its
@@ -27,7 +29,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 	if err != nil {
 		t.Skip("systemd-socket-activate is missing: make test installs Debian's systemd package")
 	}
-	bin := daemonBinary(t)
+	bin := daemontest.Binary(t)
 	dir := t.TempDir()
 	notifyPath := filepath.Join(dir, "notify.sock")
 	notifySock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
