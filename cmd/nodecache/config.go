@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"nodecache/pkg/daemon"
 	"nodecache/pkg/mirror"
 )
 
@@ -23,11 +24,6 @@ const (
 	// cover a weekly build or deploy cycle, short enough that a retired
 	// image does not hold disk for long.
 	defaultTTL = 7 * 24 * time.Hour
-	// defaultMaxSizeCap and defaultMaxSizePercent: the store takes 20 GiB
-	// or 15% of its filesystem, whichever is smaller; the node's disk is
-	// shared with the kubelet's images and the pods' logs.
-	defaultMaxSizeCap     = 20 << 30
-	defaultMaxSizePercent = 15
 	// defaultMinFree keeps 10% of the filesystem free whatever the cache
 	// holds, below the kubelet's default image GC threshold of 15% free
 	// (85% used) so the two do not fight.
@@ -37,33 +33,12 @@ const (
 	defaultShutdownGrace = 30 * time.Second
 )
 
-// Config is everything serve needs, from flags and the environment.
+// Config is everything serve needs, from flags, the environment and
+// --config: the daemon's settings and the logger's.
 type Config struct {
-	Listen          []string          // host:port or unix:///path
-	DataDir         string            // root of the store
-	Registries      map[string]string // registry name -> endpoint URL
-	DefaultRegistry string            // for requests without ?ns=
-	AllowRegistries []string          // registries that may be contacted
-	MaxSize         *sizeSpec         // nil: the smaller of 20 GiB and 15%
-	MinFree         sizeSpec          // free space to keep on the filesystem
-	TTL             time.Duration     // idle expiry of content; 0 disables
-	TagTTL          time.Duration     // 0: always ask upstream
-	FillTimeout     time.Duration     // bound on one upstream fetch
-	ShutdownGrace   time.Duration     // how long in-flight requests may finish
-	LogLevel        slog.Level
-	LogFormat       string // text or json
-	MetricsListen   string // a second listener for /metrics and the probes; "" for none
-	DockerConfig    string // Docker config.json with the node's registry credentials; "" for none
-	CredentialsFile string // TOML or YAML registry credentials; "" for none
-	HostsDir        string // containerd hosts directory for upstream settings; "" for none
-	// Peers: without any of Peers, PeerDNS and PeerFile, every fill goes
-	// to upstream and the other peer fields are empty.
-	Peers          []string // --peers, normalised host:port
-	PeerDNS        string   // name:port whose addresses are peers
-	PeerFile       string   // file of peers, reloaded on change
-	Advertise      string   // this node's peer address as the others know it
-	PeerListen     string   // where to serve the peer API
-	PeerSecretFile string   // the shared secret
+	daemon.Config
+	LogLevel  slog.Level
+	LogFormat string // text or json
 }
 
 // defaultDataDir is /var/lib/nodecache for root, the user cache dir else.
@@ -126,12 +101,12 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 			return Config{}, usagef("%v", err)
 		}
 	}
-	cfg := Config{
+	cfg := Config{LogFormat: *logFormat, Config: daemon.Config{
 		Listen: listen.values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
-		TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace, LogFormat: *logFormat,
+		TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace,
 		Registries: map[string]string{}, MetricsListen: *metricsListen,
 		DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
-	}
+	}}
 	if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
 		return Config{}, usagef("%v", err)
 	}
@@ -210,32 +185,21 @@ func (cfg *Config) check(registries, allow []string, logLevel string) error {
 
 func (cfg *Config) checkSizes(maxSize, minFree string) error {
 	if maxSize != "" {
-		spec, err := parseSize(maxSize)
+		spec, err := daemon.ParseSize(maxSize)
 		if err != nil {
 			return fmt.Errorf("--max-size %q: %v", maxSize, err)
 		}
-		if spec.percent == 0 && spec.bytes == 0 {
+		if spec.Percent == 0 && spec.Bytes == 0 {
 			return fmt.Errorf("--max-size %q: must be above 0", maxSize)
 		}
 		cfg.MaxSize = &spec
 	}
-	spec, err := parseSize(minFree)
+	spec, err := daemon.ParseSize(minFree)
 	if err != nil {
 		return fmt.Errorf("--min-free %q: %v", minFree, err)
 	}
 	cfg.MinFree = spec
 	return nil
-}
-
-// storeBounds resolves --max-size and --min-free against the filesystem
-// of total bytes that holds the data directory.
-func (cfg *Config) storeBounds(total int64) (maxSize, minFree int64) {
-	if cfg.MaxSize != nil {
-		maxSize = cfg.MaxSize.resolve(total)
-	} else {
-		maxSize = min(int64(defaultMaxSizeCap), sizeSpec{percent: defaultMaxSizePercent}.resolve(total))
-	}
-	return maxSize, cfg.MinFree.resolve(total)
 }
 
 func checkListen(addr string) error {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/pkg/daemon"
 	"nodecache/pkg/diskstore"
 )
 
@@ -36,7 +37,7 @@ func verify(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--data-dir %s: %w", *dataDir, err)
 	}
-	fmt.Fprintf(stdout, "verified %d entries (%s): %d bad\n", res.Checked, formatBytes(res.Bytes), res.Bad)
+	fmt.Fprintf(stdout, "verified %d entries (%s): %d bad\n", res.Checked, daemon.FormatBytes(res.Bytes), res.Bad)
 	if res.Bad > 0 {
 		return errBadEntries
 	}

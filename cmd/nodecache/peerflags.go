@@ -3,13 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
-	"log/slog"
-	"net"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"nodecache/pkg/mirror"
 	"nodecache/pkg/peer"
 )
 
@@ -51,7 +46,7 @@ func (p *peerFlags) check(cfg *Config) error {
 			return fmt.Errorf("--peer-dns %q: want name:port: %v", cfg.PeerDNS, err)
 		}
 	}
-	if !cfg.peersEnabled() {
+	if !cfg.PeersEnabled() {
 		for _, f := range []struct{ name, v string }{
 			{"--advertise", cfg.Advertise}, {"--peer-listen", cfg.PeerListen}, {"--peer-secret-file", cfg.PeerSecretFile},
 		} {
@@ -77,69 +72,5 @@ func (p *peerFlags) check(cfg *Config) error {
 	if err := checkListen(cfg.PeerListen); err != nil {
 		return fmt.Errorf("--peer-listen %q: %v", cfg.PeerListen, err)
 	}
-	return nil
-}
-
-// peersEnabled reports whether any peer discovery flag is set.
-func (cfg *Config) peersEnabled() bool {
-	return len(cfg.Peers) > 0 || cfg.PeerDNS != "" || cfg.PeerFile != ""
-}
-
-// peerParts are the pieces of the peer layer that serve runs.
-type peerParts struct {
-	members *peer.Membership
-	secret  *peer.Secret
-	client  *peer.Client
-}
-
-// newPeers builds the membership, secret and client from cfg; nil
-// without peers. Errors name the flag at fault.
-func newPeers(cfg Config, log *slog.Logger) (*peerParts, error) {
-	if !cfg.peersEnabled() {
-		return nil, nil
-	}
-	health := peer.NewHealth(peer.WithLogger(log))
-	members, err := peer.NewMembership(cfg.Advertise, peer.Sources{
-		Static: cfg.Peers, DNS: cfg.PeerDNS, File: cfg.PeerFile,
-	}, health, peer.WithLogger(log))
-	if err != nil {
-		return nil, usagef("%v", err) // its errors name the flag
-	}
-	secret, err := peer.LoadSecret(cfg.PeerSecretFile, peer.WithLogger(log))
-	if err != nil {
-		return nil, usagef("--peer-secret-file %s: %v", cfg.PeerSecretFile, err)
-	}
-	return &peerParts{members: members, secret: secret, client: peer.NewClient(secret, health)}, nil
-}
-
-// mirrorOption is the mirror's option for p; none without peers.
-func (p *peerParts) mirrorOption() mirror.Option {
-	if p == nil {
-		return func(*mirror.Server) {}
-	}
-	return mirror.WithPeers(mirror.Peers{Members: p.members, Client: p.client})
-}
-
-// handler is the peer API in front of m.
-func (p *peerParts) handler(m *mirror.Server, log *slog.Logger) *peer.Handler {
-	return peer.NewHandler(p.secret, m.Allowed, m, peer.WithLogger(log))
-}
-
-// collectors are the peer metrics for h.
-func (p *peerParts) collectors(h *peer.Handler) []prometheus.Collector {
-	return []prometheus.Collector{p.members, p.client, h}
-}
-
-// openPeerListener opens --peer-listen into ls.peer, unless systemd
-// passed sockets named peer.
-func openPeerListener(cfg Config, ls *listeners) error {
-	if len(ls.peer) > 0 {
-		return nil
-	}
-	l, err := listen(cfg.PeerListen)
-	if err != nil {
-		return fmt.Errorf("--peer-listen %s: %w", cfg.PeerListen, err)
-	}
-	ls.peer = []net.Listener{l}
 	return nil
 }
