@@ -1,0 +1,76 @@
+package hostsdir
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+)
+
+const testMirror = "http://127.0.0.1:5050"
+
+// otherHosts is a hosts.toml with two mirrors of its own, comments, a
+// subtable and a multi-line array, as an operator might have written it.
+const otherHosts = `# Our registry setup.
+server = "https://registry-1.docker.io"
+
+# The company mirror, tried first.
+[host."https://mirror.example.com"]
+  capabilities = ["pull", "resolve"]
+  ca = [
+    "mirror.pem",
+  ]
+
+[host."https://mirror.example.com".header]
+  X-Team = "infra"
+
+[host."http://10.0.0.1:5000"]
+  capabilities = ["pull"]
+  dial_timeout = "2s"
+`
+
+// FuzzMergeHosts feeds arbitrary existing files to the merge. It must not
+// panic; when it succeeds, containerd must load the result with nodecache
+// first, the other hosts kept in their order after it, and a second merge
+// must change nothing.
+func FuzzMergeHosts(f *testing.F) {
+	f.Add(otherHosts)
+	f.Add("")
+	f.Add("server = \"https://x\"\n")
+	f.Add("[host.\"http://127.0.0.1:5050\"]\n[host.\"https://a\"]\n")
+	f.Add("x = \"\"\"\n# c\n\"\"\"\n# c\n[host.\"https://a\"]\r\n")
+	f.Add("[[host]]\n")
+	f.Add("[header]\n  a = \"b\"\n")
+	f.Fuzz(func(t *testing.T, existing string) {
+		merged, err := Merge([]byte(existing), testMirror)
+		if err != nil {
+			return
+		}
+		tables, err := tableHeaders(merged)
+		if err != nil {
+			t.Fatalf("merged file does not parse: %v\n%s", err, merged)
+		}
+		again, err := Merge(merged, testMirror)
+		if err != nil || !bytes.Equal(again, merged) {
+			t.Fatalf("second merge: %v\n%s\nthen:\n%s", err, merged, again)
+		}
+		rest, _ := Strip([]byte(existing), testMirror)
+		before, _ := tableHeaders(rest)
+		if got, want := hostNames(tables), append([]string{testMirror}, hostNames(before)...); !slices.Equal(got, want) {
+			t.Fatalf("hosts %v, want %v", got, want)
+		}
+		if err := Check(merged, testMirror); err != nil {
+			t.Fatalf("containerd does not load the merged file with nodecache first: %v\n%s", err, merged)
+		}
+	})
+}
+
+// hostNames returns the distinct host names of tables, in order.
+func hostNames(tables []tomlTable) []string {
+	var names []string
+	for _, t := range tables {
+		if h, ok := t.isHost(); ok && (len(names) == 0 || names[len(names)-1] != h) {
+			names = append(names, h)
+		}
+	}
+	return names
+}
