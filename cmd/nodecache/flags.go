@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -58,6 +59,27 @@ func applyEnv(fs *flag.FlagSet) error {
 		}
 	})
 	return err
+}
+
+// parseFlags parses args into fs quietly, then sets every flag not given
+// from the environment: a mistake is one line naming the flag, and only
+// --help prints the full list, headed by synopsis. Arguments left after
+// the flags are the caller's to judge.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, synopsis string) error {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(stderr)
+			usage(fs, synopsis)()
+			return err
+		}
+		return usagef("%v", err)
+	}
+	if err := applyEnv(fs); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
 }
 
 // usage prints a flag set's flags with their environment variables.

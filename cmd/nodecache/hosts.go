@@ -52,8 +52,21 @@ func hosts(args []string, stdout, stderr io.Writer) error {
 }
 
 func parseHosts(args []string, stderr io.Writer) (hostsOptions, error) {
+	fs, options := hostsFlags()
+	err := parseFlags(fs, args, stderr, "nodecache hosts --registry NAME [--registry NAME...] [--all] [--dir DIR] [--mirror URL] [--replace|--remove]")
+	if err != nil {
+		return hostsOptions{}, err
+	}
+	if fs.NArg() > 0 {
+		return hostsOptions{}, usagef("hosts: unexpected argument %q", fs.Arg(0))
+	}
+	return options()
+}
+
+// hostsFlags defines the flags of hosts and returns the function that
+// turns their values into checked options.
+func hostsFlags() (*flag.FlagSet, func() (hostsOptions, error)) {
 	fs := flag.NewFlagSet("hosts", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	opts := hostsOptions{}
 	var registries listFlag
 	fs.StringVar(&opts.dir, "dir", hostsdir.DefaultDir, "containerd's hosts directory (its config_path)")
@@ -62,45 +75,33 @@ func parseHosts(args []string, stderr io.Writer) (hostsOptions, error) {
 	mirror := fs.String("mirror", defaultMirror, "nodecache's URL as containerd reaches it")
 	fs.BoolVar(&opts.replace, "replace", false, "replace an existing hosts.toml, keeping a copy as hosts.toml"+hostsdir.BackupSuffix)
 	fs.BoolVar(&opts.remove, "remove", false, "undo: restore the copy --replace kept, or take nodecache's host out")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stderr)
-			usage(fs, "nodecache hosts --registry NAME [--registry NAME...] [--all] [--dir DIR] [--mirror URL] [--replace|--remove]")()
-			return opts, err
+	return fs, func() (hostsOptions, error) {
+		if len(registries.values) == 0 && !*all {
+			return opts, usagef("--registry: name at least one registry, or give --all")
 		}
-		return opts, usagef("%v", err)
-	}
-	if err := applyEnv(fs); err != nil {
-		return opts, usagef("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return opts, usagef("hosts: unexpected argument %q", fs.Arg(0))
-	}
-	if len(registries.values) == 0 && !*all {
-		return opts, usagef("--registry: name at least one registry, or give --all")
-	}
-	if opts.dir == "" {
-		return opts, usagef("--dir: must not be empty")
-	}
-	if opts.replace && opts.remove {
-		return opts, usagef("--replace: cannot be combined with --remove")
-	}
-	m, err := parseMirror(*mirror)
-	if err != nil {
-		return opts, err
-	}
-	opts.mirror = m
-	for _, r := range registries.values {
-		t, err := parseHostsTarget(r)
+		if opts.dir == "" {
+			return opts, usagef("--dir: must not be empty")
+		}
+		if opts.replace && opts.remove {
+			return opts, usagef("--replace: cannot be combined with --remove")
+		}
+		m, err := parseMirror(*mirror)
 		if err != nil {
 			return opts, err
 		}
-		opts.targets = append(opts.targets, t)
+		opts.mirror = m
+		for _, r := range registries.values {
+			t, err := parseHostsTarget(r)
+			if err != nil {
+				return opts, err
+			}
+			opts.targets = append(opts.targets, t)
+		}
+		if *all {
+			opts.targets = append(opts.targets, hostsTarget{name: hostsdir.DefaultName})
+		}
+		return opts, nil
 	}
-	if *all {
-		opts.targets = append(opts.targets, hostsTarget{name: hostsdir.DefaultName})
-	}
-	return opts, nil
 }
 
 // parseMirror checks --mirror and returns it as scheme://host[:port].

@@ -3,12 +3,13 @@ package main
 import (
 	"flag"
 	"fmt"
-	"strings"
 
+	"nodecache/pkg/daemon"
 	"nodecache/pkg/peer"
 )
 
-// peerFlags are serve's peer flags, read into Config by check.
+// peerFlags are serve's peer flags, read into the daemon's Config by
+// copyTo.
 type peerFlags struct {
 	peers      *listFlag
 	dns        *string
@@ -29,9 +30,9 @@ func addPeerFlags(fs *flag.FlagSet) *peerFlags {
 	return p
 }
 
-// check validates the peer flags and copies them into cfg. Errors are
-// one line naming the flag.
-func (p *peerFlags) check(cfg *Config) error {
+// copyTo splits and normalises --peers and copies the peer flags into
+// cfg; cfg.Validate checks them together.
+func (p *peerFlags) copyTo(cfg *daemon.Config) error {
 	for _, v := range p.peers.values {
 		addrs, err := peer.ParseList(v)
 		if err != nil {
@@ -41,36 +42,5 @@ func (p *peerFlags) check(cfg *Config) error {
 	}
 	cfg.PeerDNS, cfg.PeerFile = *p.dns, *p.file
 	cfg.Advertise, cfg.PeerListen, cfg.PeerSecretFile = *p.advertise, *p.listen, *p.secretFile
-	if cfg.PeerDNS != "" {
-		if _, err := peer.NormalizeAddr(cfg.PeerDNS); err != nil {
-			return fmt.Errorf("--peer-dns %q: want name:port: %v", cfg.PeerDNS, err)
-		}
-	}
-	if !cfg.PeersEnabled() {
-		for _, f := range []struct{ name, v string }{
-			{"--advertise", cfg.Advertise}, {"--peer-listen", cfg.PeerListen}, {"--peer-secret-file", cfg.PeerSecretFile},
-		} {
-			if f.v != "" {
-				return fmt.Errorf("%s: needs --peers, --peer-dns or --peer-file", f.name)
-			}
-		}
-		return nil
-	}
-	for _, f := range []struct{ name, v string }{
-		{"--advertise", cfg.Advertise}, {"--peer-listen", cfg.PeerListen}, {"--peer-secret-file", cfg.PeerSecretFile},
-	} {
-		if f.v == "" {
-			return fmt.Errorf("%s: required with --peers, --peer-dns or --peer-file", f.name)
-		}
-	}
-	if _, err := peer.NormalizeAddr(cfg.Advertise); err != nil {
-		return fmt.Errorf("--advertise %q: %v", cfg.Advertise, err)
-	}
-	if strings.HasPrefix(cfg.PeerListen, "unix://") {
-		return fmt.Errorf("--peer-listen %q: peers connect over TCP; want host:port", cfg.PeerListen)
-	}
-	if err := checkListen(cfg.PeerListen); err != nil {
-		return fmt.Errorf("--peer-listen %q: %v", cfg.PeerListen, err)
-	}
 	return nil
 }

@@ -15,21 +15,17 @@ import (
 // errBadEntries makes verify exit non-zero when it removed anything.
 var errBadEntries = errors.New("the store held bad entries; they were removed")
 
+// verifyFlags defines verify's one flag, the data directory serve uses.
+func verifyFlags() (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	return fs, fs.String("data-dir", daemon.DefaultDataDir(), "directory of the cache store")
+}
+
 // verify re-hashes every entry of a store that no daemon is using.
 func verify(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	dataDir := fs.String("data-dir", defaultDataDir(), "directory of the cache store")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stderr)
-			usage(fs, "nodecache verify [--data-dir DIR]  (stop the daemon first)")()
-			return err
-		}
-		return usagef("%v", err)
-	}
-	if err := applyEnv(fs); err != nil {
-		return usagef("%v", err)
+	fs, dataDir := verifyFlags()
+	if err := parseFlags(fs, args, stderr, "nodecache verify [--data-dir DIR]  (stop the daemon first)"); err != nil {
+		return err
 	}
 	res, err := diskstore.Verify(*dataDir, func(d digest.Digest, err error) {
 		fmt.Fprintf(stdout, "bad %s: %v (removed)\n", d, err)

@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -30,54 +29,6 @@ import (
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
 )
-
-// Config is everything the daemon needs. cmd/nodecache builds it from
-// serve's flags, NODECACHE_* variables and --config; each field's comment
-// names its flag, which the daemon's errors name too.
-type Config struct {
-	Listen          []string          // --listen: host:port or unix:///path
-	DataDir         string            // --data-dir: root of the store
-	Registries      map[string]string // --registry: registry name -> endpoint URL
-	DefaultRegistry string            // --default-registry: for requests without ?ns=
-	AllowRegistries []string          // --allow-registry: registries that may be contacted
-	MaxSize         *Size             // --max-size; nil: the smaller of 20 GiB and 15%
-	MinFree         Size              // --min-free: free space to keep on the filesystem
-	TTL             time.Duration     // --ttl: idle expiry of content; 0 disables it
-	TagTTL          time.Duration     // --tag-ttl: 0 asks upstream every time
-	FillTimeout     time.Duration     // --fill-timeout: bound on one upstream fetch
-	ShutdownGrace   time.Duration     // --shutdown-grace: 0 aborts requests in flight at once
-	MetricsListen   string            // --metrics-listen: /metrics and the probes alone; "" for none
-	DockerConfig    string            // --docker-config; "" for none
-	CredentialsFile string            // --credentials-file; "" for none
-	HostsDir        string            // --hosts-dir: containerd hosts directory; "" for none
-	// Peers: without any of Peers, PeerDNS and PeerFile, every fill goes
-	// to upstream and the other peer fields are empty.
-	Peers          []string // --peers, normalised host:port
-	PeerDNS        string   // --peer-dns: name:port whose addresses are peers
-	PeerFile       string   // --peer-file: file of peers, reloaded on change
-	Advertise      string   // --advertise: this node's peer address as the others know it
-	PeerListen     string   // --peer-listen: where to serve the peer API
-	PeerSecretFile string   // --peer-secret-file: the shared secret
-	// Version goes into the upstream User-Agent, nodecache/<Version>.
-	Version string
-}
-
-// PeersEnabled reports whether any peer discovery setting is set.
-func (cfg *Config) PeersEnabled() bool {
-	return len(cfg.Peers) > 0 || cfg.PeerDNS != "" || cfg.PeerFile != ""
-}
-
-// ConfigError is a mistake in the Config that New finds when it acts on it:
-// a credentials file that does not parse, a peer secret that is too short.
-// Its message is one line that names the setting's flag.
-type ConfigError struct{ Err error }
-
-func (e *ConfigError) Error() string { return e.Err.Error() }
-func (e *ConfigError) Unwrap() error { return e.Err }
-
-func configErrorf(format string, args ...any) error {
-	return &ConfigError{Err: fmt.Errorf(format, args...)}
-}
 
 // Daemon is a nodecache ready to serve. Run it once.
 type Daemon struct {
@@ -106,6 +57,9 @@ type servers struct {
 // daemon; nothing is served until Run. Errors that are the Config's fault
 // are *ConfigError.
 func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, &ConfigError{Err: err}
+	}
 	d := &Daemon{cfg: cfg, log: log}
 	if d.store, d.maxSize, err = openStore(cfg, log); err != nil {
 		return nil, err
