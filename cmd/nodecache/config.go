@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"nodecache/internal/settings"
 	"nodecache/pkg/daemon"
 	"nodecache/pkg/mirror"
 )
@@ -26,14 +27,14 @@ type Config struct {
 // line.
 func parseServe(args []string, stderr io.Writer) (Config, error) {
 	fs, config := serveFlags()
-	if err := parseFlags(fs, args, stderr, "nodecache serve [flags]"); err != nil {
+	if err := parseFlags(fs, serveEnv, args, stderr, "nodecache serve [flags]"); err != nil {
 		return Config{}, err
 	}
 	if fs.NArg() > 0 {
 		return Config{}, usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if path := fs.Lookup("config").Value.String(); path != "" {
-		if err := applyConfigFile(fs, path); err != nil {
+		if err := settings.ApplyFile(fs, path); err != nil {
 			return Config{}, usagef("%v", err)
 		}
 	}
@@ -48,9 +49,9 @@ func parseServe(args []string, stderr io.Writer) (Config, error) {
 // their values into a checked Config.
 func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	listen := &listFlag{values: []string{daemon.DefaultListen}}
-	registries := &listFlag{}
-	allow := &listFlag{values: slices.Clone(mirror.DefaultAllowList)}
+	listen := settings.NewList(daemon.DefaultListen)
+	registries := &settings.List{}
+	allow := settings.NewList(slices.Clone(mirror.DefaultAllowList)...)
 	fs.Var(listen, "listen", "address to serve on: host:port or unix:///path/to/sock; repeatable")
 	dataDir := fs.String("data-dir", daemon.DefaultDataDir(), "directory of the cache store")
 	fs.Var(registries, "registry", "NAME=URL: the endpoint of registry NAME (e.g. docker.io=https://registry-1.docker.io); repeatable")
@@ -72,7 +73,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	fs.String("config", "", "TOML file of settings, keyed by flag name (data-dir = \"/var/lib/nodecache\"); flags and NODECACHE_* variables win over it")
 	return fs, func() (Config, error) {
 		cfg := Config{LogFormat: *logFormat, Config: daemon.Config{
-			Listen: listen.values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
+			Listen: listen.Values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
 			TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace,
 			Registries: map[string]string{}, MetricsListen: *metricsListen,
 			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
@@ -80,7 +81,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 		if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
 			return Config{}, err
 		}
-		if err := cfg.check(registries.values, allow.values, *logLevel); err != nil {
+		if err := cfg.check(registries.Values, allow.Values, *logLevel); err != nil {
 			return Config{}, err
 		}
 		if err := peers.copyTo(&cfg.Config); err != nil {

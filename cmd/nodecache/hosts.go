@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"nodecache/internal/hostsdir"
+	"nodecache/internal/settings"
 )
 
 // defaultMirror is nodecache's default --listen address.
@@ -53,7 +54,7 @@ func hosts(args []string, stdout, stderr io.Writer) error {
 
 func parseHosts(args []string, stderr io.Writer) (hostsOptions, error) {
 	fs, options := hostsFlags()
-	err := parseFlags(fs, args, stderr, "nodecache hosts --registry NAME [--registry NAME...] [--all] [--dir DIR] [--mirror URL] [--replace|--remove]")
+	err := parseFlags(fs, hostsEnv, args, stderr, "nodecache hosts --registry NAME [--registry NAME...] [--all] [--dir DIR] [--mirror URL] [--replace|--remove]")
 	if err != nil {
 		return hostsOptions{}, err
 	}
@@ -68,7 +69,7 @@ func parseHosts(args []string, stderr io.Writer) (hostsOptions, error) {
 func hostsFlags() (*flag.FlagSet, func() (hostsOptions, error)) {
 	fs := flag.NewFlagSet("hosts", flag.ContinueOnError)
 	opts := hostsOptions{}
-	var registries listFlag
+	var registries settings.List
 	fs.StringVar(&opts.dir, "dir", hostsdir.DefaultDir, "containerd's hosts directory (its config_path)")
 	fs.Var(&registries, "registry", "registry to mirror: NAME, or NAME=URL to name its endpoint. Repeatable")
 	all := fs.Bool("all", false, "mirror every registry, through DIR/_default/hosts.toml")
@@ -76,7 +77,7 @@ func hostsFlags() (*flag.FlagSet, func() (hostsOptions, error)) {
 	fs.BoolVar(&opts.replace, "replace", false, "replace an existing hosts.toml, keeping a copy as hosts.toml"+hostsdir.BackupSuffix)
 	fs.BoolVar(&opts.remove, "remove", false, "undo: restore the copy --replace kept, or take nodecache's host out")
 	return fs, func() (hostsOptions, error) {
-		if len(registries.values) == 0 && !*all {
+		if len(registries.Values) == 0 && !*all {
 			return opts, usagef("--registry: name at least one registry, or give --all")
 		}
 		if opts.dir == "" {
@@ -90,7 +91,7 @@ func hostsFlags() (*flag.FlagSet, func() (hostsOptions, error)) {
 			return opts, err
 		}
 		opts.mirror = m
-		for _, r := range registries.values {
+		for _, r := range registries.Values {
 			t, err := parseHostsTarget(r)
 			if err != nil {
 				return opts, err

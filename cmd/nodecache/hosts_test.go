@@ -411,10 +411,13 @@ func TestHostsBadFlags(t *testing.T) {
 	}
 }
 
+// TestHostsFromEnvironment: hosts reads NODECACHE_HOSTS_CMD_<FLAG>, and
+// not serve's NODECACHE_<FLAG>, whose --registry means something else.
 func TestHostsFromEnvironment(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("NODECACHE_REGISTRY", "docker.io,ghcr.io")
-	t.Setenv("NODECACHE_MIRROR", "http://127.0.0.1:6000")
+	t.Setenv("NODECACHE_REGISTRY", "docker.io=https://registry-1.docker.io")
+	t.Setenv("NODECACHE_HOSTS_CMD_REGISTRY", "docker.io,ghcr.io")
+	t.Setenv("NODECACHE_HOSTS_CMD_MIRROR", "http://127.0.0.1:6000")
 	mustRunHosts(t, dir)
 	for _, r := range []string{"docker.io", "ghcr.io"} {
 		if got := hostOrder(t, dir, r); got[0] != "http://127.0.0.1:6000" {

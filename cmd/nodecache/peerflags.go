@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"nodecache/internal/settings"
 
 	"nodecache/pkg/daemon"
 	"nodecache/pkg/peer"
@@ -11,7 +12,7 @@ import (
 // peerFlags are serve's peer flags, read into the daemon's Config by
 // copyTo.
 type peerFlags struct {
-	peers      *listFlag
+	peers      *settings.List
 	dns        *string
 	file       *string
 	advertise  *string
@@ -20,7 +21,7 @@ type peerFlags struct {
 }
 
 func addPeerFlags(fs *flag.FlagSet) *peerFlags {
-	p := &peerFlags{peers: &listFlag{}}
+	p := &peerFlags{peers: &settings.List{}}
 	fs.Var(p.peers, "peers", "host:port of peer nodes, comma-separated; repeatable")
 	p.dns = fs.String("peer-dns", "", "name:port whose addresses are all peers on port, re-resolved every 30s (a headless Service in Kubernetes)")
 	p.file = fs.String("peer-file", "", "file of peers, one host:port per line, '#' comments; reloaded on change")
@@ -33,7 +34,7 @@ func addPeerFlags(fs *flag.FlagSet) *peerFlags {
 // copyTo splits and normalises --peers and copies the peer flags into
 // cfg; cfg.Validate checks them together.
 func (p *peerFlags) copyTo(cfg *daemon.Config) error {
-	for _, v := range p.peers.values {
+	for _, v := range p.peers.Values {
 		addrs, err := peer.ParseList(v)
 		if err != nil {
 			return fmt.Errorf("--peers %q: %v", v, err)

@@ -24,7 +24,7 @@ func verifyFlags() (*flag.FlagSet, *string) {
 // verify re-hashes every entry of a store that no daemon is using.
 func verify(args []string, stdout, stderr io.Writer) error {
 	fs, dataDir := verifyFlags()
-	if err := parseFlags(fs, args, stderr, "nodecache verify [--data-dir DIR]  (stop the daemon first)"); err != nil {
+	if err := parseFlags(fs, verifyEnv, args, stderr, "nodecache verify [--data-dir DIR]  (stop the daemon first)"); err != nil {
 		return err
 	}
 	res, err := diskstore.Verify(*dataDir, func(d digest.Digest, err error) {
