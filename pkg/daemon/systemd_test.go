@@ -149,3 +149,5 @@ func TestSelfClientDialsTheListener(t *testing.T) {
 		t.Errorf("a 404 from /v2/: %v, want an error naming it", err)
 	}
 }
+
+func slogFor(h logRecords) *slog.Logger { return slog.New(h) }
