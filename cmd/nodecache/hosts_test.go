@@ -25,24 +25,15 @@ import (
 const testMirror = "http://127.0.0.1:5050"
 
 // otherHosts is a hosts.toml with two mirrors of its own, comments, a
-// subtable and a multi-line array, as an operator might have written it.
-const otherHosts = `# Our registry setup.
-server = "https://registry-1.docker.io"
-
-# The company mirror, tried first.
-[host."https://mirror.example.com"]
-  capabilities = ["pull", "resolve"]
-  ca = [
-    "mirror.pem",
-  ]
-
-[host."https://mirror.example.com".header]
-  X-Team = "infra"
-
-[host."http://10.0.0.1:5000"]
-  capabilities = ["pull"]
-  dial_timeout = "2s"
-`
+// subtable and a multi-line array, as an operator might have written it;
+// hostsdir's merge tests use the same file.
+var otherHosts = func() string {
+	b, err := os.ReadFile("../../internal/hostsdir/testdata/other-hosts.toml")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 // runHosts runs `nodecache hosts` through dispatch with --dir dir.
 func runHosts(t *testing.T, dir string, args ...string) (string, error) {

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"nodecache/internal/daemontest"
 )
 
 func TestDispatch(t *testing.T) {
@@ -47,29 +48,14 @@ func exitOf(err error) int {
 // TestServeRunsUntilCancelled runs serve through dispatch, as main does:
 // it serves once READY=1 is sent and returns nil when its context ends.
 func TestServeRunsUntilCancelled(t *testing.T) {
-	notifyPath := filepath.Join(t.TempDir(), "notify.sock")
-	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	t.Setenv("NOTIFY_SOCKET", notifyPath)
+	notify := daemontest.ListenNotify(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- dispatch(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
 			"--log-format", "json", "--log-level", "error"}, io.Discard, io.Discard)
 	}()
-	buf := make([]byte, 4096)
-	for {
-		n, err := sock.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(buf[:n]), "READY=1") {
-			break
-		}
-	}
+	notify.Wait(t, "READY=1")
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve after cancel: %v", err)

@@ -99,7 +99,7 @@ type Process struct {
 	Cmd  *exec.Cmd
 	Addr string // its --listen address, 127.0.0.1:PORT
 	URL  string // http://Addr
-	out  *syncBuffer
+	out  *Buffer
 	done chan struct{} // closed when the process has exited
 	err  error         // the Wait result; read after done is closed
 }
@@ -113,7 +113,7 @@ func Start(ctx context.Context, bin string, args ...string) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{Addr: addr, URL: "http://" + addr, out: new(syncBuffer), done: make(chan struct{})}
+	p := &Process{Addr: addr, URL: "http://" + addr, out: new(Buffer), done: make(chan struct{})}
 	p.Cmd = exec.Command(bin, append([]string{"serve", "--listen", addr}, args...)...)
 	p.Cmd.Stdout, p.Cmd.Stderr = p.out, p.out
 	// Wait returns even if a grandchild still holds the output pipes.
@@ -234,21 +234,21 @@ func (p *Process) Tail() string {
 	return "\nnodecache log (end):\n" + string(bytes.TrimRight(b, "\n"))
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a
-// child's stdout and stderr copiers and reads from the caller.
-type syncBuffer struct {
+// Buffer is a bytes.Buffer safe for the concurrent writes of a child's
+// stdout and stderr copiers and reads from the test.
+type Buffer struct {
 	// mu guards buf.
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

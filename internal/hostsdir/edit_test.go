@@ -2,6 +2,8 @@ package hostsdir
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -10,23 +12,17 @@ const testMirror = "http://127.0.0.1:5050"
 
 // otherHosts is a hosts.toml with two mirrors of its own, comments, a
 // subtable and a multi-line array, as an operator might have written it.
-const otherHosts = `# Our registry setup.
-server = "https://registry-1.docker.io"
+// The hosts command's tests use the same file.
+var otherHosts = readTestdata("other-hosts.toml")
 
-# The company mirror, tried first.
-[host."https://mirror.example.com"]
-  capabilities = ["pull", "resolve"]
-  ca = [
-    "mirror.pem",
-  ]
-
-[host."https://mirror.example.com".header]
-  X-Team = "infra"
-
-[host."http://10.0.0.1:5000"]
-  capabilities = ["pull"]
-  dial_timeout = "2s"
-`
+// readTestdata reads a file of testdata; the tests cannot start without it.
+func readTestdata(name string) string {
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
 
 // FuzzMergeHosts feeds arbitrary existing files to the merge. It must not
 // panic; when it succeeds, containerd must load the result with nodecache

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"nodecache/internal/daemontest"
 	"nodecache/internal/hostsdir"
 	"nodecache/internal/registrytest"
 )
@@ -124,7 +125,7 @@ func TestNotifyWithoutSystemd(t *testing.T) {
 // TestDaemonWithCredentialsAndHostsDir: the daemon reads its upstream
 // from a hosts directory and loads the node's credentials.
 func TestDaemonWithCredentialsAndHostsDir(t *testing.T) {
-	states := notifySocket(t)
+	states := daemontest.ListenNotify(t)
 	up := registrytest.Start(t)
 	blob := up.PushBlob(t, "team/app", registrytest.Random(4, 1<<10))
 	cfg := testConfig(t, up)
@@ -140,7 +141,7 @@ func TestDaemonWithCredentialsAndHostsDir(t *testing.T) {
 	if d.creds == nil {
 		t.Fatal("no credentials store")
 	}
-	waitState(t, states, "READY=1")
+	states.Wait(t, "READY=1")
 	if code, body := get(t, "http://"+d.Addrs().Mirror[0]+"/v2/team/app/blobs/"+blob.String()); code != http.StatusOK || len(body) != 1<<10 {
 		t.Errorf("pull through the hosts directory's endpoint: %d, %d bytes", code, len(body))
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/daemontest"
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/mirror"
 )
@@ -21,54 +22,6 @@ import (
 // testTimeout bounds every wait of these tests, so that a hang fails
 // with a message rather than at the test binary's timeout.
 const testTimeout = 30 * time.Second
-
-// notifySocket listens on a unixgram socket named by NOTIFY_SOCKET, as
-// systemd does, and returns the states the daemon sends, one per line.
-func notifySocket(t *testing.T) <-chan string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sock.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	states := make(chan string, 256)
-	go func() {
-		defer close(states)
-		buf := make([]byte, 4096)
-		for {
-			n, err := sock.Read(buf)
-			if err != nil {
-				return
-			}
-			for _, s := range strings.Split(string(buf[:n]), "\n") {
-				states <- s
-			}
-		}
-	}()
-	return states
-}
-
-// waitState returns the first state that starts with prefix, skipping
-// the others.
-func waitState(t *testing.T, states <-chan string, prefix string) string {
-	t.Helper()
-	timeout := time.After(testTimeout)
-	for {
-		select {
-		case s, ok := <-states:
-			if !ok {
-				t.Fatalf("notify socket closed before %s", prefix)
-			}
-			if strings.HasPrefix(s, prefix) {
-				return s
-			}
-		case <-timeout:
-			t.Fatalf("no %s from the daemon", prefix)
-		}
-	}
-}
 
 // testConfig is a daemon in front of up on 127.0.0.1 ports of its own.
 func testConfig(t *testing.T, up *registrytest.Registry) Config {
@@ -147,7 +100,7 @@ func get(t *testing.T, url string) (int, string) {
 // right listeners, and on cancel says STOPPING=1, lets a pull in flight
 // finish, and returns nil.
 func TestDaemonServesPullsAndShutsDownGracefully(t *testing.T) {
-	states := notifySocket(t)
+	states := daemontest.ListenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "300000")
 	// Slow enough that the second pull is still streaming when the daemon
 	// is told to stop.
@@ -161,8 +114,8 @@ func TestDaemonServesPullsAndShutsDownGracefully(t *testing.T) {
 	}
 	base, metrics := "http://"+addrs.Mirror[0], "http://"+addrs.Metrics[0]
 
-	waitState(t, states, "READY=1")
-	if s := waitState(t, states, "STATUS="); !strings.Contains(s, "serving on "+addrs.Mirror[0]) {
+	states.Wait(t, "READY=1")
+	if s := states.Wait(t, "STATUS="); !strings.Contains(s, "serving on "+addrs.Mirror[0]) {
 		t.Errorf("status line %q", s)
 	}
 	if code, _ := get(t, base+"/readyz"); code != http.StatusOK {
@@ -177,8 +130,8 @@ func TestDaemonServesPullsAndShutsDownGracefully(t *testing.T) {
 	if code, _ := get(t, metrics+"/v2/"); code != http.StatusNotFound {
 		t.Errorf("the metrics listener served the mirror: GET /v2/ = %d", code)
 	}
-	waitState(t, states, "WATCHDOG=1")
-	waitState(t, states, "WATCHDOG=1") // pinged again, not once
+	states.Wait(t, "WATCHDOG=1")
+	states.Wait(t, "WATCHDOG=1") // pinged again, not once
 
 	resp, err := http.Get(base + "/v2/team/app/blobs/" + large.String())
 	if err != nil {
@@ -190,7 +143,7 @@ func TestDaemonServesPullsAndShutsDownGracefully(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.cancel()
-	waitState(t, states, "STOPPING=1")
+	states.Wait(t, "STOPPING=1")
 	if _, err := io.Copy(h.Hash(), resp.Body); err != nil || h.Digest() != large {
 		t.Errorf("the pull in flight during shutdown: content %s, error %v", h.Digest(), err)
 	}
@@ -205,13 +158,13 @@ func TestDaemonServesPullsAndShutsDownGracefully(t *testing.T) {
 // TestShutdownGraceAbortsWhatIsLeft: a pull that outlasts the grace
 // period is cut, and Run reports that the shutdown was not clean.
 func TestShutdownGraceAbortsWhatIsLeft(t *testing.T) {
-	states := notifySocket(t)
+	states := daemontest.ListenNotify(t)
 	up := registrytest.Start(t, registrytest.WithThrottle(1<<20))
 	large := up.PushBlob(t, "team/app", registrytest.Random(3, 8<<20))
 	cfg := testConfig(t, up)
 	cfg.ShutdownGrace = time.Millisecond
 	d := start(t, cfg)
-	waitState(t, states, "READY=1")
+	states.Wait(t, "READY=1")
 	resp, err := http.Get("http://" + d.Addrs().Mirror[0] + "/v2/team/app/blobs/" + large.String())
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,13 +21,7 @@ import (
 // both at once leaves the registry once, and the peer port refuses an
 // unsigned request.
 func TestTwoDaemonsShareFills(t *testing.T) {
-	notifyPath := filepath.Join(t.TempDir(), "notify.sock")
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notify.Close()
-	t.Setenv("NOTIFY_SOCKET", notifyPath)
+	notify := daemontest.ListenNotify(t)
 	up := registrytest.Start(t)
 	d := up.PushBlob(t, "team/app", registrytest.Random(9, 3<<20))
 	up.ResetCounts()
@@ -59,16 +52,8 @@ func TestTwoDaemonsShareFills(t *testing.T) {
 			}
 		}
 	}()
-	buf := make([]byte, 4096)
-	for ready := 0; ready < 2; {
-		n, err := notify.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(buf[:n]), "READY=1") {
-			ready++
-		}
-	}
+	notify.Wait(t, "READY=1")
+	notify.Wait(t, "READY=1")
 
 	var wg sync.WaitGroup
 	for _, l := range listens {

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"nodecache/internal/daemontest"
 )
 
 // logRecords is a slog.Handler that hands every message to the test.
@@ -45,9 +47,9 @@ func waitLog(t *testing.T, logs <-chan string, msg string) {
 // answers, so the socket holds one ordered story: every WATCHDOG=1 must
 // follow a "CHECK ok".
 func TestWatchdogPingsOnlyWhileTheServerAnswers(t *testing.T) {
-	states := notifySocket(t)
+	states := daemontest.ListenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "60000") // a check every 20ms
-	marks, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET"))
+	marks, err := net.Dial("unixgram", states.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestWatchdogPingsOnlyWhileTheServerAnswers(t *testing.T) {
 	next := func(want string) {
 		t.Helper()
 		for {
-			s := waitState(t, states, "")
+			s := states.Wait(t, "")
 			if s == "WATCHDOG=1" && last != "CHECK ok" {
 				t.Fatalf("pinged after %q", last)
 			}
