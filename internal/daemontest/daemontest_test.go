@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -60,5 +61,22 @@ func TestStartReportsAnEarlyExit(t *testing.T) {
 	_, err := Start(t.Context(), Binary(t), "--log-format", "xml")
 	if err == nil || !strings.Contains(err.Error(), "exited") || !strings.Contains(err.Error(), "--log-format") {
 		t.Fatalf("err = %v, want the exit and the daemon's message", err)
+	}
+}
+
+// TestNotImportedByProduction: the daemon and the packages it is built
+// from do not depend on this package.
+func TestNotImportedByProduction(t *testing.T) {
+	imp, err := exec.Command(goTool(), "list", "-f", `{{.ImportPath}}: {{join .Imports " "}}`, "nodecache/cmd/...", "nodecache/pkg/...", "nodecache/internal/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, imp)
+	}
+	if !strings.Contains(string(imp), "nodecache/cmd/nodecache: ") {
+		t.Fatalf("go list did not list cmd/nodecache:\n%s", imp)
+	}
+	for _, line := range strings.Split(string(imp), "\n") {
+		if strings.Contains(line, " nodecache/internal/daemontest") {
+			t.Errorf("production code imports daemontest: %s", line)
+		}
 	}
 }
