@@ -54,8 +54,10 @@ type servers struct {
 }
 
 // New opens the store and the listeners and builds every part of the
-// daemon; nothing is served until Run. Errors that are the Config's fault
-// are *ConfigError.
+// daemon; nothing is served until Run. A mistake in the Config itself
+// (Validate, a credentials file or peer secret that cannot be used) is a
+// *ConfigError; a store or listener that cannot be opened is not. On
+// error, the listeners New opened are closed.
 func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, &ConfigError{Err: err}
