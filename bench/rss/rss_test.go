@@ -7,18 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"nodecache/internal/daemontest"
 	"nodecache/internal/registrytest"
 )
 
@@ -33,10 +30,6 @@ const (
 	upstreamRate = 128 << 20
 	// sampleEvery is how often the daemon's VmRSS is read.
 	sampleEvery = 50 * time.Millisecond
-	// readyTimeout bounds the daemon's start-up.
-	readyTimeout = 15 * time.Second
-	// stopTimeout is how long the daemon gets to exit on SIGTERM.
-	stopTimeout = 10 * time.Second
 )
 
 // BenchmarkDaemonRSS reports the daemon's peak RSS, sampled and as VmHWM,
@@ -44,11 +37,13 @@ const (
 // phase (64 clients served from the cache). It measures once whatever b.N
 // is; run it with -benchtime 1x.
 func BenchmarkDaemonRSS(b *testing.B) {
-	bin := buildDaemon(b)
+	bin := daemontest.Binary(b)
 	up := registrytest.Start(b, registrytest.WithThrottle(upstreamRate))
 	d := up.PushBlob(b, "bench/rss", registrytest.Random(42, blobSize))
-	pid, base := startDaemon(b, bin, up)
-	url := base + "/v2/bench/rss/blobs/" + d.String()
+	proc := daemontest.MustStart(b, bin, "--data-dir", b.TempDir(),
+		"--registry", up.Host()+"="+up.URL(), "--default-registry", up.Host(), "--log-level", "warn")
+	pid := proc.Cmd.Process.Pid
+	url := proc.URL + "/v2/bench/rss/blobs/" + d.String()
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: clients, DisableCompression: true,
 	}}
@@ -72,86 +67,6 @@ func BenchmarkDaemonRSS(b *testing.B) {
 			phase, clients, blobSize>>20, p.elapsed.Round(time.Millisecond), mib(p.peak), mib(p.hwm), p.samples)
 	}
 	b.ReportMetric(mib(idle), "idle-RSS-MiB")
-}
-
-// buildDaemon builds cmd/nodecache into a temporary directory.
-func buildDaemon(b *testing.B) string {
-	b.Helper()
-	bin := filepath.Join(b.TempDir(), "nodecache")
-	out, err := exec.Command(goTool(), "build", "-o", bin, "nodecache/cmd/nodecache").CombinedOutput()
-	if err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// goTool finds the go command: on PATH, else next to the test's GOROOT.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-}
-
-// startDaemon runs the daemon in front of up on a free 127.0.0.1 port,
-// waits until it answers, and stops it (by its PID, with SIGTERM) when
-// the benchmark ends. It returns the PID and the base URL.
-func startDaemon(b *testing.B, bin string, up *registrytest.Registry) (int, string) {
-	b.Helper()
-	addr := freeAddr(b)
-	logFile, err := os.Create(filepath.Join(b.TempDir(), "daemon.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--data-dir", b.TempDir(),
-		"--registry", up.Host()+"="+up.URL(), "--default-registry", up.Host(), "--log-level", "warn")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(stopTimeout):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		logFile.Close()
-	})
-	base := "http://" + addr
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return cmd.Process.Pid, base
-			}
-		}
-		select {
-		case err := <-exited:
-			log, _ := os.ReadFile(logFile.Name())
-			b.Fatalf("daemon exited: %v\n%s", err, log)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("daemon not ready on %s after %v", addr, readyTimeout)
-		}
-	}
-}
-
-// freeAddr returns a 127.0.0.1 address that was free a moment ago.
-func freeAddr(b *testing.B) string {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // getAll has every client GET url at once and read it to the end.

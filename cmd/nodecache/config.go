@@ -5,167 +5,95 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
+	"nodecache/internal/settings"
+	"nodecache/pkg/daemon"
 	"nodecache/pkg/mirror"
 )
 
-// Defaults for serve.
-const (
-	defaultListen = "127.0.0.1:5050"
-	// defaultTTL drops content nobody pulled for a week: long enough to
-	// cover a weekly build or deploy cycle, short enough that a retired
-	// image does not hold disk for long.
-	defaultTTL = 7 * 24 * time.Hour
-	// defaultMaxSizeCap and defaultMaxSizePercent: the store takes 20 GiB
-	// or 15% of its filesystem, whichever is smaller; the node's disk is
-	// shared with the kubelet's images and the pods' logs.
-	defaultMaxSizeCap     = 20 << 30
-	defaultMaxSizePercent = 15
-	// defaultMinFree keeps 10% of the filesystem free whatever the cache
-	// holds, below the kubelet's default image GC threshold of 15% free
-	// (85% used) so the two do not fight.
-	defaultMinFree = "10%"
-	// defaultShutdownGrace lets a pull in progress finish on SIGTERM;
-	// systemd's own stop timeout is 90 s, so 30 s fits well inside it.
-	defaultShutdownGrace = 30 * time.Second
-)
-
-// Config is everything serve needs, from flags and the environment.
+// Config is everything serve needs, from flags, the environment and
+// --config: the daemon's settings and the logger's.
 type Config struct {
-	Listen          []string          // host:port or unix:///path
-	DataDir         string            // root of the store
-	Registries      map[string]string // registry name -> endpoint URL
-	DefaultRegistry string            // for requests without ?ns=
-	AllowRegistries []string          // registries that may be contacted
-	MaxSize         *sizeSpec         // nil: the smaller of 20 GiB and 15%
-	MinFree         sizeSpec          // free space to keep on the filesystem
-	TTL             time.Duration     // idle expiry of content; 0 disables
-	TagTTL          time.Duration     // 0: always ask upstream
-	FillTimeout     time.Duration     // bound on one upstream fetch
-	ShutdownGrace   time.Duration     // how long in-flight requests may finish
-	LogLevel        slog.Level
-	LogFormat       string // text or json
-	MetricsListen   string // a second listener for /metrics and the probes; "" for none
-	DockerConfig    string // Docker config.json with the node's registry credentials; "" for none
-	CredentialsFile string // TOML or YAML registry credentials; "" for none
-	HostsDir        string // containerd hosts directory for upstream settings; "" for none
-	// Peers: without any of Peers, PeerDNS and PeerFile, every fill goes
-	// to upstream and the other peer fields are empty.
-	Peers          []string // --peers, normalised host:port
-	PeerDNS        string   // name:port whose addresses are peers
-	PeerFile       string   // file of peers, reloaded on change
-	Advertise      string   // this node's peer address as the others know it
-	PeerListen     string   // where to serve the peer API
-	PeerSecretFile string   // the shared secret
+	daemon.Config
+	LogLevel  slog.Level
+	LogFormat string // text or json
 }
 
-// defaultDataDir is /var/lib/nodecache for root, the user cache dir else.
-func defaultDataDir() string {
-	if os.Geteuid() == 0 {
-		return "/var/lib/nodecache"
-	}
-	if dir, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(dir, "nodecache")
-	}
-	return filepath.Join(os.TempDir(), "nodecache")
-}
-
-// parseServe reads serve's flags, then the environment, and checks them.
-// Errors name the flag and say what is wrong, in one line.
+// parseServe reads serve's flags, then the environment, then --config,
+// and checks them. Errors name the flag and say what is wrong, in one
+// line.
 func parseServe(args []string, stderr io.Writer) (Config, error) {
+	fs, config := serveFlags()
+	if err := parseFlags(fs, serveEnv, args, stderr, "nodecache serve [flags]"); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if path := fs.Lookup("config").Value.String(); path != "" {
+		if err := settings.ApplyFile(fs, path); err != nil {
+			return Config{}, usagef("%v", err)
+		}
+	}
+	cfg, err := config()
+	if err != nil {
+		return Config{}, usagef("%v", err)
+	}
+	return cfg, nil
+}
+
+// serveFlags defines serve's flags and returns the function that turns
+// their values into a checked Config.
+func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	listen := &listFlag{values: []string{defaultListen}}
-	registries := &listFlag{}
-	allow := &listFlag{values: slices.Clone(mirror.DefaultAllowList)}
+	listen := settings.NewList(daemon.DefaultListen)
+	registries := &settings.List{}
+	allow := settings.NewList(slices.Clone(mirror.DefaultAllowList)...)
 	fs.Var(listen, "listen", "address to serve on: host:port or unix:///path/to/sock; repeatable")
-	dataDir := fs.String("data-dir", defaultDataDir(), "directory of the cache store")
+	dataDir := fs.String("data-dir", daemon.DefaultDataDir(), "directory of the cache store")
 	fs.Var(registries, "registry", "NAME=URL: the endpoint of registry NAME (e.g. docker.io=https://registry-1.docker.io); repeatable")
 	defaultRegistry := fs.String("default-registry", mirror.DefaultRegistry, "registry for requests without ?ns=")
 	fs.Var(allow, "allow-registry", "registry that may be contacted; repeatable; replaces the default list ("+strings.Join(mirror.DefaultAllowList, ",")+"), and every --registry and --default-registry name is added")
 	maxSize := fs.String("max-size", "", "largest size of the store: bytes (500MiB, 20GiB) or a percentage of the data directory's filesystem (15%); default the smaller of 20GiB and 15%")
-	minFree := fs.String("min-free", defaultMinFree, "free space to keep on the data directory's filesystem, evicting as needed: bytes or a percentage")
-	idleTTL := fs.Duration("ttl", defaultTTL, "remove content unused for this long; 0 keeps it until evicted for space")
+	minFree := fs.String("min-free", daemon.DefaultMinFree, "free space to keep on the data directory's filesystem, evicting as needed: bytes or a percentage")
+	idleTTL := fs.Duration("ttl", daemon.DefaultTTL, "remove content unused for this long; 0 keeps it until evicted for space")
 	tagTTL := fs.Duration("tag-ttl", mirror.DefaultTagTTL, "how long a tag's digest is reused without asking upstream; 0 asks every time")
 	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest one upstream download may take")
-	grace := fs.Duration("shutdown-grace", defaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
+	grace := fs.Duration("shutdown-grace", daemon.DefaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	metricsListen := fs.String("metrics-listen", "", "also serve /metrics, /healthz and /readyz alone on this address (host:port or unix:///path); /metrics is always on --listen too")
 	dockerConfig := fs.String("docker-config", "", "Docker config.json whose auths are the node's own registry credentials; reloaded on change")
 	credentialsFile := fs.String("credentials-file", "", "TOML or YAML file of the node's registry credentials (registry -> username/password or token); reloaded on change")
 	hostsDir := fs.String("hosts-dir", "", "containerd hosts directory (e.g. /etc/containerd/certs.d) to read upstream settings from: server, mirrors, ca, client certificates, skip_verify, header")
-	peerFlags := addPeerFlags(fs)
-	configFile := fs.String("config", "", "TOML file of settings, keyed by flag name (data-dir = \"/var/lib/nodecache\"); flags and NODECACHE_* variables win over it")
-	// Parse quietly: a mistake gets one line naming the flag, and only
-	// --help prints the full list.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stderr)
-			usage(fs, "nodecache serve [flags]")()
+	peers := addPeerFlags(fs)
+	fs.String("config", "", "TOML file of settings, keyed by flag name (data-dir = \"/var/lib/nodecache\"); flags and NODECACHE_* variables win over it")
+	return fs, func() (Config, error) {
+		cfg := Config{LogFormat: *logFormat, Config: daemon.Config{
+			Listen: listen.Values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
+			TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace,
+			Registries: map[string]string{}, MetricsListen: *metricsListen,
+			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
+		}}
+		if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
 			return Config{}, err
 		}
-		return Config{}, usagef("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return Config{}, usagef("unexpected argument %q", fs.Arg(0))
-	}
-	if err := applyEnv(fs); err != nil {
-		return Config{}, usagef("%v", err)
-	}
-	if *configFile != "" {
-		if err := applyConfigFile(fs, *configFile); err != nil {
-			return Config{}, usagef("%v", err)
+		if err := cfg.check(registries.Values, allow.Values, *logLevel); err != nil {
+			return Config{}, err
 		}
+		if err := peers.copyTo(&cfg.Config); err != nil {
+			return Config{}, err
+		}
+		return cfg, cfg.Validate()
 	}
-	cfg := Config{
-		Listen: listen.values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
-		TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace, LogFormat: *logFormat,
-		Registries: map[string]string{}, MetricsListen: *metricsListen,
-		DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
-	}
-	if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
-		return Config{}, usagef("%v", err)
-	}
-	if err := cfg.check(registries.values, allow.values, *logLevel); err != nil {
-		return Config{}, usagef("%v", err)
-	}
-	if err := peerFlags.check(&cfg); err != nil {
-		return Config{}, usagef("%v", err)
-	}
-	return cfg, nil
 }
 
+// check reads the registries and the allow list into cfg and checks the
+// logger's settings; daemon.Config.Validate checks the rest.
 func (cfg *Config) check(registries, allow []string, logLevel string) error {
-	if len(cfg.Listen) == 0 {
-		return fmt.Errorf("--listen: at least one address is required")
-	}
-	for _, l := range cfg.Listen {
-		if err := checkListen(l); err != nil {
-			return fmt.Errorf("--listen %q: %v", l, err)
-		}
-	}
-	if cfg.MetricsListen != "" {
-		if err := checkListen(cfg.MetricsListen); err != nil {
-			return fmt.Errorf("--metrics-listen %q: %v", cfg.MetricsListen, err)
-		}
-	}
-	if cfg.HostsDir != "" {
-		if fi, err := os.Stat(cfg.HostsDir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("--hosts-dir %s: not a directory", cfg.HostsDir)
-		}
-	}
-	if cfg.DataDir == "" {
-		return fmt.Errorf("--data-dir: must not be empty")
-	}
 	for _, r := range registries {
 		name, endpoint, ok := strings.Cut(r, "=")
 		if !ok || name == "" {
@@ -191,14 +119,6 @@ func (cfg *Config) check(registries, allow []string, logLevel string) error {
 	}
 	slices.Sort(cfg.AllowRegistries)
 	cfg.AllowRegistries = slices.Compact(cfg.AllowRegistries)
-	for _, d := range []struct {
-		flag string
-		v    time.Duration
-	}{{"--ttl", cfg.TTL}, {"--tag-ttl", cfg.TagTTL}, {"--fill-timeout", cfg.FillTimeout}, {"--shutdown-grace", cfg.ShutdownGrace}} {
-		if d.v < 0 {
-			return fmt.Errorf("%s: must not be negative", d.flag)
-		}
-	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 	}
@@ -210,51 +130,20 @@ func (cfg *Config) check(registries, allow []string, logLevel string) error {
 
 func (cfg *Config) checkSizes(maxSize, minFree string) error {
 	if maxSize != "" {
-		spec, err := parseSize(maxSize)
+		spec, err := daemon.ParseSize(maxSize)
 		if err != nil {
 			return fmt.Errorf("--max-size %q: %v", maxSize, err)
 		}
-		if spec.percent == 0 && spec.bytes == 0 {
+		if spec.Percent == 0 && spec.Bytes == 0 {
 			return fmt.Errorf("--max-size %q: must be above 0", maxSize)
 		}
 		cfg.MaxSize = &spec
 	}
-	spec, err := parseSize(minFree)
+	spec, err := daemon.ParseSize(minFree)
 	if err != nil {
 		return fmt.Errorf("--min-free %q: %v", minFree, err)
 	}
 	cfg.MinFree = spec
-	return nil
-}
-
-// storeBounds resolves --max-size and --min-free against the filesystem
-// of total bytes that holds the data directory.
-func (cfg *Config) storeBounds(total int64) (maxSize, minFree int64) {
-	if cfg.MaxSize != nil {
-		maxSize = cfg.MaxSize.resolve(total)
-	} else {
-		maxSize = min(int64(defaultMaxSizeCap), sizeSpec{percent: defaultMaxSizePercent}.resolve(total))
-	}
-	return maxSize, cfg.MinFree.resolve(total)
-}
-
-func checkListen(addr string) error {
-	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
-		if !filepath.IsAbs(path) {
-			return fmt.Errorf("a unix socket path must be absolute")
-		}
-		return nil
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("want host:port or unix:///path")
-	}
-	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
-		return fmt.Errorf("host must be an IP address or localhost")
-	}
-	if port == "" {
-		return fmt.Errorf("missing port")
-	}
 	return nil
 }
 

@@ -40,7 +40,7 @@ func TestParseServe(t *testing.T) {
 	if got := strings.Join(cfg.AllowRegistries, ","); got != "docker.io,ghcr.io,localhost:5000" {
 		t.Errorf("AllowRegistries = %s: want the given list plus --registry and --default-registry names", got)
 	}
-	if maxSize, minFree := cfg.storeBounds(1000); maxSize != 150 || minFree != 100 {
+	if maxSize, minFree := cfg.StoreBounds(1000); maxSize != 150 || minFree != 100 {
 		t.Errorf("bounds of a 1000-byte filesystem = %d, %d; want 150, 100", maxSize, minFree)
 	}
 	if cfg.TTL != 168*time.Hour {
@@ -53,10 +53,10 @@ func TestDefaultMaxSizeIsTheSmaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := cfg.storeBounds(1 << 40); got != 20<<30 {
+	if got, _ := cfg.StoreBounds(1 << 40); got != 20<<30 {
 		t.Errorf("on 1 TiB: max size %d, want 20 GiB", got)
 	}
-	if got, _ := cfg.storeBounds(100 << 30); got != 15<<30 {
+	if got, _ := cfg.StoreBounds(100 << 30); got != 15<<30 {
 		t.Errorf("on 100 GiB: max size %d, want 15 GiB", got)
 	}
 }

@@ -51,7 +51,7 @@ registry = ["localhost:5000=http://127.0.0.1:5000"]
 	if cfg.Registries["localhost:5000"] != "http://127.0.0.1:5000" {
 		t.Errorf("Registries = %v", cfg.Registries)
 	}
-	if got, _ := cfg.storeBounds(1 << 40); got != 2<<30 {
+	if got, _ := cfg.StoreBounds(1 << 40); got != 2<<30 {
 		t.Errorf("max size %d, want 2 GiB", got)
 	}
 }

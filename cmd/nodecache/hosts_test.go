@@ -19,30 +19,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"nodecache/internal/hostsdir"
 )
 
 const testMirror = "http://127.0.0.1:5050"
 
 // otherHosts is a hosts.toml with two mirrors of its own, comments, a
-// subtable and a multi-line array, as an operator might have written it.
-const otherHosts = `# Our registry setup.
-server = "https://registry-1.docker.io"
-
-# The company mirror, tried first.
-[host."https://mirror.example.com"]
-  capabilities = ["pull", "resolve"]
-  ca = [
-    "mirror.pem",
-  ]
-
-[host."https://mirror.example.com".header]
-  X-Team = "infra"
-
-[host."http://10.0.0.1:5000"]
-  capabilities = ["pull"]
-  dial_timeout = "2s"
-`
+// subtable and a multi-line array, as an operator might have written it;
+// hostsdir's merge tests use the same file.
+var otherHosts = func() string {
+	b, err := os.ReadFile("../../internal/hostsdir/testdata/other-hosts.toml")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 // runHosts runs `nodecache hosts` through dispatch with --dir dir.
 func runHosts(t *testing.T, dir string, args ...string) (string, error) {
@@ -61,13 +52,11 @@ func mustRunHosts(t *testing.T, dir string, args ...string) string {
 	return out
 }
 
-// hostOrder returns the hosts containerd's own loader tries for registry
+// hostOrder returns the hosts containerd's own loader (through hostsdir.Load) tries for registry
 // with config_path dir, as scheme://host.
 func hostOrder(t *testing.T, dir, registry string) []string {
 	t.Helper()
-	hosts, err := config.ConfigureHosts(context.Background(), config.HostOptions{
-		HostDir: config.HostDirFromRoot(dir),
-	})(registry)
+	hosts, err := hostsdir.Load(context.Background(), dir, registry)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +201,7 @@ func TestHostsWrite(t *testing.T) {
 			}
 			mirror := cmp.Or(tc.mirror, testMirror)
 			first := readFile(t, path)
-			if bytes.Count(first, []byte(`[host."`+mirror)) != 1 || !bytes.Contains(first, []byte(mirrorTable(mirror))) {
+			if bytes.Count(first, []byte(`[host."`+mirror)) != 1 || !bytes.Contains(first, []byte(hostsdir.MirrorTable(mirror))) {
 				t.Errorf("nodecache's host is missing, duplicated or changed:\n%s", first)
 			}
 			// No fixture has TLS options but on nodecache's host.
@@ -222,11 +211,11 @@ func TestHostsWrite(t *testing.T) {
 			if tc.existing != "" {
 				// Everything but nodecache's table is kept byte for byte,
 				// so its table carries nothing else (no TLS options).
-				rest, err := stripMirror(first, mirror)
+				rest, err := hostsdir.Strip(first, mirror)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if want, _ := stripMirror([]byte(tc.existing), mirror); strings.TrimSpace(string(rest)) != strings.TrimSpace(string(want)) {
+				if want, _ := hostsdir.Strip([]byte(tc.existing), mirror); strings.TrimSpace(string(rest)) != strings.TrimSpace(string(want)) {
 					t.Errorf("the other content changed:\n%s\nwant:\n%s", rest, want)
 				}
 				if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o640 {
@@ -273,10 +262,10 @@ func TestHostsReplaceThenRemoveRestoresTheOriginal(t *testing.T) {
 	writeFile(t, path, otherHosts)
 
 	out := mustRunHosts(t, dir, "--registry", "docker.io", "--replace")
-	if !strings.Contains(out, "replaced; the original is in "+path+backupSuffix) {
+	if !strings.Contains(out, "replaced; the original is in "+path+hostsdir.BackupSuffix) {
 		t.Errorf("--replace reported %q", out)
 	}
-	if got, want := readFile(t, path), freshHosts("https://registry-1.docker.io", testMirror); !bytes.Equal(got, want) {
+	if got, want := readFile(t, path), hostsdir.Fresh("https://registry-1.docker.io", testMirror); !bytes.Equal(got, want) {
 		t.Errorf("after --replace:\n%s\nwant:\n%s", got, want)
 	}
 	if got := hostOrder(t, dir, "docker.io"); !slices.Equal(got, []string{testMirror, "https://registry-1.docker.io"}) {
@@ -287,7 +276,7 @@ func TestHostsReplaceThenRemoveRestoresTheOriginal(t *testing.T) {
 		t.Errorf("second --replace reported %q", out)
 	}
 	mustRunHosts(t, dir, "--registry", "docker.io", "--replace", "--mirror", "http://127.0.0.1:6000")
-	if got := readFile(t, path+backupSuffix); string(got) != otherHosts {
+	if got := readFile(t, path+hostsdir.BackupSuffix); string(got) != otherHosts {
 		t.Errorf("backup overwritten:\n%s", got)
 	}
 
@@ -413,61 +402,17 @@ func TestHostsBadFlags(t *testing.T) {
 	}
 }
 
+// TestHostsFromEnvironment: hosts reads NODECACHE_HOSTS_CMD_<FLAG>, and
+// not serve's NODECACHE_<FLAG>, whose --registry means something else.
 func TestHostsFromEnvironment(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("NODECACHE_REGISTRY", "docker.io,ghcr.io")
-	t.Setenv("NODECACHE_MIRROR", "http://127.0.0.1:6000")
+	t.Setenv("NODECACHE_REGISTRY", "docker.io=https://registry-1.docker.io")
+	t.Setenv("NODECACHE_HOSTS_CMD_REGISTRY", "docker.io,ghcr.io")
+	t.Setenv("NODECACHE_HOSTS_CMD_MIRROR", "http://127.0.0.1:6000")
 	mustRunHosts(t, dir)
 	for _, r := range []string{"docker.io", "ghcr.io"} {
 		if got := hostOrder(t, dir, r); got[0] != "http://127.0.0.1:6000" {
 			t.Errorf("%s: containerd tries %v", r, got)
 		}
 	}
-}
-
-// FuzzMergeHosts feeds arbitrary existing files to the merge. It must not
-// panic; when it succeeds, containerd must load the result with nodecache
-// first, the other hosts kept in their order after it, and a second merge
-// must change nothing.
-func FuzzMergeHosts(f *testing.F) {
-	f.Add(otherHosts)
-	f.Add("")
-	f.Add("server = \"https://x\"\n")
-	f.Add("[host.\"http://127.0.0.1:5050\"]\n[host.\"https://a\"]\n")
-	f.Add("x = \"\"\"\n# c\n\"\"\"\n# c\n[host.\"https://a\"]\r\n")
-	f.Add("[[host]]\n")
-	f.Add("[header]\n  a = \"b\"\n")
-	f.Fuzz(func(t *testing.T, existing string) {
-		merged, err := mergeHosts([]byte(existing), testMirror)
-		if err != nil {
-			return
-		}
-		tables, err := tableHeaders(merged)
-		if err != nil {
-			t.Fatalf("merged file does not parse: %v\n%s", err, merged)
-		}
-		again, err := mergeHosts(merged, testMirror)
-		if err != nil || !bytes.Equal(again, merged) {
-			t.Fatalf("second merge: %v\n%s\nthen:\n%s", err, merged, again)
-		}
-		rest, _ := stripMirror([]byte(existing), testMirror)
-		before, _ := tableHeaders(rest)
-		if got, want := hostNames(tables), append([]string{testMirror}, hostNames(before)...); !slices.Equal(got, want) {
-			t.Fatalf("hosts %v, want %v", got, want)
-		}
-		if err := checkHostsFile(merged, testMirror); err != nil {
-			t.Fatalf("containerd does not load the merged file with nodecache first: %v\n%s", err, merged)
-		}
-	})
-}
-
-// hostNames returns the distinct host names of tables, in order.
-func hostNames(tables []tomlTable) []string {
-	var names []string
-	for _, t := range tables {
-		if h, ok := t.isHost(); ok && (len(names) == 0 || names[len(names)-1] != h) {
-			names = append(names, h)
-		}
-	}
-	return names
 }

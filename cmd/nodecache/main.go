@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"nodecache/pkg/daemon"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -44,9 +46,12 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
+// exitCode is 2 for a usage error, ours or a setting the daemon refused,
+// and 1 for anything else.
 func exitCode(err error) int {
 	var u *usageError
-	if errors.As(err, &u) {
+	var c *daemon.ConfigError
+	if errors.As(err, &u) || errors.As(err, &c) {
 		return 2
 	}
 	return 1

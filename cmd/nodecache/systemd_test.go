@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"nodecache/internal/daemontest"
 )
 
 // TestSystemdSocketActivation runs the daemon the way systemd does: its
@@ -27,33 +29,14 @@ func TestSystemdSocketActivation(t *testing.T) {
 	if err != nil {
 		t.Skip("systemd-socket-activate is missing: make test installs Debian's systemd package")
 	}
-	bin := daemonBinary(t)
+	bin := daemontest.Binary(t)
 	dir := t.TempDir()
-	notifyPath := filepath.Join(dir, "notify.sock")
-	notifySock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notifySock.Close()
-	states := make(chan string, 64)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := notifySock.Read(buf)
-			if err != nil {
-				close(states)
-				return
-			}
-			for _, s := range strings.Split(string(buf[:n]), "\n") {
-				states <- s
-			}
-		}
-	}()
+	notify := daemontest.ListenNotify(t)
 
 	mirrorSock, metricsSock := filepath.Join(dir, "mirror.sock"), filepath.Join(dir, "metrics.sock")
 	cmd := exec.Command(activate,
 		"-l", mirrorSock, "-l", metricsSock, "--fdname=mirror:metrics",
-		"-E", "NOTIFY_SOCKET="+notifyPath, "-E", "WATCHDOG_USEC=300000",
+		"-E", "NOTIFY_SOCKET="+notify.Path, "-E", "WATCHDOG_USEC=300000",
 		bin, "serve", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:1")
 	// A pipe of our own rather than StderrPipe: Wait would close that one
 	// and could drop output still unread.
@@ -129,28 +112,12 @@ func TestSystemdSocketActivation(t *testing.T) {
 	if code, _ := get(mirrorSock, "/v2/"); code != http.StatusOK {
 		t.Fatalf("GET /v2/ on the mirror socket: %d", code)
 	}
-	wait := func(prefix string) string {
-		t.Helper()
-		for {
-			select {
-			case s, ok := <-states:
-				if !ok {
-					t.Fatalf("notify socket closed before %s", prefix)
-				}
-				if strings.HasPrefix(s, prefix) {
-					return s
-				}
-			case <-ctx.Done():
-				t.Fatalf("no %s from the daemon\n%s", prefix, stderr.String())
-			}
-		}
-	}
-	wait("READY=1")
-	if s := wait("STATUS="); !strings.Contains(s, "serving on") {
+	notify.Wait(t, "READY=1")
+	if s := notify.Wait(t, "STATUS="); !strings.Contains(s, "serving on") {
 		t.Errorf("status line %q", s)
 	}
-	wait("WATCHDOG=1")
-	wait("WATCHDOG=1") // pinged again, not once
+	notify.Wait(t, "WATCHDOG=1")
+	notify.Wait(t, "WATCHDOG=1") // pinged again, not once
 
 	if code, body := get(metricsSock, "/metrics"); code != http.StatusOK || !strings.Contains(body, "nodecache_store_entries") {
 		t.Errorf("GET /metrics on the metrics socket: %d", code)
@@ -164,7 +131,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	wait("STOPPING=1")
+	notify.Wait(t, "STOPPING=1")
 	select {
 	case <-exited:
 		if exitErr != nil {

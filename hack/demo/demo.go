@@ -60,11 +60,11 @@ func demo(ctx context.Context, tb testing.TB, o options) (rep report, err error)
 	}
 	// Runs before the upstream is closed and the directory removed.
 	defer func() {
-		if serr := nc.stop(); serr != nil && err == nil {
+		if serr := nc.Stop(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	hostsDir, err := writeHostsDir(dir, up.Host(), "http://"+nc.addr)
+	hostsDir, err := writeHostsDir(dir, up.Host(), nc.URL)
 	if err != nil {
 		return rep, err
 	}
@@ -77,11 +77,11 @@ func demo(ctx context.Context, tb testing.TB, o options) (rep report, err error)
 	fmt.Fprintf(o.out, "upstream:  in-process registry at %s, %s\n", up.Host(), rate)
 	fmt.Fprintf(o.out, "image:     %s: an OCI index over linux/amd64 and linux/arm64, %d objects, %s\n",
 		ref, len(img.Blobs), formatBytes(imageBytes(img)))
-	fmt.Fprintf(o.out, "nodecache: %s serve --listen %s (pid %d)\n", o.nodecache, nc.addr, nc.cmd.Process.Pid)
+	fmt.Fprintf(o.out, "nodecache: %s serve --listen %s (pid %d)\n", o.nodecache, nc.Addr, nc.Cmd.Process.Pid)
 	fmt.Fprintf(o.out, "client:    containerd's resolver, mirror set in %s\n\n",
 		filepath.Join("certs.d", up.Host(), "hosts.toml"))
 
-	p := puller{hostsDir: hostsDir, mirrorHost: nc.addr, ref: ref, up: up, img: img}
+	p := puller{hostsDir: hostsDir, mirrorHost: nc.Addr, ref: ref, up: up, img: img}
 	if rep.cold, err = p.pull(ctx); err != nil {
 		return report{}, fmt.Errorf("pull 1 (cold): %w", err)
 	}
@@ -103,7 +103,7 @@ func demo(ctx context.Context, tb testing.TB, o options) (rep report, err error)
 	up.Close()
 	fmt.Fprintln(o.out, "\nupstream stopped; every request to it now fails to connect")
 	if rep.offline, err = p.pull(ctx); err != nil {
-		return report{}, fmt.Errorf("pull 3 (upstream down): %w%s", err, nc.logExcerpt())
+		return report{}, fmt.Errorf("pull 3 (upstream down): %w%s", err, nc.Tail())
 	}
 	printPull(o.out, "pull 3 (upstream down", rep.offline)
 

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"nodecache/internal/daemontest"
 )
 
 // testTimeout bounds a whole demo run in tests, so that a hang fails with
@@ -20,7 +21,7 @@ const testTimeout = 30 * time.Second
 // the upstream no blob bytes and the image still pulls with the upstream
 // down.
 func TestDemo(t *testing.T) {
-	bin := buildNodecache(t)
+	bin := daemontest.Binary(t)
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
 	var out bytes.Buffer
@@ -79,19 +80,4 @@ func TestDemoFailsClearly(t *testing.T) {
 			}
 		})
 	}
-}
-
-// buildNodecache builds cmd/nodecache into a temporary directory, or skips
-// the test if the go command is not on PATH.
-func buildNodecache(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("the go command is not on PATH; the demo needs it to build bin/nodecache")
-	}
-	bin := filepath.Join(t.TempDir(), "nodecache")
-	if out, err := exec.Command(goBin, "build", "-o", bin, "nodecache/cmd/nodecache").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }

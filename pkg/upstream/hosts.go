@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
-	hostsconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
+
+	"nodecache/internal/hostsdir"
 )
 
 // hostsReload is how long the endpoints read from a hosts directory are
@@ -39,7 +40,8 @@ type Host struct {
 }
 
 // LoadHosts reads the hosts directory dir (such as /etc/containerd/certs.d)
-// for registry with containerd's own parser, so it sees exactly what
+// for registry with containerd's own parser (through internal/hostsdir,
+// which also writes the files for `nodecache hosts`), so it sees exactly what
 // containerd sees: dir/<registry>/hosts.toml, else dir/_default/hosts.toml,
 // else the registry itself over https. It returns the entries in order,
 // mirrors first and the server last, without those that point back at
@@ -52,9 +54,9 @@ func LoadHosts(ctx context.Context, dir, registry string, self []string) ([]Host
 	if err := checkRegistryName(registry); err != nil {
 		return nil, err
 	}
-	hosts, err := hostsconfig.ConfigureHosts(ctx, hostsconfig.HostOptions{HostDir: hostsconfig.HostDirFromRoot(dir)})(registry)
+	hosts, err := hostsdir.Load(ctx, dir, registry)
 	if err != nil {
-		return nil, fmt.Errorf("hosts dir %s: registry %s: %w", dir, registry, err)
+		return nil, err
 	}
 	guard := newLoopGuard(self)
 	var out []Host

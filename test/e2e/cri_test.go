@@ -70,10 +70,10 @@ func TestCRIPullThroughNodecache(t *testing.T) {
 		t.Fatalf("content still in containerd after CRI RemoveImage: %v", left)
 	}
 
-	mark := len(nc.out.String())
+	mark := len(nc.Output())
 	img.pull(t, images, ref)
 	requireContent(t, ctrd, img.all())
-	if !strings.Contains(nc.out.String()[mark:], "serving stale tag") {
+	if !strings.Contains(nc.Output()[mark:], "serving stale tag") {
 		t.Errorf("nodecache did not log serving a stale tag on the second pull")
 	}
 	if !t.Failed() {

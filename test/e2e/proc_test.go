@@ -3,21 +3,21 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"nodecache/internal/daemontest"
 )
 
 const (
 	// stopGrace is how long a daemon may take to exit after SIGTERM before
-	// it is killed. nodecache is started with a shorter --shutdown-grace,
-	// and containerd with no containers exits at once.
+	// it is killed; containerd with no containers exits at once. nodecache
+	// itself is started and stopped by internal/daemontest.
 	stopGrace = 10 * time.Second
 	// readyTimeout bounds the wait for a daemon to answer its first probe;
 	// both usually take well under a second.
@@ -30,7 +30,7 @@ const (
 type daemon struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer // stdout and stderr
+	out  *daemontest.Buffer // stdout and stderr
 	done chan struct{}
 	err  error // the Wait result; read after done is closed
 }
@@ -40,7 +40,7 @@ type daemon struct {
 // everything it wrote.
 func startDaemon(t *testing.T, name, bin string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{name: name, out: new(syncBuffer), done: make(chan struct{})}
+	d := &daemon{name: name, out: new(daemontest.Buffer), done: make(chan struct{})}
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	// Wait returns even if a grandchild still holds the output pipes.
@@ -112,24 +112,4 @@ func run(ctx context.Context, bin string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("%s %s: %w\n%s", bin, strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a child's
-// stdout and stderr copiers and reads from the test.
-type syncBuffer struct {
-	// mu guards buf.
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

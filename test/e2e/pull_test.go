@@ -3,10 +3,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/daemontest"
 	"nodecache/internal/registrytest"
 )
 
@@ -62,12 +60,12 @@ func TestContainerdPullThroughNodecache(t *testing.T) {
 	if left := ctrd.present(t, all); len(left) > 0 {
 		t.Fatalf("content still in containerd after image rm --sync: %v", left)
 	}
-	mark := len(nc.out.String()) // keep the first pull's log for failures
+	mark := len(nc.Output()) // keep the first pull's log for failures
 	ctrd.mustCtr(t, pull...)
 	requireContent(t, ctrd, all)
 	// With --tag-ttl 0, nodecache asked upstream for the tag and could only
 	// answer from its last known digest.
-	if !strings.Contains(nc.out.String()[mark:], "serving stale tag") {
+	if !strings.Contains(nc.Output()[mark:], "serving stale tag") {
 		t.Errorf("nodecache did not log serving a stale tag on the second pull")
 	}
 	if t.Failed() {
@@ -93,7 +91,7 @@ func requirePrivileges(t *testing.T) {
 
 // nodecache is a nodecache daemon built from this module.
 type nodecache struct {
-	*daemon
+	*daemontest.Process
 	bin     string // the binary, for its other commands
 	url     string // http://127.0.0.1:PORT
 	dataDir string
@@ -103,36 +101,14 @@ type nodecache struct {
 // of zero so that every tag resolution asks upstream first.
 func startNodecache(t *testing.T, reg *registrytest.Registry, extra ...string) *nodecache {
 	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "nodecache")
-	if out, err := exec.Command("go", "build", "-o", bin, "nodecache/cmd/nodecache").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	addr := freeAddr(t)
-	nc := &nodecache{bin: bin, url: "http://" + addr, dataDir: filepath.Join(dir, "data")}
-	args := append([]string{"serve",
-		"--listen", addr,
+	nc := &nodecache{bin: daemontest.Binary(t), dataDir: filepath.Join(t.TempDir(), "data")}
+	nc.Process = daemontest.MustStart(t, nc.bin, append([]string{
 		"--data-dir", nc.dataDir,
 		"--registry", reg.Host() + "=" + reg.URL(),
 		"--tag-ttl", "0",
 		"--shutdown-grace", "2s",
-		"--log-level", "debug"}, extra...)
-	nc.daemon = startDaemon(t, "nodecache", bin, args...)
-	nc.waitReady(t, func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, nc.url+"/readyz", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz: %s", resp.Status)
-		}
-		return nil
-	})
+		"--log-level", "debug"}, extra...)...)
+	nc.url = nc.URL
 	return nc
 }
 
@@ -141,18 +117,6 @@ func startNodecache(t *testing.T, reg *registrytest.Registry, extra ...string) *
 func (nc *nodecache) has(d digest.Digest) bool {
 	_, err := os.Stat(filepath.Join(nc.dataDir, "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded()))
 	return err == nil
-}
-
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // imageDigests returns every digest of img, sorted.

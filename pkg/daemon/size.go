@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"fmt"
@@ -7,11 +7,11 @@ import (
 	"strings"
 )
 
-// sizeSpec is a --max-size or --min-free value: bytes, or a percentage of
+// Size is a --max-size or --min-free value: bytes, or a percentage of
 // the filesystem that holds the data directory.
-type sizeSpec struct {
-	bytes   int64
-	percent float64 // used when > 0
+type Size struct {
+	Bytes   int64
+	Percent float64 // used when > 0
 }
 
 // sizeUnits maps suffixes to multipliers. Both the binary (KiB) and the
@@ -28,15 +28,15 @@ var sizeUnits = []struct {
 	{"B", 1},
 }
 
-// parseSize parses "500MiB", "20GiB", "1048576", "1.5GiB" or "15%".
-func parseSize(s string) (sizeSpec, error) {
+// ParseSize parses "500MiB", "20GiB", "1048576", "1.5GiB" or "15%".
+func ParseSize(s string) (Size, error) {
 	s = strings.TrimSpace(s)
 	if p, ok := strings.CutSuffix(s, "%"); ok {
 		v, err := strconv.ParseFloat(p, 64)
 		if err != nil || v <= 0 || v > 100 || math.IsNaN(v) {
-			return sizeSpec{}, fmt.Errorf("want a percentage above 0 and at most 100, like 15%%")
+			return Size{}, fmt.Errorf("want a percentage above 0 and at most 100, like 15%%")
 		}
-		return sizeSpec{percent: v}, nil
+		return Size{Percent: v}, nil
 	}
 	mult := int64(1)
 	for _, u := range sizeUnits {
@@ -47,28 +47,28 @@ func parseSize(s string) (sizeSpec, error) {
 	}
 	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 	if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) || v*float64(mult) >= math.MaxInt64 {
-		return sizeSpec{}, fmt.Errorf("want a size like 500MiB, 20GiB or 15%%")
+		return Size{}, fmt.Errorf("want a size like 500MiB, 20GiB or 15%%")
 	}
-	return sizeSpec{bytes: int64(v * float64(mult))}, nil
+	return Size{Bytes: int64(v * float64(mult))}, nil
 }
 
-// resolve turns the spec into bytes for a filesystem of total bytes.
-func (s sizeSpec) resolve(total int64) int64 {
-	if s.percent > 0 {
-		return int64(float64(total) * s.percent / 100)
+// Resolve turns the size into bytes for a filesystem of total bytes.
+func (s Size) Resolve(total int64) int64 {
+	if s.Percent > 0 {
+		return int64(float64(total) * s.Percent / 100)
 	}
-	return s.bytes
+	return s.Bytes
 }
 
-func (s sizeSpec) String() string {
-	if s.percent > 0 {
-		return strconv.FormatFloat(s.percent, 'f', -1, 64) + "%"
+func (s Size) String() string {
+	if s.Percent > 0 {
+		return strconv.FormatFloat(s.Percent, 'f', -1, 64) + "%"
 	}
-	return formatBytes(s.bytes)
+	return FormatBytes(s.Bytes)
 }
 
-// formatBytes prints a byte count in binary units, for logs and help.
-func formatBytes(n int64) string {
+// FormatBytes prints a byte count in binary units, for logs and help.
+func FormatBytes(n int64) string {
 	for _, u := range []struct {
 		s string
 		m int64

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import "testing"
 
@@ -28,19 +28,19 @@ func TestParseSize(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := parseSize(tt.in)
+			got, err := ParseSize(tt.in)
 			if tt.bad {
 				if err == nil {
-					t.Fatalf("parseSize(%q) = %+v, want an error", tt.in, got)
+					t.Fatalf("ParseSize(%q) = %+v, want an error", tt.in, got)
 				}
 				return
 			}
-			if err != nil || got.bytes != tt.bytes || got.percent != tt.percent {
-				t.Fatalf("parseSize(%q) = %+v, %v; want %d bytes, %v%%", tt.in, got, err, tt.bytes, tt.percent)
+			if err != nil || got.Bytes != tt.bytes || got.Percent != tt.percent {
+				t.Fatalf("ParseSize(%q) = %+v, %v; want %d bytes, %v%%", tt.in, got, err, tt.bytes, tt.percent)
 			}
 		})
 	}
-	if got := (sizeSpec{percent: 15}).resolve(1000); got != 150 {
+	if got := (Size{Percent: 15}).Resolve(1000); got != 150 {
 		t.Fatalf("15%% of 1000 = %d", got)
 	}
 }
@@ -50,12 +50,12 @@ func FuzzParseSize(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got, err := parseSize(s)
+		got, err := ParseSize(s)
 		if err != nil {
 			return
 		}
-		if got.bytes < 0 || got.percent < 0 || got.percent > 100 {
-			t.Fatalf("parseSize(%q) = %+v: out of range", s, got)
+		if got.Bytes < 0 || got.Percent < 0 || got.Percent > 100 {
+			t.Fatalf("ParseSize(%q) = %+v: out of range", s, got)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package main
+package hostsdir
 
 // The text of hosts.toml files: a new one, and nodecache's host table
 // merged into or taken out of an existing one by editing the text, so the
@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -13,12 +14,12 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 )
 
-// freshHosts is the hosts.toml for a registry without one. server is the
+// Fresh is the hosts.toml for a registry without one. server is the
 // upstream endpoint; empty for _default, where containerd falls back to the
 // registry being pulled from.
-func freshHosts(server, mirror string) []byte {
+func Fresh(server, mirror string) []byte {
 	var b strings.Builder
-	b.WriteString(hostsMarker + "; `nodecache hosts --remove` deletes it.\n")
+	b.WriteString(Marker + "; `nodecache hosts --remove` deletes it.\n")
 	b.WriteString("# containerd tries the [host] tables in order, then the registry itself,\n")
 	b.WriteString("# so a node never depends on its cache to pull.\n\n")
 	if server != "" {
@@ -26,18 +27,22 @@ func freshHosts(server, mirror string) []byte {
 	} else {
 		b.WriteString("# No server: the fallback is the registry named in the image reference.\n\n")
 	}
-	b.WriteString(mirrorTable(mirror))
+	b.WriteString(MirrorTable(mirror))
 	return []byte(b.String())
 }
 
-// mirrorTable is nodecache's host table. It never carries TLS options: on a
+// MirrorTable is nodecache's host table. It never carries TLS options: on a
 // plain-http host, containerd would take ca or skip_verify as a reason to
 // try HTTPS first.
-func mirrorTable(mirror string) string {
+func MirrorTable(mirror string) string {
 	return "[host." + tomlString(mirror) + "]\n" +
 		"  # nodecache, tried first; it serves pulls only.\n" +
 		"  capabilities = [\"pull\", \"resolve\"]\n"
 }
+
+// ErrCannotMerge is returned when an existing hosts.toml cannot take
+// nodecache's host table; Write with replace is the way out.
+var ErrCannotMerge = errors.New("cannot add nodecache's host to it; fix it or use --replace")
 
 // tomlString quotes s as a TOML basic string.
 func tomlString(s string) string {
@@ -153,9 +158,9 @@ func hasHostTables(b []byte) bool {
 	return false
 }
 
-// stripMirror returns b without mirror's host table and its subtables.
+// Strip returns b without mirror's host table and its subtables.
 // Everything else, comments included, is kept byte for byte.
-func stripMirror(b []byte, mirror string) ([]byte, error) {
+func Strip(b []byte, mirror string) ([]byte, error) {
 	tables, err := tableHeaders(b)
 	if err != nil {
 		return nil, err
@@ -187,11 +192,11 @@ func stripMirror(b []byte, mirror string) ([]byte, error) {
 	return out, nil
 }
 
-// mergeHosts returns b with mirror's host table placed before every other
+// Merge returns b with mirror's host table placed before every other
 // host table, so containerd tries nodecache first and the other hosts, then
 // the server, after it. An existing table for mirror is replaced.
-func mergeHosts(b []byte, mirror string) ([]byte, error) {
-	rest, err := stripMirror(b, mirror)
+func Merge(b []byte, mirror string) ([]byte, error) {
+	rest, err := Strip(b, mirror)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +204,7 @@ func mergeHosts(b []byte, mirror string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	table := mirrorTable(mirror)
+	table := MirrorTable(mirror)
 	var out []byte
 	for _, t := range tables {
 		if _, ok := t.isHost(); ok {
@@ -219,8 +224,8 @@ func mergeHosts(b []byte, mirror string) ([]byte, error) {
 	// A host table given inline clashes with the new [host."..."] table,
 	// and containerd ignores a file it cannot decode (an array of host
 	// tables, an unknown capability).
-	if err := checkHostsFile(out, mirror); err != nil {
-		return nil, fmt.Errorf("%w (%v)", errCannotMerge, err)
+	if err := Check(out, mirror); err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrCannotMerge, err)
 	}
 	return out, nil
 }

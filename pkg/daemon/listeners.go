@@ -1,16 +1,14 @@
-package main
+package daemon
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
+	"io/fs"
 	"net"
-	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
-	"github.com/coreos/go-systemd/v22/daemon"
 )
 
 // Socket names a systemd socket unit gives its file descriptors with
@@ -108,89 +106,56 @@ func openListeners(cfg Config) (listeners, error) {
 	return ls, nil
 }
 
-// notify tells systemd about the service's state; without systemd
-// (no NOTIFY_SOCKET) it does nothing.
-func notify(log *slog.Logger, states ...string) {
-	if _, err := daemon.SdNotify(false, strings.Join(states, "\n")); err != nil {
-		log.Warn("systemd notify failed", "error", err)
-	}
-}
-
-// watchdogChecksPerInterval: the server checks itself three times per
-// WatchdogSec, each check bounded by a third of it, so one slow check
-// does not miss the deadline but a hung server does.
-const watchdogChecksPerInterval = 3
-
-// watchdog pings systemd's watchdog for as long as the server answers a
-// real request on its own listener. A server that hangs (a deadlock, a
-// stuck store) stops the pings, and systemd restarts it. Without
-// WatchdogSec it returns at once.
-func watchdog(ctx context.Context, log *slog.Logger, l net.Listener) error {
-	interval, err := daemon.SdWatchdogEnabled(false)
-	if err != nil || interval <= 0 {
-		return err
-	}
-	period := interval / watchdogChecksPerInterval
-	client := selfClient(l, period)
-	t := time.NewTicker(period)
-	defer t.Stop()
-	failing := false
-	for {
-		err := checkServing(ctx, client)
-		switch {
-		case err == nil:
-			notify(log, "WATCHDOG=1")
-			if failing {
-				log.Info("watchdog: serving again")
+// listenAll opens every --listen address; on error it closes those opened.
+func listenAll(addrs []string) ([]net.Listener, error) {
+	var ls []net.Listener
+	for _, a := range addrs {
+		l, err := listen(a)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
 			}
-			failing = false
-		case ctx.Err() != nil:
-			return nil
-		case !failing:
-			log.Warn("watchdog: the server does not answer; not pinging systemd", "error", err)
-			failing = true
+			return nil, fmt.Errorf("--listen %s: %w", a, err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+		ls = append(ls, l)
 	}
+	return ls, nil
 }
 
-// selfClient sends requests to the server through listener l, whatever
-// address the request names.
-func selfClient(l net.Listener, timeout time.Duration) *http.Client {
-	network, addr := l.Addr().Network(), l.Addr().String()
-	if tcp, ok := l.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
-		addr = net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
+// listen opens addr: host:port, or unix:///path.
+func listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix://")
+	if !ok {
+		return net.Listen("tcp", addr)
 	}
-	var d net.Dialer
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return d.DialContext(ctx, network, addr)
-			},
-			DisableKeepAlives: true,
-		},
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
 	}
+	// A socket left by a process that died is removed; any other file is
+	// not ours to delete.
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		os.Remove(path)
+	}
+	return net.Listen("unix", path)
 }
 
-// checkServing asks the server for /v2/, which goes through the mirror's
-// handler like any pull.
-func checkServing(ctx context.Context, c *http.Client) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://nodecache/v2/", nil)
+// openPeerListener opens --peer-listen into ls.peer, unless systemd
+// passed sockets named peer.
+func openPeerListener(cfg Config, ls *listeners) error {
+	if len(ls.peer) > 0 {
+		return nil
+	}
+	l, err := listen(cfg.PeerListen)
 	if err != nil {
-		return err
+		return fmt.Errorf("--peer-listen %s: %w", cfg.PeerListen, err)
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /v2/: %s", resp.Status)
-	}
+	ls.peer = []net.Listener{l}
 	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package settings
 
 import (
 	"errors"
@@ -11,11 +11,12 @@ import (
 	"github.com/pelletier/go-toml/v2"
 )
 
-// applyConfigFile sets every flag that neither the command line nor the
-// environment set from the TOML file at path. Its keys are the flag names
-// (data-dir = "/var/lib/nodecache"); a repeatable flag takes an array.
-// Unknown keys are errors, so a misspelt setting is not silently ignored.
-func applyConfigFile(fs *flag.FlagSet, path string) error {
+// ApplyFile sets every flag that neither the command line nor the
+// environment set from the TOML file at path, which a --config flag
+// names. Its keys are the flag names (data-dir = "/var/lib/nodecache"); a
+// repeatable flag takes an array. Unknown keys, config among them, are
+// errors, so a misspelt setting is not silently ignored.
+func ApplyFile(fs *flag.FlagSet, path string) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
@@ -38,7 +39,7 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 	sort.Strings(keys) // the first bad key reported is always the same one
 	for _, k := range keys {
 		if k == "config" || fs.Lookup(k) == nil {
-			return fmt.Errorf("--config %s: unknown setting %q; settings are the flag names of nodecache serve --help", path, k)
+			return fmt.Errorf("--config %s: unknown setting %q; settings are the flag names of nodecache %s --help", path, k, fs.Name())
 		}
 		if given[k] {
 			continue
@@ -47,7 +48,7 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		if err != nil {
 			return fmt.Errorf("--config %s: %s: %v", path, k, err)
 		}
-		if _, isList := fs.Lookup(k).Value.(*listFlag); !isList && len(values) != 1 {
+		if _, isList := fs.Lookup(k).Value.(*List); !isList && len(values) != 1 {
 			return fmt.Errorf("--config %s: %s: takes one value, not a list", path, k)
 		}
 		for _, v := range values {

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"strings"
+	"testing"
+
+	"nodecache/internal/settings"
+)
+
+// commandFlags builds every command's flag set with the environment
+// prefix it reads.
+func commandFlags() map[string]struct {
+	fs  *flag.FlagSet
+	env settings.Env
+} {
+	serve, _ := serveFlags()
+	hosts, _ := hostsFlags()
+	verify, _ := verifyFlags()
+	return map[string]struct {
+		fs  *flag.FlagSet
+		env settings.Env
+	}{
+		"serve":  {serve, serveEnv},
+		"hosts":  {hosts, hostsEnv},
+		"verify": {verify, verifyEnv},
+	}
+}
+
+// TestNoVariableMeansTwoThings: no environment variable is read by two
+// commands with different meanings. The one share allowed is the data
+// directory of serve and verify, which is the same store.
+func TestNoVariableMeansTwoThings(t *testing.T) {
+	allowed := map[string]bool{"NODECACHE_DATA_DIR": true}
+	readers := map[string][]string{} // variable -> "command --flag"
+	for cmd, c := range commandFlags() {
+		c.fs.VisitAll(func(f *flag.Flag) {
+			name := c.env.Name(f.Name)
+			readers[name] = append(readers[name], cmd+" --"+f.Name)
+		})
+	}
+	if len(readers) < 25 {
+		t.Fatalf("only %d variables: the flag sets were not read", len(readers))
+	}
+	for name, by := range readers {
+		if len(by) > 1 && !allowed[name] {
+			t.Errorf("%s is read by %s", name, strings.Join(by, " and "))
+		}
+	}
+	if by := readers["NODECACHE_DATA_DIR"]; len(by) != 2 {
+		t.Errorf("NODECACHE_DATA_DIR is read by %v, want serve and verify", by)
+	}
+	for _, name := range []string{"REGISTRY", "MIRROR", "DIR", "ALL", "REPLACE", "REMOVE"} {
+		if by := readers["NODECACHE_HOSTS_CMD_"+name]; len(by) != 1 || !strings.HasPrefix(by[0], "hosts ") {
+			t.Errorf("NODECACHE_HOSTS_CMD_%s is read by %v, want hosts", name, by)
+		}
+	}
+}
+
+// TestHostsVariablesLeaveServeAlone: the README's hosts example in the
+// environment does not change, or break, serve's settings.
+func TestHostsVariablesLeaveServeAlone(t *testing.T) {
+	want, err := parseServe(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NODECACHE_HOSTS_CMD_REGISTRY", "docker.io,ghcr.io")
+	t.Setenv("NODECACHE_HOSTS_CMD_DIR", "/nonexistent")
+	t.Setenv("NODECACHE_HOSTS_CMD_MIRROR", "http://127.0.0.1:6000")
+	cfg, err := parseServe(nil, io.Discard)
+	if err != nil {
+		t.Fatalf("serve with hosts' variables set: %v", err)
+	}
+	if len(cfg.Registries) != 0 || strings.Join(cfg.AllowRegistries, ",") != strings.Join(want.AllowRegistries, ",") {
+		t.Errorf("serve read hosts' variables: registries %v, allow %v", cfg.Registries, cfg.AllowRegistries)
+	}
+	// And the other way round: hosts reads no NODECACHE_<FLAG> variable.
+	t.Setenv("NODECACHE_REGISTRY", "docker.io=https://registry-1.docker.io")
+	t.Setenv("NODECACHE_MIRROR", "ftp://not-a-mirror")
+	opts, err := parseHosts(nil, io.Discard)
+	if err != nil {
+		t.Fatalf("hosts with NODECACHE_* variables set: %v", err)
+	}
+	if opts.mirror != "http://127.0.0.1:6000" || len(opts.targets) != 2 || opts.targets[1].name != "ghcr.io" {
+		t.Errorf("hosts options %+v, want NODECACHE_HOSTS_CMD_* alone", opts)
+	}
+}
+
+// TestHelpNamesEachCommandsVariables: --help shows the variable each
+// command really reads.
+func TestHelpNamesEachCommandsVariables(t *testing.T) {
+	for cmd, want := range map[string]string{
+		"serve":  "env NODECACHE_DATA_DIR",
+		"hosts":  "env NODECACHE_HOSTS_CMD_REGISTRY",
+		"verify": "env NODECACHE_DATA_DIR",
+	} {
+		var out strings.Builder
+		err := dispatch(t.Context(), []string{cmd, "--help"}, io.Discard, &out)
+		if err != flag.ErrHelp || !strings.Contains(out.String(), want) {
+			t.Errorf("%s --help: %v, want %q in:\n%s", cmd, err, want, out.String())
+		}
+	}
+}

@@ -1,0 +1,208 @@
+// Package daemon runs nodecache: it opens the store, the listeners (its
+// own, or the sockets systemd passed), the registry credentials, the
+// upstream client, the peer layer and the mirror, and serves them on named
+// servers until its context ends. It tells systemd its state (READY,
+// STOPPING, STATUS), pings systemd's watchdog for as long as the mirror
+// answers a real request, and on shutdown lets requests in flight finish
+// for a grace period before it aborts the fills still running.
+//
+// Its input is a Config of typed settings. It does not parse flags, the
+// environment or a settings file (cmd/nodecache does, and names the flag
+// in every error), it does not build the logger (the caller passes one),
+// and it holds no policy of its own: caching, peers and upstream rules
+// live in pkg/mirror, pkg/peer and pkg/upstream.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"nodecache/pkg/credentials"
+	"nodecache/pkg/diskstore"
+	"nodecache/pkg/mirror"
+)
+
+// Daemon is a nodecache ready to serve. Run it once.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *diskstore.Store
+	maxSize int64 // the store's bound, resolved
+	ls      listeners
+	creds   *credentials.Store // nil without credentials
+	peers   *peerParts         // nil without peers
+	mirror  *mirror.Server
+	servers servers
+	// ready is /readyz: true from the moment every server serves until
+	// shutdown starts.
+	ready atomic.Bool
+}
+
+// servers are the daemon's HTTP servers, one per role.
+type servers struct {
+	mirror  *http.Server // the pull path, /metrics and the probes
+	metrics *http.Server // /metrics and the probes alone
+	peer    *http.Server // the peer API; nil without peers
+}
+
+// New opens the store and the listeners and builds every part of the
+// daemon; nothing is served until Run. A mistake in the Config itself
+// (Validate, a credentials file or peer secret that cannot be used) is a
+// *ConfigError; a store or listener that cannot be opened is not. On
+// error, the listeners New opened are closed.
+func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, &ConfigError{Err: err}
+	}
+	d := &Daemon{cfg: cfg, log: log}
+	if d.store, d.maxSize, err = openStore(cfg, log); err != nil {
+		return nil, err
+	}
+	// Listeners first: the hosts.toml loop guard needs their addresses.
+	if d.ls, err = openListeners(cfg); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			d.ls.close()
+		}
+	}()
+	client, err := d.newUpstream()
+	if err != nil {
+		return nil, err
+	}
+	if d.peers, err = newPeers(cfg, log); err != nil {
+		return nil, err
+	}
+	metrics := mirror.NewMetrics()
+	d.mirror = mirror.New(d.store, client,
+		mirror.WithAllowList(cfg.AllowRegistries),
+		mirror.WithDefaultRegistry(cfg.DefaultRegistry),
+		mirror.WithTagTTL(zeroMeans(cfg.TagTTL, mirror.AlwaysAsk)),
+		mirror.WithTagMaxStale(zeroMeans(cfg.TTL, mirror.NoLimit)),
+		mirror.WithFillTimeout(cfg.FillTimeout),
+		mirror.WithLogger(log),
+		mirror.WithMetrics(metrics),
+		d.peers.mirrorOption(),
+	)
+	reg := newRegistry(metrics, d.store, d.maxSize)
+	probes := newProbes(&d.ready, reg)
+	d.servers.mirror = d.newServer(withMirror(probes, d.mirror))
+	d.servers.metrics = d.newServer(probes)
+	if d.peers != nil {
+		if err = openPeerListener(cfg, &d.ls); err != nil {
+			return nil, err
+		}
+		h := d.peers.handler(d.mirror, log)
+		reg.MustRegister(d.peers.collectors(h)...)
+		d.servers.peer = d.newServer(h)
+	}
+	return d, nil
+}
+
+// Addrs are the addresses a Daemon listens on, as host:port or a unix
+// socket path.
+type Addrs struct {
+	Mirror, Metrics, Peer []string
+}
+
+// Addrs returns where d listens: useful when Config.Listen asked for
+// port 0.
+func (d *Daemon) Addrs() Addrs {
+	names := func(ls []net.Listener) []string {
+		var out []string
+		for _, l := range ls {
+			out = append(out, l.Addr().String())
+		}
+		return out
+	}
+	return Addrs{Mirror: names(d.ls.mirror), Metrics: names(d.ls.metrics), Peer: names(d.ls.peer)}
+}
+
+// Run serves until ctx ends, then shuts down: /readyz turns 503, systemd
+// hears STOPPING=1, requests in flight get Config.ShutdownGrace to
+// finish, and fills still running are aborted. It returns nil after a
+// clean shutdown. Run may be called once.
+func (d *Daemon) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	d.runParts(gctx, g)
+	d.serve(g)
+	d.ready.Store(true)
+	d.log.Info("serving", "listen", d.ls.String(), "systemd", d.ls.systemd, "allow", strings.Join(d.cfg.AllowRegistries, ","))
+	if d.peers != nil {
+		d.log.Info("serving peers", "listen", d.ls.peer[0].Addr().String(), "advertise", d.cfg.Advertise)
+	}
+	st := d.store.Stats()
+	notify(d.log, "READY=1", fmt.Sprintf("STATUS=serving on %s; %d entries, %s cached", d.ls, st.Entries, FormatBytes(st.Bytes)))
+	g.Go(func() error { return watchdog(gctx, d.log, d.ls.mirror[0]) })
+	g.Go(func() error {
+		<-gctx.Done()
+		return d.shutdown(gctx)
+	})
+	return g.Wait()
+}
+
+// runParts starts the parts that work in the background: the store's
+// expiry and eviction, the credentials reload, the peer membership and
+// the peer secret reload.
+func (d *Daemon) runParts(ctx context.Context, g *errgroup.Group) {
+	g.Go(func() error { return d.store.Run(ctx) })
+	if d.creds != nil {
+		g.Go(func() error { return d.creds.Run(ctx) })
+	}
+	if d.peers != nil {
+		g.Go(func() error { return d.peers.members.Run(ctx) })
+		g.Go(func() error { return d.peers.secret.Run(ctx) })
+	}
+}
+
+// serve serves each server on its listeners.
+func (d *Daemon) serve(g *errgroup.Group) {
+	serve := func(srv *http.Server, ls []net.Listener) {
+		for _, l := range ls {
+			g.Go(func() error {
+				if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+					return err
+				}
+				return nil
+			})
+		}
+	}
+	serve(d.servers.mirror, d.ls.mirror)
+	serve(d.servers.metrics, d.ls.metrics)
+	if d.servers.peer != nil {
+		serve(d.servers.peer, d.ls.peer)
+	}
+}
+
+// shutdown stops the servers, letting requests in flight finish within
+// the grace period, then aborts the fills no client waits for any more.
+func (d *Daemon) shutdown(ctx context.Context) error {
+	d.ready.Store(false)
+	notify(d.log, "STOPPING=1", "STATUS=finishing requests in flight")
+	d.log.Info("shutting down", "grace", d.cfg.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ShutdownGrace)
+	defer cancel()
+	var errs []error
+	for _, srv := range []*http.Server{d.servers.mirror, d.servers.metrics, d.servers.peer} {
+		if srv == nil {
+			continue
+		}
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+			errs = append(errs, fmt.Errorf("shutdown: %w", err))
+		}
+	}
+	// No client is left: fills still downloading are aborted and their
+	// temporary files removed, so nothing partial remains.
+	d.mirror.Close()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"nodecache/pkg/credentials"
+	"nodecache/pkg/diskstore"
+	"nodecache/pkg/upstream"
+)
+
+// Defaults for the store's bounds.
+const (
+	// defaultMaxSizeCap and defaultMaxSizePercent: the store takes 20 GiB
+	// or 15% of its filesystem, whichever is smaller; the node's disk is
+	// shared with the kubelet's images and the pods' logs.
+	defaultMaxSizeCap     = 20 << 30
+	defaultMaxSizePercent = 15
+)
+
+// StoreBounds resolves MaxSize and MinFree against the filesystem of
+// total bytes that holds the data directory.
+func (cfg *Config) StoreBounds(total int64) (maxSize, minFree int64) {
+	if cfg.MaxSize != nil {
+		maxSize = cfg.MaxSize.Resolve(total)
+	} else {
+		maxSize = min(int64(defaultMaxSizeCap), Size{Percent: defaultMaxSizePercent}.Resolve(total))
+	}
+	return maxSize, cfg.MinFree.Resolve(total)
+}
+
+// openStore opens the store with its bounds resolved against the
+// filesystem that holds the data directory.
+func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize int64, err error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, 0, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	total, _, err := diskstore.Capacity(cfg.DataDir)
+	if err != nil {
+		return nil, 0, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	maxSize, minFree := cfg.StoreBounds(total)
+	start := time.Now()
+	store, err = diskstore.Open(cfg.DataDir,
+		diskstore.WithMaxSize(maxSize), diskstore.WithMinFree(minFree),
+		diskstore.WithIdleTTL(zeroMeans(cfg.TTL, diskstore.NoLimit)), diskstore.WithLogger(log))
+	if err != nil {
+		return nil, 0, err
+	}
+	st := store.Stats()
+	log.Info("store loaded", "data_dir", cfg.DataDir, "entries", st.Entries, "bytes", st.Bytes,
+		"max_size", FormatBytes(maxSize), "min_free", FormatBytes(minFree), "ttl", cfg.TTL,
+		"took", time.Since(start).Round(time.Millisecond))
+	return store, maxSize, nil
+}
+
+// newUpstream opens the credentials, if any, into d.creds and builds the
+// upstream client, which reads the hosts directory with the mirror
+// listeners' addresses as its loop guard.
+func (d *Daemon) newUpstream() (*upstream.Client, error) {
+	cfg := d.cfg
+	version := cfg.Version
+	if version == "" {
+		version = "dev"
+	}
+	opts := []upstream.Option{upstream.WithUserAgent("nodecache/" + version)}
+	if cfg.DockerConfig != "" || cfg.CredentialsFile != "" {
+		creds, err := credentials.Open(credentials.Files{DockerConfig: cfg.DockerConfig, CredentialsFile: cfg.CredentialsFile}, credentials.WithLogger(d.log))
+		if err != nil {
+			return nil, credentialsError(cfg, err)
+		}
+		d.creds = creds
+		opts = append(opts, upstream.WithCredentials(creds))
+	}
+	if cfg.HostsDir != "" {
+		opts = append(opts, upstream.WithHostsDir(cfg.HostsDir, d.ls.addresses()))
+	}
+	return upstream.New(cfg.Registries, opts...)
+}
+
+// credentialsError names the flag of the file that could not be loaded.
+func credentialsError(cfg Config, err error) error {
+	var fe *credentials.FileError
+	if errors.As(err, &fe) {
+		switch fe.Path {
+		case cfg.DockerConfig:
+			return configErrorf("--docker-config: %v", err)
+		case cfg.CredentialsFile:
+			return configErrorf("--credentials-file: %v", err)
+		}
+	}
+	return configErrorf("--docker-config/--credentials-file: %v", err)
+}
+
+// zeroMeans maps a setting's 0, which the flags give a meaning of their
+// own ("ask every time", "no limit"), to the option value that means it:
+// to an option, zero means its default.
+func zeroMeans(setting, off time.Duration) time.Duration {
+	if setting == 0 {
+		return off
+	}
+	return setting
+}
