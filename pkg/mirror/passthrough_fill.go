@@ -24,6 +24,17 @@ type uncached struct {
 	claimed atomic.Bool
 }
 
+// claim reports whether the caller may stream u: the first to ask.
+func (u *uncached) claim() bool { return u.claimed.CompareAndSwap(false, true) }
+
+// release frees u's download if nobody claimed it.
+func (u *uncached) release() {
+	if u.claim() {
+		u.src.body.Close()
+		u.cancel()
+	}
+}
+
 // cannotCache reports whether a Begin error means "stream it uncached".
 func cannotCache(err error) bool {
 	return errors.Is(err, diskstore.ErrTooLarge) || errors.Is(err, diskstore.ErrNoSpace)

@@ -133,7 +133,7 @@ type Server struct {
 
 	tags    *ttl.Map[string, tagRecord]
 	access  *ttl.Map[accessKey, struct{}] // confirmed reads of private content
-	flights singleflight.Group            // fills, keyed by digest
+	flights flights                       // starts of fills, one per digest
 	tagsSF  singleflight.Group            // tag resolutions, keyed like tags
 }
 
@@ -238,10 +238,6 @@ type request struct {
 	route    route
 	auth     credentials.Auth // what the client sent; never stored or logged
 	identity string           // names auth in caches (Server.identity); "" for none
-	// startedFill is set on the request whose upstream GET a fill is, to
-	// tell it from the requests that joined the fill. It is written inside
-	// the flight and read after the flight's result arrives.
-	startedFill bool
 }
 
 func (q *request) upstreamRequest(method string, ref string, header http.Header) upstream.Request {
