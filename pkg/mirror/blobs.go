@@ -17,12 +17,7 @@ func (s *Server) serveBlob(q *request) error {
 			return err
 		}
 		if ok {
-			defer c.close()
-			if err := s.authorize(q, c); err != nil {
-				return err
-			}
-			s.markSource(q, c)
-			return serveContent(q, c)
+			return s.serveAuthorized(q, c)
 		}
 		resp, err := s.headUpstream(q, d.String(), nil)
 		if err != nil {
@@ -48,43 +43,25 @@ func (s *Server) serveBlob(q *request) error {
 // serveFetched serves content from fetch. A fill that lost its disk
 // before this client could join it streams only to the clients it already
 // had; this one then gets its own uncached copy.
-//
-// Every answer with content passes authorize first: the content may be
-// private, and this client may not be the one it was fetched for.
 func (s *Server) serveFetched(q *request, c content, header http.Header) error {
-	if err := s.authorize(q, c); err != nil {
-		c.close()
-		return err
-	}
-	s.markSource(q, c)
-	err := serveContent(q, c)
-	c.close()
+	err := s.serveAuthorized(q, c)
 	if !errors.Is(err, diskstore.ErrSpilled) {
 		return err
 	}
-	if c, err = s.fetchUncached(q, c.digest, header); err != nil {
+	if c, err = s.fetchUncached(q, c.info().digest, header); err != nil {
 		return err
 	}
-	defer c.close()
-	if err := s.authorize(q, c); err != nil {
-		return err
-	}
-	s.markSource(q, c)
-	return serveContent(q, c)
+	return s.serveAuthorized(q, c)
 }
 
-// markSource notes where content is served from, for the access log and
-// the metrics. A fill is a miss, or a peer's if its bytes come from a
-// peer; content streamed uncached is upstream.
-func (s *Server) markSource(q *request, c content) {
-	switch {
-	case c.file != nil:
-		q.rec.source, q.rec.result = "cache", resultHit
-	case c.fill != nil && c.peer != "":
-		q.rec.source, q.rec.result = "peer", resultPeer
-	case c.fill != nil:
-		q.rec.source, q.rec.result = "upstream", resultMiss
-	default:
-		q.rec.source, q.rec.result = "upstream", resultUpstream
+// serveAuthorized serves c, and closes it, if this client may have it.
+// Every answer with content passes authorize first: the content may be
+// private, and this client may not be the one it was fetched for.
+func (s *Server) serveAuthorized(q *request, c content) error {
+	defer c.close()
+	if err := s.authorize(q, c.info()); err != nil {
+		return err
 	}
+	c.markSource(q.rec)
+	return serveContent(q, c)
 }

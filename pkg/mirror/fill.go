@@ -24,21 +24,15 @@ const fillBufferSize = 256 << 10
 func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
 	f, info, err := s.store.Open(d)
 	if err == nil {
-		return content{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public, file: f}, true, nil
+		return &storedFile{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, file: f}, true, nil
 	}
 	if !errors.Is(err, diskstore.ErrNotFound) {
-		return content{}, false, err
+		return nil, false, err
 	}
 	if fill := s.store.Filling(d); fill != nil {
-		return s.fillContent(fill, s.peerOf(d)), true, nil
+		return newFillingContent(fillRun{fill: fill, peer: s.peerOf(d)}), true, nil
 	}
-	return content{}, false, nil
-}
-
-// fillContent is content served from a fill in progress, whose bytes
-// come from peer ("" for upstream).
-func (s *Server) fillContent(f *diskstore.Fill, peer string) content {
-	return content{digest: f.Digest(), size: f.Size(), mediaType: f.MediaType(), public: f.Public(), fill: f, peer: peer}
+	return nil, false, nil
 }
 
 // peerOf returns the peer that d's fill in progress reads from, or "".
@@ -72,7 +66,7 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 	for range maxLooks {
 		c, ok, err := s.lookup(d)
 		if ok || err != nil {
-			if c.fill != nil {
+			if _, filling := c.(*fillingContent); filling {
 				s.metrics.joinedFill()
 			}
 			return c, err
@@ -85,23 +79,23 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 				ownFlights++
 				continue
 			}
-			return content{}, err
+			return nil, err
 		}
 		switch l.kind {
 		case landedCommitted:
 			continue
 		case landedUncached:
 			if l.stream.claim() {
-				return uncachedContent(q, d, l.stream.src, l.stream.cancel), nil
+				return uncachedContent(d, l.stream.src, l.stream.cancel), nil
 			}
 			return s.fetchUncached(q, d, header)
 		}
 		if !started {
 			s.metrics.joinedFill()
 		}
-		return s.fillContent(l.fill.fill, l.fill.peer), nil
+		return newFillingContent(*l.fill), nil
 	}
-	return content{}, errLooksExhausted
+	return nil, errLooksExhausted
 }
 
 // startFill runs inside a flight. It checks the store again, because a fill

@@ -58,8 +58,8 @@ func (s *Server) serveManifest(q *request) error {
 	if err != nil {
 		return err
 	}
-	if ok && !acceptable(accept, c.mediaType) {
-		c.close()
+	if ok && !acceptable(accept, c.info().mediaType) {
+		defer c.close()
 		return s.relayManifest(q, d, accept)
 	}
 	if !ok && q.r.Method == http.MethodHead {
