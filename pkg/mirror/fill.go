@@ -72,7 +72,9 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 			return c, err
 		}
 		l, started, err := s.flights.fly(q.r.Context(), d, func() (landing, error) {
-			return s.startFill(q, d, header)
+			return s.startFill(q, d, func(ctx context.Context) (fillSource, error) {
+				return s.openSource(ctx, q, d, header)
+			})
 		})
 		if err != nil {
 			if !q.auth.IsZero() && isAuthRequired(err) && ownFlights < maxOwnFlights {
@@ -101,9 +103,10 @@ func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content
 // startFill runs inside a flight. It checks the store again, because a fill
 // may have been committed between the caller's miss and the start of this
 // flight (the previous flight for d ends as soon as its fill starts), then
-// asks upstream and starts copying the answer into a new fill. It lands
-// on the fill, or on an uncached download if the store cannot take it.
-func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (landing, error) {
+// opens the source (asks a peer or upstream) and starts copying it into a
+// new fill. It lands on the fill, or on an uncached download if the store
+// cannot take it.
+func (s *Server) startFill(q *request, d digest.Digest, open func(context.Context) (fillSource, error)) (landing, error) {
 	// Filling first: a commit moves d from fills to the index, so in this
 	// order a commit between the two checks is still seen by the second.
 	if fill := s.store.Filling(d); fill != nil {
@@ -115,7 +118,7 @@ func (s *Server) startFill(q *request, d digest.Digest, header http.Header) (lan
 	// The fill outlives the request that started it: one client hanging up
 	// must not cancel it for the others. Close ends it.
 	ctx, cancel := context.WithTimeout(s.fillCtx, s.fillTimeout)
-	src, err := s.openSource(ctx, q, d, header)
+	src, err := open(ctx)
 	if err != nil {
 		cancel()
 		return landing{}, err

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -165,7 +166,10 @@ func (s *Server) askTag(ctx context.Context, q *request, accept []string) (tagRe
 	return s.getTag(ctx, q, req)
 }
 
-// getTag fetches a manifest by tag, computes its digest and stores it.
+// getTag resolves a tag with a GET, for registries whose HEAD gives no
+// usable digest: it reads the manifest, computes its digest, and keeps it
+// in the store through the fill path (keepManifest), so that the request
+// that follows for the digest finds it there.
 func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (tagRecord, upstream.AuthSource, error) {
 	req.Method = http.MethodGet
 	resp, err := s.ask(ctx, q, req)
@@ -188,13 +192,37 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 	if resp.Auth != upstream.AuthAnonymous {
 		s.access.Set(q.accessKey(rec.digest), struct{}{})
 	}
-	meta := diskstore.Meta{MediaType: mediaType, Public: resp.Auth == upstream.AuthAnonymous}
-	if fill, err := s.store.Begin(rec.digest, rec.size, meta); err == nil {
-		if _, err := fill.Write(body); err == nil {
-			fill.Commit()
+	s.keepManifest(ctx, q, rec.digest, fillSource{
+		body: io.NopCloser(bytes.NewReader(body)), size: rec.size, mediaType: mediaType,
+		public: resp.Auth == upstream.AuthAnonymous,
+	})
+	return rec, resp.Auth, nil
+}
+
+// keepManifest fills the store with a manifest already read, through a
+// flight for d like any fill: a fill of d in progress or committed is
+// left alone, and the bytes are verified and committed by the store. It
+// returns once a fill it started has ended, so that the store holds d
+// when the tag's answer is served, as before the tag had a fill. Keeping
+// is best effort: a store that cannot take d leaves the request for d
+// to fetch it.
+func (s *Server) keepManifest(ctx context.Context, q *request, d digest.Digest, src fillSource) {
+	l, started, err := s.flights.fly(ctx, d, func() (landing, error) {
+		return s.startFill(q, d, func(context.Context) (fillSource, error) { return src, nil })
+	})
+	if err != nil || !started {
+		return
+	}
+	switch l.kind {
+	case landedUncached:
+		l.stream.release()
+	case landedFill:
+		// The fill holds back its last byte until it is committed.
+		if r, err := l.fill.fill.NewReader(ctx, max(src.size-1, 0)); err == nil {
+			io.Copy(io.Discard, r)
+			r.Close()
 		}
 	}
-	return rec, resp.Auth, nil
 }
 
 // relay answers from upstream without caching: a manifest stored with a
