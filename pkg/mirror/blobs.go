@@ -33,17 +33,17 @@ func (s *Server) serveBlob(q *request) error {
 		q.rec.WriteHeader(http.StatusOK)
 		return nil
 	}
-	c, err := s.fetch(q, d, nil)
+	c, err := s.obtain(q, d, nil)
 	if err != nil {
 		return err
 	}
-	return s.serveFetched(q, c, nil)
+	return s.serve(q, c, nil)
 }
 
-// serveFetched serves content from fetch. A fill that lost its disk
-// before this client could join it streams only to the clients it already
-// had; this one then gets its own uncached copy.
-func (s *Server) serveFetched(q *request, c content, header http.Header) error {
+// serve serves content from obtain. A fill that lost its disk before this
+// client could join it streams only to the clients it already had; this
+// one then gets its own uncached copy.
+func (s *Server) serve(q *request, c content, header http.Header) error {
 	err := s.serveAuthorized(q, c)
 	if !errors.Is(err, diskstore.ErrSpilled) {
 		return err

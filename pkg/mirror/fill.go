@@ -48,7 +48,7 @@ func (s *Server) peerOf(d digest.Digest) string {
 // its starter's, and this client's may do better.
 const maxOwnFlights = 3
 
-// maxLooks bounds how often fetch looks in the store. A flight that lands
+// maxLooks bounds how often obtain looks in the store. A flight that lands
 // committed sends its callers back to the store, where they find d; only
 // a store that loses d as fast as it is filled, or a client starting over
 // with its own credentials (maxOwnFlights), needs more than two looks.
@@ -58,10 +58,10 @@ const maxLooks = 2 + maxOwnFlights + 3
 // store within maxLooks.
 var errLooksExhausted = errorf(http.StatusServiceUnavailable, codeUnavailable, "the store kept losing the content; try again")
 
-// fetch returns d from the store, starting a fill from upstream if it is
-// missing. Concurrent callers for the same digest share one upstream GET:
-// all but the first wait for it to answer, then read the same fill.
-func (s *Server) fetch(q *request, d digest.Digest, header http.Header) (content, error) {
+// obtain returns d from the store, starting a fill if it is missing.
+// Concurrent callers for the same digest share one flight, so one download:
+// all but the first wait for it to start, then read the same fill.
+func (s *Server) obtain(q *request, d digest.Digest, header http.Header) (content, error) {
 	ownFlights := 0
 	for range maxLooks {
 		c, ok, err := s.lookup(d)

@@ -70,11 +70,11 @@ func (s *Server) serveManifest(q *request) error {
 		return s.relayManifest(q, d, accept)
 	}
 	if !ok {
-		if c, err = s.fetch(q, d, acceptHeader(accept)); err != nil {
+		if c, err = s.obtain(q, d, acceptHeader(accept)); err != nil {
 			return err
 		}
 	}
-	return s.serveFetched(q, c, acceptHeader(accept))
+	return s.serve(q, c, acceptHeader(accept))
 }
 
 func (s *Server) relayManifest(q *request, d digest.Digest, accept []string) error {

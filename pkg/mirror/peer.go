@@ -205,7 +205,7 @@ func (s *Server) servePeer(q *request) error {
 		c.markSource(q.rec)
 		return serveContent(q, c)
 	}
-	c, err := s.fetch(q, d, nil)
+	c, err := s.obtain(q, d, nil)
 	if err != nil {
 		return err
 	}
@@ -213,7 +213,7 @@ func (s *Server) servePeer(q *request) error {
 		defer c.close()
 		return errNotPublic
 	}
-	return s.serveFetched(q, c, nil)
+	return s.serve(q, c, nil)
 }
 
 // peerError is the answer a peer gets for err. Upstream asking for
