@@ -1,11 +1,10 @@
 package mirror
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 
-	"nodecache/pkg/diskstore"
+	"nodecache/pkg/upstream"
 )
 
 // serveBlob answers GET and HEAD of /v2/<name>/blobs/<digest>.
@@ -40,28 +39,16 @@ func (s *Server) serveBlob(q *request) error {
 	return s.serve(q, c, nil)
 }
 
-// serve serves content from obtain. A fill that lost its disk before this
-// client could join it streams only to the clients it already had; this
-// one then gets its own uncached copy.
-func (s *Server) serve(q *request, c content, header http.Header) error {
-	err := s.serveAuthorized(q, c)
-	if !errors.Is(err, diskstore.ErrSpilled) {
-		return err
+// headUpstream answers a HEAD for content the store lacks from upstream's
+// own HEAD, without fetching the content.
+func (s *Server) headUpstream(q *request, ref string, header http.Header) (*upstream.Response, error) {
+	resp, err := s.ask(q.r.Context(), q, q.upstreamRequest(http.MethodHead, ref, header))
+	if err != nil {
+		return nil, err
 	}
-	if c, err = s.fetchUncached(q, c.info().digest, header); err != nil {
-		return err
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode)
 	}
-	return s.serveAuthorized(q, c)
-}
-
-// serveAuthorized serves c, and closes it, if this client may have it.
-// Every answer with content passes authorize first: the content may be
-// private, and this client may not be the one it was fetched for.
-func (s *Server) serveAuthorized(q *request, c content) error {
-	defer c.close()
-	if err := s.authorize(q, c.info()); err != nil {
-		return err
-	}
-	c.markSource(q.rec)
-	return serveContent(q, c)
+	return resp, nil
 }

@@ -132,6 +132,32 @@ func (c *uncachedStream) markSource(rec *recorder) {
 
 func (c *uncachedStream) close() { c.release() }
 
+// serve serves content from obtain. A fill that lost its disk before this
+// client could join it streams only to the clients it already had; this
+// one then gets its own uncached copy.
+func (s *Server) serve(q *request, c content, header http.Header) error {
+	err := s.serveAuthorized(q, c)
+	if !errors.Is(err, diskstore.ErrSpilled) {
+		return err
+	}
+	if c, err = s.fetchUncached(q, c.info().digest, header); err != nil {
+		return err
+	}
+	return s.serveAuthorized(q, c)
+}
+
+// serveAuthorized serves c, and closes it, if this client may have it.
+// Every answer with content passes authorize first: the content may be
+// private, and this client may not be the one it was fetched for.
+func (s *Server) serveAuthorized(q *request, c content) error {
+	defer c.close()
+	if err := s.authorize(q, c.info()); err != nil {
+		return err
+	}
+	c.markSource(q.rec)
+	return serveContent(q, c)
+}
+
 // serveContent writes headers and, for GET, the body of c, honouring a
 // single Range unless c streams whole. Once headers are out, a failure
 // aborts the connection: a client never receives a short 200 or 206.

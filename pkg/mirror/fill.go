@@ -5,19 +5,32 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"nodecache/pkg/diskstore"
-	"nodecache/pkg/upstream"
 )
 
 // fillBufferSize is the copy buffer of one fill: large enough that a fast
 // upstream costs few syscalls, small enough that many fills stay cheap.
 const fillBufferSize = 256 << 10
+
+// maxOwnFlights bounds how often a client with credentials starts over
+// after a flight failed for want of credentials: a flight it joined used
+// its starter's, and this client's may do better.
+const maxOwnFlights = 3
+
+// maxLooks bounds how often obtain looks in the store. A flight that lands
+// committed sends its callers back to the store, where they find d; only
+// a store that loses d as fast as it is filled, or a client starting over
+// with its own credentials (maxOwnFlights), needs more than two looks.
+const maxLooks = 2 + maxOwnFlights + 3
+
+// errLooksExhausted answers a request whose digest never settled in the
+// store within maxLooks.
+var errLooksExhausted = errorf(http.StatusServiceUnavailable, codeUnavailable, "the store kept losing the content; try again")
 
 // lookup finds d in the store: committed, or being filled. ok is false on
 // a miss.
@@ -42,21 +55,6 @@ func (s *Server) peerOf(d digest.Digest) string {
 	}
 	return ""
 }
-
-// maxOwnFlights bounds how often a client with credentials starts over
-// after a flight failed for want of credentials: a flight it joined used
-// its starter's, and this client's may do better.
-const maxOwnFlights = 3
-
-// maxLooks bounds how often obtain looks in the store. A flight that lands
-// committed sends its callers back to the store, where they find d; only
-// a store that loses d as fast as it is filled, or a client starting over
-// with its own credentials (maxOwnFlights), needs more than two looks.
-const maxLooks = 2 + maxOwnFlights + 3
-
-// errLooksExhausted answers a request whose digest never settled in the
-// store within maxLooks.
-var errLooksExhausted = errorf(http.StatusServiceUnavailable, codeUnavailable, "the store kept losing the content; try again")
 
 // obtain returns d from the store, starting a fill if it is missing.
 // Concurrent callers for the same digest share one flight, so one download:
@@ -149,32 +147,6 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 	return landing{kind: landedFill, fill: &fillRun{fill: fill, peer: src.peer}}, nil
 }
 
-// checkFillResponse turns an unusable upstream answer into the client's
-// error, closing its body.
-func checkFillResponse(q *request, resp *http.Response) error {
-	var err error
-	switch {
-	case resp.StatusCode != http.StatusOK:
-		err = upstreamError(q.registry, q.route.kind, resp.StatusCode)
-	case q.route.kind == kindManifests && resp.ContentLength > maxManifestSize:
-		err = errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
-	}
-	if err != nil {
-		resp.Body.Close()
-	}
-	return err
-}
-
-// mediaTypeOf is the media type to store with content: the upstream
-// Content-Type for manifests, none for blobs.
-func mediaTypeOf(q *request, resp *http.Response) string {
-	if q.route.kind != kindManifests {
-		return ""
-	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	return mt
-}
-
 // copyFill copies an upstream body into a fill and commits it.
 func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, fill *diskstore.Fill, src fillSource) {
 	body := src.body
@@ -204,20 +176,6 @@ func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, regist
 	default:
 		s.log.LogAttrs(ctx, slog.LevelDebug, "fill committed", attrs...)
 	}
-}
-
-// headUpstream answers a HEAD for content the store lacks from upstream's
-// own HEAD, without fetching the content.
-func (s *Server) headUpstream(q *request, ref string, header http.Header) (*upstream.Response, error) {
-	resp, err := s.ask(q.r.Context(), q, q.upstreamRequest(http.MethodHead, ref, header))
-	if err != nil {
-		return nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode)
-	}
-	return resp, nil
 }
 
 // Close ends the fills still running and waits for them: each is aborted,

@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"io"
+	"mime"
 	"net/http"
 
 	"github.com/opencontainers/go-digest"
@@ -43,4 +44,30 @@ func upstreamSource(q *request, resp *upstream.Response) fillSource {
 		body: resp.Body, size: resp.ContentLength, mediaType: mediaTypeOf(q, resp.Response),
 		public: resp.Auth == upstream.AuthAnonymous,
 	}
+}
+
+// checkFillResponse turns an unusable upstream answer into the client's
+// error, closing its body.
+func checkFillResponse(q *request, resp *http.Response) error {
+	var err error
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		err = upstreamError(q.registry, q.route.kind, resp.StatusCode)
+	case q.route.kind == kindManifests && resp.ContentLength > maxManifestSize:
+		err = errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
+	}
+	if err != nil {
+		resp.Body.Close()
+	}
+	return err
+}
+
+// mediaTypeOf is the media type to store with content: the upstream
+// Content-Type for manifests, none for blobs.
+func mediaTypeOf(q *request, resp *http.Response) string {
+	if q.route.kind != kindManifests {
+		return ""
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt
 }
