@@ -147,7 +147,8 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 	return landing{kind: landedFill, fill: &fillRun{fill: fill, peer: src.peer}}, nil
 }
 
-// copyFill copies an upstream body into a fill and commits it.
+// copyFill copies a source into a fill and commits it, or aborts it if
+// the bytes do not match.
 func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, fill *diskstore.Fill, src fillSource) {
 	body := src.body
 	s.metrics.fillStarted()
