@@ -35,15 +35,16 @@ var errLooksExhausted = errorf(http.StatusServiceUnavailable, codeUnavailable, "
 // lookup finds d in the store: committed, or being filled. ok is false on
 // a miss.
 func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
-	f, info, err := s.store.Open(d)
-	if err == nil {
-		return &storedFile{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, file: f}, true, nil
-	}
-	if !errors.Is(err, diskstore.ErrNotFound) {
+	found, err := s.store.Lookup(d)
+	if err != nil {
 		return nil, false, err
 	}
-	if fill := s.store.Filling(d); fill != nil {
-		return newFillingContent(fillRun{fill: fill, peer: s.peerOf(d)}), true, nil
+	switch found.Presence {
+	case diskstore.Committed:
+		info := found.Info
+		return &storedFile{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, file: found.File}, true, nil
+	case diskstore.BeingFilled:
+		return newFillingContent(fillRun{fill: found.Fill, peer: s.peerOf(d)}), true, nil
 	}
 	return nil, false, nil
 }
@@ -105,12 +106,14 @@ func (s *Server) obtain(q *request, d digest.Digest, header http.Header) (conten
 // new fill. It lands on the fill, or on an uncached download if the store
 // cannot take it.
 func (s *Server) startFill(q *request, d digest.Digest, open func(context.Context) (fillSource, error)) (landing, error) {
-	// Filling first: a commit moves d from fills to the index, so in this
-	// order a commit between the two checks is still seen by the second.
-	if fill := s.store.Filling(d); fill != nil {
-		return landing{kind: landedFill, fill: &fillRun{fill: fill, peer: s.peerOf(d)}}, nil
-	}
-	if _, err := s.store.Stat(d); err == nil {
+	found, err := s.store.Lookup(d)
+	switch {
+	case err != nil:
+		return landing{}, err
+	case found.Presence == diskstore.BeingFilled:
+		return landing{kind: landedFill, fill: &fillRun{fill: found.Fill, peer: s.peerOf(d)}}, nil
+	case found.Presence == diskstore.Committed:
+		found.File.Close()
 		return landing{kind: landedCommitted}, nil
 	}
 	// The fill outlives the request that started it: one client hanging up
