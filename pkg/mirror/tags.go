@@ -157,12 +157,20 @@ func (s *Server) keepManifest(ctx context.Context, q *request, d digest.Digest, 
 	case landedUncached:
 		l.stream.release()
 	case landedFill:
-		// The fill holds back its last byte until it is committed.
-		if r, err := l.fill.fill.NewReader(ctx, max(src.size-1, 0)); err == nil {
-			io.Copy(io.Discard, r)
-			r.Close()
-		}
+		waitForEnd(ctx, l.fill.fill)
 	}
+}
+
+// waitForEnd returns once f is committed or aborted, or ctx ends. A
+// reader of a fill holds back the last byte until the commit, so reading
+// that byte waits for it.
+func waitForEnd(ctx context.Context, f *diskstore.Fill) {
+	r, err := f.NewReader(ctx, max(f.Size()-1, 0))
+	if err != nil {
+		return
+	}
+	defer r.Close()
+	io.Copy(io.Discard, r)
 }
 
 // isTransient reports whether err means upstream could not answer now, as
