@@ -44,17 +44,9 @@ func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
 		info := found.Info
 		return &storedFile{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, file: found.File}, true, nil
 	case diskstore.BeingFilled:
-		return newFillingContent(fillRun{fill: found.Fill, peer: s.peerOf(d)}), true, nil
+		return newFillingContent(fillRun{fill: found.Fill, peer: s.fromPeer.of(d)}), true, nil
 	}
 	return nil, false, nil
-}
-
-// peerOf returns the peer that d's fill in progress reads from, or "".
-func (s *Server) peerOf(d digest.Digest) string {
-	if p, ok := s.fromPeer.Load(d); ok {
-		return p.(string)
-	}
-	return ""
 }
 
 // obtain returns d from the store, starting a fill if it is missing.
@@ -111,7 +103,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 	case err != nil:
 		return landing{}, err
 	case found.Presence == diskstore.BeingFilled:
-		return landing{kind: landedFill, fill: &fillRun{fill: found.Fill, peer: s.peerOf(d)}}, nil
+		return landing{kind: landedFill, fill: &fillRun{fill: found.Fill, peer: s.fromPeer.of(d)}}, nil
 	case found.Presence == diskstore.Committed:
 		found.File.Close()
 		return landing{kind: landedCommitted}, nil
@@ -139,12 +131,12 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		return landing{}, err
 	}
 	if src.peer != "" {
-		s.fromPeer.Store(d, src.peer)
+		s.fromPeer.set(d, src.peer)
 	}
 	s.fills.Add(1)
 	go func() {
 		defer s.fills.Done()
-		defer s.fromPeer.Delete(d)
+		defer s.fromPeer.remove(d)
 		s.copyFill(ctx, cancel, q.registry, fill, src)
 	}()
 	return landing{kind: landedFill, fill: &fillRun{fill: fill, peer: src.peer}}, nil

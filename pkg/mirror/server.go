@@ -117,7 +117,7 @@ type Server struct {
 	fillCtx   context.Context
 	stopFills context.CancelFunc
 	fills     sync.WaitGroup
-	fromPeer  sync.Map // digest → owner, for fills in progress whose bytes come from a peer
+	fromPeer  peerFills // the peer each fill in progress reads from, if any
 
 	tags    *ttl.Map[string, tagRecord]
 	access  *ttl.Map[accessKey, struct{}] // confirmed reads of private content
