@@ -134,13 +134,14 @@ func (c *uncachedStream) close() { c.release() }
 
 // serve serves content from obtain. A fill that lost its disk before this
 // client could join it streams only to the clients it already had; this
-// one then gets its own uncached copy.
-func (s *Server) serve(q *request, c content, header http.Header) error {
+// one then gets its own uncached copy, asked for with accept (the
+// client's Accept, for a manifest; the header is built only then).
+func (s *Server) serve(q *request, c content, accept []string) error {
 	err := s.serveAuthorized(q, c)
 	if !errors.Is(err, diskstore.ErrSpilled) {
 		return err
 	}
-	if c, err = s.fetchUncached(q, c.info().digest, header); err != nil {
+	if c, err = s.fetchUncached(q, c.info().digest, acceptHeader(accept)); err != nil {
 		return err
 	}
 	return s.serveAuthorized(q, c)

@@ -50,7 +50,7 @@ func (s *Server) serveManifest(q *request) error {
 			return err
 		}
 	}
-	return s.serve(q, c, acceptHeader(accept))
+	return s.serve(q, c, accept)
 }
 
 func (s *Server) relayManifest(q *request, d digest.Digest, accept []string) error {
