@@ -58,6 +58,13 @@ func WithFault(f Fault) Option {
 	return func(r *Registry) { r.fault = f }
 }
 
+// WithoutHeadDigest makes the registry leave Docker-Content-Digest out of
+// its answers to HEAD of a manifest, as some registries do: a client must
+// then GET the manifest to learn what a tag points to.
+func WithoutHeadDigest() Option {
+	return func(r *Registry) { r.noHeadDigest = true }
+}
+
 // Registry is a running in-process registry. Its methods are safe for
 // concurrent use.
 type Registry struct {
@@ -82,6 +89,9 @@ type Registry struct {
 	rules    []Rule
 	tokens   *tokenServer
 	pushAuth func(repo string) string
+
+	// noHeadDigest: see WithoutHeadDigest. Fixed at Start.
+	noHeadDigest bool
 }
 
 // routeKey is the unit of request counting.
@@ -183,6 +193,9 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	if req.Method == http.MethodGet && (kind == KindBlobs || kind == KindManifests) {
 		w = newMeteredWriter(w, &r.sent, rate, req.Context().Done())
 	}
+	if r.noHeadDigest && req.Method == http.MethodHead && kind == KindManifests {
+		w = &noDigestWriter{ResponseWriter: w}
+	}
 	if fault != nil && fault(w, req) {
 		return
 	}
@@ -199,3 +212,22 @@ func (r *Registry) record(method, kind, last string) (Fault, int64) {
 	}
 	return r.fault, r.throttle
 }
+
+// noDigestWriter drops Docker-Content-Digest from a response; see
+// WithoutHeadDigest.
+type noDigestWriter struct {
+	http.ResponseWriter
+}
+
+func (w *noDigestWriter) WriteHeader(status int) {
+	w.Header().Del("Docker-Content-Digest")
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *noDigestWriter) Write(p []byte) (int, error) {
+	w.Header().Del("Docker-Content-Digest") // a Write without WriteHeader sends the headers
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *noDigestWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 func TestPushedImagesReadBack(t *testing.T) {
@@ -279,5 +280,32 @@ func TestConcurrentPullsAndPushes(t *testing.T) {
 	}
 	if n := reg.BlobGets(layer); n != cap(errs) {
 		t.Errorf("BlobGets = %d, want %d", n, cap(errs))
+	}
+}
+
+func TestWithoutHeadDigest(t *testing.T) {
+	reg := Start(t, WithoutHeadDigest())
+	reg.PushSingleImage(t, "library/app", "v1", 100)
+	for _, method := range []string{http.MethodHead, http.MethodGet} {
+		req, err := http.NewRequestWithContext(t.Context(), method, reg.URL()+"/v2/library/app/manifests/v1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept", ocispec.MediaTypeImageManifest)
+		resp, err := reg.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := resp.Header.Get("Docker-Content-Digest")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d", method, resp.StatusCode)
+		}
+		if method == http.MethodHead && got != "" {
+			t.Errorf("HEAD sent Docker-Content-Digest %q, want none", got)
+		}
+		if method == http.MethodGet && got == "" {
+			t.Errorf("GET sent no Docker-Content-Digest")
+		}
 	}
 }

@@ -141,7 +141,7 @@ func (q *request) accessKey(d digest.Digest) accessKey {
 // repository it named (see the top of this file). Public content needs no
 // check. A private digest that upstream now serves anonymously is marked
 // public in the store.
-func (s *Server) authorize(q *request, c content) error {
+func (s *Server) authorize(q *request, c contentInfo) error {
 	if c.public {
 		return nil
 	}

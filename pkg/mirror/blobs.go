@@ -1,11 +1,10 @@
 package mirror
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 
-	"nodecache/pkg/diskstore"
+	"nodecache/pkg/upstream"
 )
 
 // serveBlob answers GET and HEAD of /v2/<name>/blobs/<digest>.
@@ -17,12 +16,7 @@ func (s *Server) serveBlob(q *request) error {
 			return err
 		}
 		if ok {
-			defer c.close()
-			if err := s.authorize(q, c); err != nil {
-				return err
-			}
-			s.markSource(q, c)
-			return serveContent(q, c)
+			return s.serveAuthorized(q, c)
 		}
 		resp, err := s.headUpstream(q, d.String(), nil)
 		if err != nil {
@@ -38,53 +32,23 @@ func (s *Server) serveBlob(q *request) error {
 		q.rec.WriteHeader(http.StatusOK)
 		return nil
 	}
-	c, err := s.fetch(q, d, nil)
+	c, err := s.obtain(q, d, nil)
 	if err != nil {
 		return err
 	}
-	return s.serveFetched(q, c, nil)
+	return s.serve(q, c, nil)
 }
 
-// serveFetched serves content from fetch. A fill that lost its disk
-// before this client could join it streams only to the clients it already
-// had; this one then gets its own uncached copy.
-//
-// Every answer with content passes authorize first: the content may be
-// private, and this client may not be the one it was fetched for.
-func (s *Server) serveFetched(q *request, c content, header http.Header) error {
-	if err := s.authorize(q, c); err != nil {
-		c.close()
-		return err
+// headUpstream answers a HEAD for content the store lacks from upstream's
+// own HEAD, without fetching the content.
+func (s *Server) headUpstream(q *request, ref string, header http.Header) (*upstream.Response, error) {
+	resp, err := s.ask(q.r.Context(), q, q.upstreamRequest(http.MethodHead, ref, header))
+	if err != nil {
+		return nil, err
 	}
-	s.markSource(q, c)
-	err := serveContent(q, c)
-	c.close()
-	if !errors.Is(err, diskstore.ErrSpilled) {
-		return err
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode)
 	}
-	if c, err = s.fetchUncached(q, c.digest, header); err != nil {
-		return err
-	}
-	defer c.close()
-	if err := s.authorize(q, c); err != nil {
-		return err
-	}
-	s.markSource(q, c)
-	return serveContent(q, c)
-}
-
-// markSource notes where content is served from, for the access log and
-// the metrics. A fill is a miss, or a peer's if its bytes come from a
-// peer; content streamed uncached is upstream.
-func (s *Server) markSource(q *request, c content) {
-	switch {
-	case c.file != nil:
-		q.rec.source, q.rec.result = "cache", resultHit
-	case c.fill != nil && c.peer != "":
-		q.rec.source, q.rec.result = "peer", resultPeer
-	case c.fill != nil:
-		q.rec.source, q.rec.result = "upstream", resultMiss
-	default:
-		q.rec.source, q.rec.result = "upstream", resultUpstream
-	}
+	return resp, nil
 }

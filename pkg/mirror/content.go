@@ -14,61 +14,181 @@ import (
 )
 
 // content is what a GET or HEAD of a blob or manifest is answered with:
-// either a committed file or a fill in progress.
-type content struct {
+// a committed file (storedFile), a fill in progress (fillingContent), or a
+// download streamed uncached (uncachedStream). Each owns its bytes: open
+// returns them, and close frees the file, reader or download it holds,
+// whether or not open was called. A content serves one request.
+type content interface {
+	info() contentInfo
+	// open returns the bytes from start on, for this request. They stay
+	// valid until close.
+	open(q *request, start int64) (io.Reader, error)
+	// markSource notes where the bytes come from, for the access log and
+	// the metrics.
+	markSource(rec *recorder)
+	close()
+}
+
+// contentInfo is what an answer says about its content, and how the
+// content is served.
+type contentInfo struct {
 	digest    digest.Digest
 	size      int64 // -1 if not known yet
 	mediaType string
-	public    bool            // served anonymously upstream: any client may have it
-	peer      string          // the peer a fill's bytes come from, or ""
-	file      *os.File        // committed content, or nil
-	fill      *diskstore.Fill // content still arriving, or nil
-	body      io.Reader       // content streamed uncached (no Range), or nil
-	release   func()          // frees body's resources
+	public    bool // served anonymously upstream: any client may have it
+	// whole: the bytes stream once, start to end, so a Range is ignored
+	// (RFC 9110 allows it; containerd then skips what it already has).
+	whole bool
+	// arriving: the bytes are still arriving, so headers go out before
+	// the first byte (containerd gives up after 30 s without headers).
+	arriving bool
 }
 
-// close releases the file or the uncached body, if any.
-func (c content) close() {
-	if c.file != nil {
-		c.file.Close()
+// storedFile is committed content: a file of the store.
+type storedFile struct {
+	contentInfo
+	file *os.File
+}
+
+func (c *storedFile) info() contentInfo { return c.contentInfo }
+
+func (c *storedFile) open(_ *request, start int64) (io.Reader, error) {
+	if _, err := c.file.Seek(start, io.SeekStart); err != nil {
+		return nil, err
 	}
-	if c.release != nil {
-		c.release()
+	// The *os.File itself, so that io.Copy through a LimitReader reaches
+	// the connection's ReadFrom and goes out by sendfile.
+	return c.file, nil
+}
+
+func (c *storedFile) markSource(rec *recorder) { rec.source, rec.result = "cache", resultHit }
+
+func (c *storedFile) close() { c.file.Close() }
+
+// fillingContent is a fill in progress, read as it is written. Its bytes
+// come from peer, or from upstream if peer is "".
+type fillingContent struct {
+	contentInfo
+	fill   *diskstore.Fill
+	peer   string
+	reader *diskstore.Reader // once opened
+}
+
+func newFillingContent(run fillRun) *fillingContent {
+	f := run.fill
+	return &fillingContent{
+		contentInfo: contentInfo{digest: f.Digest(), size: f.Size(), mediaType: f.MediaType(), public: f.Public(), arriving: true},
+		fill:        f, peer: run.peer,
 	}
+}
+
+func (c *fillingContent) info() contentInfo { return c.contentInfo }
+
+// open returns a reader of the fill. A fill that lost its disk before this
+// request joined it answers diskstore.ErrSpilled: the caller then fetches
+// its own copy.
+func (c *fillingContent) open(q *request, start int64) (io.Reader, error) {
+	r, err := c.fill.NewReader(q.r.Context(), start)
+	if errors.Is(err, diskstore.ErrAborted) {
+		return nil, errorf(http.StatusBadGateway, codeUnavailable, "fetch of %s from %s failed", c.digest, q.registry)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.reader = r
+	return r, nil
+}
+
+// markSource: a fill is a miss, or a peer's if its bytes come from a peer.
+func (c *fillingContent) markSource(rec *recorder) {
+	if c.peer != "" {
+		rec.source, rec.result = "peer", resultPeer
+		return
+	}
+	rec.source, rec.result = "upstream", resultMiss
+}
+
+func (c *fillingContent) close() {
+	if c.reader != nil {
+		c.reader.Close()
+	}
+}
+
+// uncachedStream is a download the store could not take, streamed to one
+// client through a verifying reader, start to end, and not kept.
+type uncachedStream struct {
+	contentInfo
+	body    io.Reader // verified
+	release func()    // closes the download
+}
+
+func (c *uncachedStream) info() contentInfo { return c.contentInfo }
+
+func (c *uncachedStream) open(*request, int64) (io.Reader, error) { return c.body, nil }
+
+func (c *uncachedStream) markSource(rec *recorder) {
+	rec.source, rec.result = "upstream", resultUpstream
+}
+
+func (c *uncachedStream) close() { c.release() }
+
+// serve serves content from obtain. A fill that lost its disk before this
+// client could join it streams only to the clients it already had; this
+// one then gets its own uncached copy, asked for with accept (the
+// client's Accept, for a manifest; the header is built only then).
+func (s *Server) serve(q *request, c content, accept []string) error {
+	err := s.serveAuthorized(q, c)
+	if !errors.Is(err, diskstore.ErrSpilled) {
+		return err
+	}
+	if c, err = s.fetchUncached(q, c.info().digest, acceptHeader(accept)); err != nil {
+		return err
+	}
+	return s.serveAuthorized(q, c)
+}
+
+// serveAuthorized serves c, and closes it, if this client may have it.
+// Every answer with content passes authorize first: the content may be
+// private, and this client may not be the one it was fetched for.
+func (s *Server) serveAuthorized(q *request, c content) error {
+	defer c.close()
+	if err := s.authorize(q, c.info()); err != nil {
+		return err
+	}
+	c.markSource(q.rec)
+	return serveContent(q, c)
 }
 
 // serveContent writes headers and, for GET, the body of c, honouring a
-// single Range. Once headers are out, a failure aborts the connection: a
-// client never receives a short 200 or 206.
+// single Range unless c streams whole. Once headers are out, a failure
+// aborts the connection: a client never receives a short 200 or 206.
 func serveContent(q *request, c content) error {
+	info := c.info()
 	h := q.rec.Header()
-	mediaType := c.mediaType
+	mediaType := info.mediaType
 	if mediaType == "" {
 		mediaType = "application/octet-stream"
 	}
 	h.Set("Content-Type", mediaType)
-	h.Set("Docker-Content-Digest", c.digest.String())
-	h.Set("Etag", `"`+c.digest.String()+`"`)
+	h.Set("Docker-Content-Digest", info.digest.String())
+	h.Set("Etag", `"`+info.digest.String()+`"`)
 
-	status, start, length := http.StatusOK, int64(0), c.size
-	if c.body != nil {
-		// Uncached content streams from upstream once, start to end: a
-		// Range is ignored (RFC 9110 allows it; containerd then skips
-		// the bytes it already has).
-		if c.size >= 0 {
-			h.Set("Content-Length", strconv.FormatInt(c.size, 10))
+	status, start, length := http.StatusOK, int64(0), info.size
+	if info.whole {
+		if info.size >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(info.size, 10))
 		}
-	} else if c.size >= 0 {
+	} else if info.size >= 0 {
 		h.Set("Accept-Ranges", "bytes")
-		rng, partial, err := parseRange(q.r.Header.Get("Range"), c.size)
+		rng, partial, err := parseRange(q.r.Header.Get("Range"), info.size)
 		if err != nil {
-			e := errorf(http.StatusRequestedRangeNotSatisfiable, codeRangeInvalid, "%v for %d bytes", err, c.size)
-			e.Header = http.Header{"Content-Range": {"bytes */" + strconv.FormatInt(c.size, 10)}}
+			e := errorf(http.StatusRequestedRangeNotSatisfiable, codeRangeInvalid, "%v for %d bytes", err, info.size)
+			e.Header = http.Header{"Content-Range": {"bytes */" + strconv.FormatInt(info.size, 10)}}
 			return e
 		}
 		if partial {
 			status, start, length = http.StatusPartialContent, rng.start, rng.length
-			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, c.size))
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, info.size))
 		}
 		h.Set("Content-Length", strconv.FormatInt(length, 10))
 	}
@@ -76,54 +196,29 @@ func serveContent(q *request, c content) error {
 		q.rec.WriteHeader(status)
 		return nil
 	}
-	body, err := openBody(q, c, start)
+	body, err := c.open(q, start)
 	if err != nil {
 		return err // nothing sent yet: the client gets an error answer
 	}
-	if c.file == nil {
-		defer body.Close() // a committed file is closed by the caller
-	}
 	q.rec.WriteHeader(status)
-	if c.file == nil {
-		// Send headers now: the client must not wait for the first byte of
-		// a slow upstream (containerd gives up after 30 s without headers).
+	if info.arriving {
 		http.NewResponseController(q.rec).Flush()
 	}
-	var n int64
-	if length >= 0 {
-		n, err = io.Copy(q.rec, io.LimitReader(body, length))
-		if err == nil && n < length {
-			err = io.ErrUnexpectedEOF
-		}
-	} else {
-		_, err = io.Copy(q.rec, body)
-	}
-	if err != nil {
+	if err := copyBody(q.rec, body, length); err != nil {
 		panic(http.ErrAbortHandler)
 	}
 	return nil
 }
 
-// openBody returns the bytes of c from start on: the committed file or a
-// reader of the fill in progress.
-func openBody(q *request, c content, start int64) (io.ReadCloser, error) {
-	if c.body != nil {
-		return io.NopCloser(c.body), nil
+// copyBody copies length bytes of body to w, or all of it if length is -1.
+func copyBody(w io.Writer, body io.Reader, length int64) error {
+	if length < 0 {
+		_, err := io.Copy(w, body)
+		return err
 	}
-	if c.file != nil {
-		if _, err := c.file.Seek(start, io.SeekStart); err != nil {
-			return nil, err
-		}
-		// The *os.File itself, so that io.Copy through a LimitReader
-		// reaches the connection's ReadFrom and goes out by sendfile.
-		return c.file, nil
+	n, err := io.Copy(w, io.LimitReader(body, length))
+	if err == nil && n < length {
+		err = io.ErrUnexpectedEOF
 	}
-	r, err := c.fill.NewReader(q.r.Context(), start)
-	if errors.Is(err, diskstore.ErrSpilled) {
-		return nil, err // the caller fetches its own copy
-	}
-	if errors.Is(err, diskstore.ErrAborted) {
-		return nil, errorf(http.StatusBadGateway, codeUnavailable, "fetch of %s from %s failed", c.digest, q.registry)
-	}
-	return r, err
+	return err
 }

@@ -199,21 +199,21 @@ func (s *Server) servePeer(q *request) error {
 			return errorf(http.StatusNotFound, codeBlobUnknown, "blob not on this node")
 		}
 		defer c.close()
-		if !c.public {
+		if !c.info().public {
 			return errNotPublic
 		}
-		s.markSource(q, c)
+		c.markSource(q.rec)
 		return serveContent(q, c)
 	}
-	c, err := s.fetch(q, d, nil)
+	c, err := s.obtain(q, d, nil)
 	if err != nil {
 		return err
 	}
-	if !c.public {
-		c.close()
+	if !c.info().public {
+		defer c.close()
 		return errNotPublic
 	}
-	return s.serveFetched(q, c, nil)
+	return s.serve(q, c, nil)
 }
 
 // peerError is the answer a peer gets for err. Upstream asking for

@@ -1,19 +1,8 @@
-// Package mirror serves the OCI distribution pull path for containerd and
-// other registry clients: routing, the allow-list of upstream registries,
-// the local store → upstream order, coordination of fills so that each
-// missing digest is fetched once, tag resolution with a short-lived cache,
-// Range requests, and the one place where errors become OCI error JSON.
-//
-// It does not touch files (the diskstore does) and does not speak the
-// upstream auth protocol (the upstream client does). It serves no push,
-// delete or catalog requests.
 package mirror
 
 import (
 	"context"
-	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -158,11 +147,11 @@ type Server struct {
 	fillCtx   context.Context
 	stopFills context.CancelFunc
 	fills     sync.WaitGroup
-	fromPeer  sync.Map // digest → owner, for fills in progress whose bytes come from a peer
+	fromPeer  peerFills // the peer each fill in progress reads from, if any
 
 	tags    *ttl.Map[string, tagRecord]
 	access  *ttl.Map[accessKey, struct{}] // confirmed reads of private content
-	flights singleflight.Group            // fills, keyed by digest
+	flights flights                       // starts of fills, one per digest
 	tagsSF  singleflight.Group            // tag resolutions, keyed like tags
 }
 
@@ -191,120 +180,3 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 	s.access = ttl.NewMap[accessKey, struct{}](s.accessTTL, s.accessTTL, maxAccessEntries, s.now)
 	return s
 }
-
-// ServeHTTP serves one pull-path request and logs one access line.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none"}
-	kind := "invalid"
-	defer func() {
-		took := time.Since(start)
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("method", r.Method), slog.String("route", kind),
-			slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
-			slog.String("source", rec.source), slog.Duration("duration", took))
-		if s.metrics != nil {
-			s.metrics.observeRequest(kind, rec, took)
-		}
-	}()
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		writeError(rec, r, errorf(http.StatusMethodNotAllowed, codeUnsupported, "%s is not supported by a pull-through mirror", r.Method))
-		return
-	}
-	rt, e := parseRoute(r.URL.Path)
-	if e != nil {
-		writeError(rec, r, e)
-		return
-	}
-	kind = rt.kind
-	if rt.kind == kindBase {
-		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-		rec.Header().Set("Content-Type", "application/json")
-		rec.Header().Set("Content-Length", "2")
-		io.WriteString(rec, "{}")
-		return
-	}
-	registry, e := s.registryFor(r)
-	if e != nil {
-		writeError(rec, r, e)
-		return
-	}
-	auth := clientAuth(r)
-	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.ids.Of(auth)}
-	var err error
-	switch rt.kind {
-	case kindBlobs:
-		err = s.serveBlob(req)
-	case kindManifests:
-		err = s.serveManifest(req)
-	case kindTags, kindReferrers:
-		err = s.passThrough(req)
-	}
-	if err != nil {
-		writeError(rec, r, err)
-	}
-}
-
-// registryFor picks the upstream registry from ?ns= and checks it against
-// the allow-list. Nothing is contacted for a registry that is not allowed.
-func (s *Server) registryFor(r *http.Request) (string, *Error) {
-	ns := strings.ToLower(r.URL.Query().Get("ns"))
-	if ns == "" {
-		ns = s.defaultRegistry
-	}
-	if !s.allowed[ns] {
-		return "", errorf(http.StatusForbidden, codeDenied,
-			"registry %q is not allowed; allow it with --allow-registry %s", truncate(ns), truncate(ns))
-	}
-	return ns, nil
-}
-
-// request is one pull-path request being served.
-type request struct {
-	rec      *recorder
-	r        *http.Request
-	registry string
-	route    route
-	auth     credentials.Auth // what the client sent; never stored or logged
-	identity string           // names auth in caches (credentials.Identifier); "" for none
-	// startedFill is set on the request whose upstream GET a fill is, to
-	// tell it from the requests that joined the fill. It is written inside
-	// the flight and read after the flight's result arrives.
-	startedFill bool
-}
-
-func (q *request) upstreamRequest(method string, ref string, header http.Header) upstream.Request {
-	return upstream.Request{
-		Registry: q.registry, Repo: q.route.name, Kind: q.route.kind,
-		Ref: ref, Method: method, Header: header,
-	}
-}
-
-// recorder notes what a response was, for the access log. It passes
-// ReadFrom through so that a file copied to it still goes out by sendfile.
-type recorder struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-	source string // cache, upstream, none
-	result string // resultHit, resultMiss, ...; empty: resultUpstream
-}
-
-func (w *recorder) WriteHeader(status int) {
-	w.status = status
-	w.ResponseWriter.WriteHeader(status)
-}
-
-func (w *recorder) Write(p []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
-}
-
-func (w *recorder) ReadFrom(src io.Reader) (int64, error) {
-	n, err := io.Copy(w.ResponseWriter, src)
-	w.bytes += n
-	return n, err
-}
-
-func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

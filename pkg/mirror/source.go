@@ -3,7 +3,9 @@ package mirror
 import (
 	"context"
 	"io"
+	"mime"
 	"net/http"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 
@@ -43,4 +45,61 @@ func upstreamSource(q *request, resp *upstream.Response) fillSource {
 		body: resp.Body, size: resp.ContentLength, mediaType: mediaTypeOf(q, resp.Response),
 		public: resp.Auth == upstream.AuthAnonymous,
 	}
+}
+
+// checkFillResponse turns an unusable upstream answer into the client's
+// error, closing its body.
+func checkFillResponse(q *request, resp *http.Response) error {
+	var err error
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		err = upstreamError(q.registry, q.route.kind, resp.StatusCode)
+	case q.route.kind == kindManifests && resp.ContentLength > maxManifestSize:
+		err = errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
+	}
+	if err != nil {
+		resp.Body.Close()
+	}
+	return err
+}
+
+// mediaTypeOf is the media type to store with content: the upstream
+// Content-Type for manifests, none for blobs.
+func mediaTypeOf(q *request, resp *http.Response) string {
+	if q.route.kind != kindManifests {
+		return ""
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt
+}
+
+// peerFills names, for each fill in progress whose bytes come from a
+// peer, that peer: a request that joins such a fill is served by the peer,
+// for the access log and the metrics. The zero value is empty.
+type peerFills struct {
+	// mu guards byDigest.
+	mu       sync.Mutex
+	byDigest map[digest.Digest]string
+}
+
+func (p *peerFills) set(d digest.Digest, peer string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byDigest == nil {
+		p.byDigest = make(map[digest.Digest]string)
+	}
+	p.byDigest[d] = peer
+}
+
+func (p *peerFills) remove(d digest.Digest) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.byDigest, d)
+}
+
+// of returns the peer that d's fill in progress reads from, or "".
+func (p *peerFills) of(d digest.Digest) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.byDigest[d]
 }

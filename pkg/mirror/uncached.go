@@ -24,16 +24,27 @@ type uncached struct {
 	claimed atomic.Bool
 }
 
+// claim reports whether the caller may stream u: the first to ask.
+func (u *uncached) claim() bool { return u.claimed.CompareAndSwap(false, true) }
+
+// release frees u's download if nobody claimed it.
+func (u *uncached) release() {
+	if u.claim() {
+		u.src.body.Close()
+		u.cancel()
+	}
+}
+
 // cannotCache reports whether a Begin error means "stream it uncached".
 func cannotCache(err error) bool {
 	return errors.Is(err, diskstore.ErrTooLarge) || errors.Is(err, diskstore.ErrNoSpace)
 }
 
 // uncachedContent wraps a download of d as content to serve.
-func uncachedContent(q *request, d digest.Digest, src fillSource, cancel context.CancelFunc) content {
-	return content{
-		digest: d, size: src.size, mediaType: src.mediaType, public: src.public,
-		body: newVerifyReader(src.body, d, src.size),
+func uncachedContent(d digest.Digest, src fillSource, cancel context.CancelFunc) *uncachedStream {
+	return &uncachedStream{
+		contentInfo: contentInfo{digest: d, size: src.size, mediaType: src.mediaType, public: src.public, whole: true, arriving: true},
+		body:        newVerifyReader(src.body, d, src.size),
 		release: func() {
 			src.body.Close()
 			cancel()
@@ -50,9 +61,9 @@ func (s *Server) fetchUncached(q *request, d digest.Digest, header http.Header) 
 	}
 	if err != nil {
 		cancel()
-		return content{}, err
+		return nil, err
 	}
-	return uncachedContent(q, d, upstreamSource(q, resp), cancel), nil
+	return uncachedContent(d, upstreamSource(q, resp), cancel), nil
 }
 
 // verifyReader passes an upstream body through while hashing it, and holds

@@ -1,0 +1,125 @@
+package mirror
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"nodecache/pkg/credentials"
+	"nodecache/pkg/upstream"
+)
+
+// ServeHTTP serves one pull-path request and logs one access line.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none"}
+	kind := "invalid"
+	defer func() {
+		took := time.Since(start)
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method), slog.String("route", kind),
+			slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
+			slog.String("source", rec.source), slog.Duration("duration", took))
+		if s.metrics != nil {
+			s.metrics.observeRequest(kind, rec, took)
+		}
+	}()
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeError(rec, r, errorf(http.StatusMethodNotAllowed, codeUnsupported, "%s is not supported by a pull-through mirror", r.Method))
+		return
+	}
+	rt, e := parseRoute(r.URL.Path)
+	if e != nil {
+		writeError(rec, r, e)
+		return
+	}
+	kind = rt.kind
+	if rt.kind == kindBase {
+		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		rec.Header().Set("Content-Type", "application/json")
+		rec.Header().Set("Content-Length", "2")
+		io.WriteString(rec, "{}")
+		return
+	}
+	registry, e := s.registryFor(r)
+	if e != nil {
+		writeError(rec, r, e)
+		return
+	}
+	auth := clientAuth(r)
+	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.ids.Of(auth)}
+	var err error
+	switch rt.kind {
+	case kindBlobs:
+		err = s.serveBlob(req)
+	case kindManifests:
+		err = s.serveManifest(req)
+	case kindTags, kindReferrers:
+		err = s.passThrough(req)
+	}
+	if err != nil {
+		writeError(rec, r, err)
+	}
+}
+
+// registryFor picks the upstream registry from ?ns= and checks it against
+// the allow-list. Nothing is contacted for a registry that is not allowed.
+func (s *Server) registryFor(r *http.Request) (string, *Error) {
+	ns := strings.ToLower(r.URL.Query().Get("ns"))
+	if ns == "" {
+		ns = s.defaultRegistry
+	}
+	if !s.allowed[ns] {
+		return "", errorf(http.StatusForbidden, codeDenied,
+			"registry %q is not allowed; allow it with --allow-registry %s", truncate(ns), truncate(ns))
+	}
+	return ns, nil
+}
+
+// request is one pull-path request being served.
+type request struct {
+	rec      *recorder
+	r        *http.Request
+	registry string
+	route    route
+	auth     credentials.Auth // what the client sent; never stored or logged
+	identity string           // names auth in caches (credentials.Identifier); "" for none
+}
+
+func (q *request) upstreamRequest(method string, ref string, header http.Header) upstream.Request {
+	return upstream.Request{
+		Registry: q.registry, Repo: q.route.name, Kind: q.route.kind,
+		Ref: ref, Method: method, Header: header,
+	}
+}
+
+// recorder notes what a response was, for the access log. It passes
+// ReadFrom through so that a file copied to it still goes out by sendfile.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	source string // cache, upstream, none
+	result string // resultHit, resultMiss, ...; empty: resultUpstream
+}
+
+func (w *recorder) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *recorder) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *recorder) ReadFrom(src io.Reader) (int64, error) {
+	n, err := io.Copy(w.ResponseWriter, src)
+	w.bytes += n
+	return n, err
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
