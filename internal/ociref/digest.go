@@ -80,11 +80,10 @@ func ParseDigest(s string) (Digest, error) {
 	if !ok {
 		return Digest{}, fmt.Errorf("%w: %q: algorithm %q is not sha256 or sha512", ErrDigest, truncate(s), truncate(name))
 	}
-	if len(encoded) != 2*alg.Size() || !isLowerHex(encoded) {
+	d := Digest{alg: alg}
+	if len(encoded) != 2*alg.Size() || !decodeLowerHex(d.sum[:], encoded) {
 		return Digest{}, fmt.Errorf("%w: %q: want %d lowercase hex digits", ErrDigest, truncate(s), 2*alg.Size())
 	}
-	d := Digest{alg: alg}
-	hex.Decode(d.sum[:], []byte(encoded)) // checked above: cannot fail
 	return d, nil
 }
 
@@ -94,26 +93,40 @@ func Check(d digest.Digest) error {
 	return err
 }
 
-func isLowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+// decodeLowerHex decodes s into dst, reporting false if s is not
+// lowercase hex. It does not allocate: the store parses a digest on every
+// lookup.
+func decodeLowerHex(dst []byte, s string) bool {
+	for i := 0; i+1 < len(s); i += 2 {
+		hi, ok1 := lowerHexValue(s[i])
+		lo, ok2 := lowerHexValue(s[i+1])
+		if !ok1 || !ok2 {
 			return false
 		}
+		dst[i/2] = hi<<4 | lo
 	}
 	return true
+}
+
+func lowerHexValue(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // Algorithm returns d's algorithm.
 func (d Digest) Algorithm() Algorithm { return d.alg }
 
-// Sum returns d's raw sum, alg.Size() bytes. The caller must not change
-// it.
-func (d Digest) Sum() []byte { return d.sum[:d.alg.Size()] }
+// Sum returns d's raw sum, alg.Size() bytes, in a slice of d.
+func (d *Digest) Sum() []byte { return d.sum[:d.alg.Size()] }
 
 // OCI returns d as a go-digest value, "<algorithm>:<hex>".
 func (d Digest) OCI() digest.Digest {
-	return digest.NewDigestFromEncoded(d.alg.Digest(), hex.EncodeToString(d.Sum()))
+	return digest.NewDigestFromEncoded(d.alg.Digest(), hex.EncodeToString(d.sum[:d.alg.Size()]))
 }
 
 // String returns d as "<algorithm>:<hex>".
