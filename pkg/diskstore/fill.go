@@ -65,14 +65,14 @@ type Meta struct {
 // a store that cannot be written) fails with ErrTooLarge or ErrNoSpace:
 // the caller then streams the content uncached.
 func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
-	if err := Check(d); err != nil {
+	k, tail, err := keyOf(d)
+	if err != nil {
 		return nil, err
 	}
 	if s.maxSize > 0 && size > s.maxSize {
 		s.notePassThrough()
 		return nil, fmt.Errorf("%w: %s is %d bytes, the maximum is %d", ErrTooLarge, d, size, s.maxSize)
 	}
-	k, tail := keyOf(d)
 	if err := s.checkAbsent(k, d); err != nil {
 		return nil, err
 	}
