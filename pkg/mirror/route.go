@@ -2,12 +2,11 @@ package mirror
 
 import (
 	"net/http"
-	"regexp"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 
-	"nodecache/pkg/diskstore"
+	"nodecache/internal/ociref"
 )
 
 // Route kinds, also used as metric and log labels.
@@ -17,18 +16,6 @@ const (
 	kindBlobs     = "blobs"
 	kindTags      = "tags"
 	kindReferrers = "referrers"
-)
-
-// maxNameLength is the spec's limit on a repository name, counted with the
-// registry host; we count the name alone, which is the stricter reading for
-// the part we see.
-const maxNameLength = 255
-
-var (
-	// nameRE is the repository name grammar of the OCI distribution spec.
-	nameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	// tagRE is the tag grammar of the OCI distribution spec.
-	tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 )
 
 // route is a parsed pull-path request.
@@ -84,25 +71,24 @@ func parseRoute(path string) (route, *Error) {
 		return route{}, e
 	}
 	if rt.kind == kindManifests && !strings.Contains(ref, ":") {
-		if !tagRE.MatchString(ref) {
+		if ociref.CheckTag(ref) != nil {
 			return route{}, errorf(http.StatusBadRequest, codeManifestInvalid, "invalid tag %q", truncate(ref))
 		}
 		rt.tag = ref
 		return rt, nil
 	}
-	d := digest.Digest(ref)
-	if err := diskstore.Check(d); err != nil {
+	if ociref.Check(digest.Digest(ref)) != nil {
 		return route{}, errorf(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q: want sha256 or sha512", truncate(ref))
 	}
-	rt.digest = d
+	rt.digest = digest.Digest(ref)
 	return rt, nil
 }
 
 func checkName(name string) *Error {
-	if len(name) > maxNameLength {
-		return errorf(http.StatusBadRequest, codeNameInvalid, "repository name longer than %d characters", maxNameLength)
+	if len(name) > ociref.MaxNameLength {
+		return errorf(http.StatusBadRequest, codeNameInvalid, "repository name longer than %d characters", ociref.MaxNameLength)
 	}
-	if !nameRE.MatchString(name) {
+	if ociref.CheckName(name) != nil {
 		return errorf(http.StatusBadRequest, codeNameInvalid, "invalid repository name %q", truncate(name))
 	}
 	return nil

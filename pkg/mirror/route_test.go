@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"nodecache/internal/ociref"
 )
 
 const testDigest = "sha256:6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b"
@@ -81,16 +83,16 @@ func FuzzParseRoute(f *testing.F) {
 		if rt.kind == kindBase {
 			return
 		}
-		if len(rt.name) > maxNameLength || !nameRE.MatchString(rt.name) || strings.Contains(rt.name, "..") {
+		if len(rt.name) > ociref.MaxNameLength || ociref.CheckName(rt.name) != nil || strings.Contains(rt.name, "..") {
 			t.Fatalf("accepted invalid name %q", rt.name)
 		}
 		switch {
 		case rt.tag != "":
-			if !tagRE.MatchString(rt.tag) || strings.ContainsAny(rt.tag, "/:") {
+			if ociref.CheckTag(rt.tag) != nil || strings.ContainsAny(rt.tag, "/:") {
 				t.Fatalf("accepted invalid tag %q", rt.tag)
 			}
 		case rt.kind != kindTags:
-			if rt.digest.Validate() != nil || strings.ContainsAny(rt.digest.Encoded(), "/.") {
+			if rt.digest.Validate() != nil || ociref.Check(rt.digest) != nil || strings.ContainsAny(rt.digest.Encoded(), "/.") {
 				t.Fatalf("accepted invalid digest %q", rt.digest)
 			}
 		}
