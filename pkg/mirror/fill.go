@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/upstream"
 )
@@ -179,7 +180,7 @@ func checkFillResponse(q *request, resp *http.Response) error {
 	switch {
 	case resp.StatusCode != http.StatusOK:
 		err = upstreamError(q.registry, q.route.kind, resp.StatusCode)
-	case q.route.kind == kindManifests && resp.ContentLength > maxManifestSize:
+	case q.route.kind == ociref.KindManifests && resp.ContentLength > maxManifestSize:
 		err = errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
 	}
 	if err != nil {
@@ -191,7 +192,7 @@ func checkFillResponse(q *request, resp *http.Response) error {
 // mediaTypeOf is the media type to store with content: the upstream
 // Content-Type for manifests, none for blobs.
 func mediaTypeOf(q *request, resp *http.Response) string {
-	if q.route.kind != kindManifests {
+	if q.route.kind != ociref.KindManifests {
 		return ""
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))

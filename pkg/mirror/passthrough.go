@@ -2,6 +2,8 @@ package mirror
 
 import (
 	"net/url"
+
+	"nodecache/internal/ociref"
 )
 
 // passThrough relays tags/list and referrers to upstream, uncached: both
@@ -9,13 +11,10 @@ import (
 // neither. Only the query parameters the spec defines are forwarded.
 func (s *Server) passThrough(q *request) error {
 	ref := ""
-	if q.route.kind == kindReferrers {
+	if q.route.kind == ociref.KindReferrers {
 		ref = q.route.digest.String()
 	}
 	req := q.upstreamRequest(q.r.Method, ref, acceptHeader(parseAccept(q.r.Header)))
-	if q.route.kind == kindTags {
-		req.Kind = "tags/list"
-	}
 	forward := url.Values{}
 	for _, k := range []string{"n", "last", "artifactType"} {
 		if v := q.r.URL.Query().Get(k); v != "" {

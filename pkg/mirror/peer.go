@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/peer"
 )
 
@@ -47,7 +48,7 @@ func (s *Server) Allowed(registry string) bool { return s.allowed[strings.ToLowe
 // come from upstream, which checks them. A request that itself came from
 // a peer never reaches a peer again, so requests cannot loop.
 func (s *Server) peerSource(ctx context.Context, q *request, d digest.Digest) (src fillSource, ok bool) {
-	if s.peers == nil || q.route.kind != kindBlobs || !q.auth.IsZero() || peer.IsPeerRequest(q.r) {
+	if s.peers == nil || q.route.kind != ociref.KindBlobs || !q.auth.IsZero() || peer.IsPeerRequest(q.r) {
 		return fillSource{}, false
 	}
 	owner, self := s.peers.Members.Owner(d)
@@ -144,7 +145,7 @@ func (b *peerBody) continueUpstream() (io.ReadCloser, error) {
 	if resp.StatusCode != want {
 		resp.Body.Close()
 		return nil, fmt.Errorf("blob %s: continuing from upstream at byte %d: %w", b.d, b.n,
-			upstreamError(b.q.registry, kindBlobs, resp.StatusCode))
+			upstreamError(b.q.registry, ociref.KindBlobs, resp.StatusCode))
 	}
 	return resp.Body, nil
 }
@@ -171,7 +172,7 @@ func (s *Server) ServePeer(w http.ResponseWriter, r *http.Request, registry, rep
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none"}
 	q := &request{
 		rec: rec, r: r, registry: registry,
-		route: route{kind: kindBlobs, name: repo, digest: d},
+		route: route{kind: ociref.KindBlobs, name: repo, digest: d},
 	}
 	if err := s.servePeer(q); err != nil {
 		writeError(rec, r, peerError(err))

@@ -9,18 +9,9 @@ import (
 	"nodecache/internal/ociref"
 )
 
-// Route kinds, also used as metric and log labels.
-const (
-	kindBase      = "base"
-	kindManifests = "manifests"
-	kindBlobs     = "blobs"
-	kindTags      = "tags"
-	kindReferrers = "referrers"
-)
-
 // route is a parsed pull-path request.
 type route struct {
-	kind   string
+	kind   ociref.Kind   // also the metric and log label of the route
 	name   string        // repository name; empty for the base route
 	tag    string        // manifests by tag
 	digest digest.Digest // manifests by digest, blobs, referrers
@@ -33,12 +24,12 @@ func parseRoute(path string) (route, *Error) {
 	rest, ok := strings.CutPrefix(path, "/v2/")
 	if !ok {
 		if path == "/v2" {
-			return route{kind: kindBase}, nil
+			return route{kind: ociref.KindBase}, nil
 		}
 		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a registry API path")
 	}
 	if rest == "" {
-		return route{kind: kindBase}, nil
+		return route{kind: ociref.KindBase}, nil
 	}
 	if rest == "_catalog" {
 		return route{}, errorf(http.StatusMethodNotAllowed, codeUnsupported, "the catalog is not served by a mirror")
@@ -48,7 +39,7 @@ func parseRoute(path string) (route, *Error) {
 		if e := checkName(name); e != nil {
 			return route{}, e
 		}
-		return route{kind: kindTags, name: name}, nil
+		return route{kind: ociref.KindTags, name: name}, nil
 	}
 	i := strings.LastIndexByte(rest, '/')
 	if i < 0 {
@@ -59,9 +50,9 @@ func parseRoute(path string) (route, *Error) {
 	if j < 0 {
 		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a pull path")
 	}
-	rt := route{kind: before[j+1:], name: before[:j]}
+	rt := route{kind: ociref.Kind(before[j+1:]), name: before[:j]}
 	switch rt.kind {
-	case kindManifests, kindBlobs, kindReferrers:
+	case ociref.KindManifests, ociref.KindBlobs, ociref.KindReferrers:
 	case "uploads":
 		return route{}, errorf(http.StatusMethodNotAllowed, codeUnsupported, "pushing is not supported by a mirror")
 	default:
@@ -70,7 +61,7 @@ func parseRoute(path string) (route, *Error) {
 	if e := checkName(rt.name); e != nil {
 		return route{}, e
 	}
-	if rt.kind == kindManifests && !strings.Contains(ref, ":") {
+	if rt.kind == ociref.KindManifests && !strings.Contains(ref, ":") {
 		if ociref.CheckTag(ref) != nil {
 			return route{}, errorf(http.StatusBadRequest, codeManifestInvalid, "invalid tag %q", truncate(ref))
 		}

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/ttl"
@@ -187,8 +188,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, e)
 		return
 	}
-	kind = rt.kind
-	if rt.kind == kindBase {
+	kind = string(rt.kind)
+	if rt.kind == ociref.KindBase {
 		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 		rec.Header().Set("Content-Type", "application/json")
 		rec.Header().Set("Content-Length", "2")
@@ -204,11 +205,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.identity(auth)}
 	var err error
 	switch rt.kind {
-	case kindBlobs:
+	case ociref.KindBlobs:
 		err = s.serveBlob(req)
-	case kindManifests:
+	case ociref.KindManifests:
 		err = s.serveManifest(req)
-	case kindTags, kindReferrers:
+	case ociref.KindTags, ociref.KindReferrers:
 		err = s.passThrough(req)
 	}
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/upstream"
 )
 
@@ -23,7 +24,7 @@ type fillSource struct {
 // openSource starts the download of d for a fill: from the owner peer for
 // a blob, if there is one and it answers, else from upstream.
 func (s *Server) openSource(ctx context.Context, q *request, d digest.Digest, header http.Header) (fillSource, error) {
-	if q.route.kind == kindBlobs {
+	if q.route.kind == ociref.KindBlobs {
 		if src, ok := s.peerSource(ctx, q, d); ok {
 			return src, nil
 		}

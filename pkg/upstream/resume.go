@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"nodecache/internal/ociref"
 )
 
 // maxResumes bounds how often one blob body is resumed. A transfer that
@@ -26,7 +28,7 @@ var ErrResume = errors.New("upstream transfer could not be resumed")
 // Range), or a blob's tail (the answer to "Range: bytes=N-"). Any other
 // Range is the caller's own and passes through untouched.
 func resumable(r Request, resp *Response) bool {
-	if r.Method != http.MethodGet || r.Kind != KindBlobs {
+	if r.Method != http.MethodGet || r.Kind != ociref.KindBlobs {
 		return false
 	}
 	if r.Header.Get("Range") == "" {

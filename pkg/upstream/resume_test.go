@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"nodecache/internal/ociref"
 	"nodecache/internal/registrytest"
 )
 
@@ -53,7 +54,7 @@ func resumeFixture(t *testing.T, then func(reg *registrytest.Registry, n int, w 
 		return then(reg, log.add(r), w, r)
 	})
 	c := newTestClient(t, reg.URL())
-	r := Request{Registry: testRegistry, Repo: "team/app", Kind: KindBlobs, Ref: d.String(), Method: http.MethodGet}
+	r := Request{Registry: testRegistry, Repo: "team/app", Kind: ociref.KindBlobs, Ref: d.String(), Method: http.MethodGet}
 	return c, r, data, log
 }
 
