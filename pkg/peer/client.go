@@ -9,12 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"nodecache/internal/blobio"
 )
 
 const (
@@ -182,9 +183,9 @@ func (c *Client) checkResponse(owner string, resp *http.Response, offset int64) 
 	case resp.StatusCode == http.StatusOK:
 		return resp.ContentLength, offset, nil
 	case resp.StatusCode == http.StatusPartialContent && offset > 0:
-		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-		if ok && start == offset {
-			return total, 0, nil
+		cr, err := blobio.ParseContentRange(resp.Header.Get("Content-Range"))
+		if err == nil && cr.Start == offset {
+			return cr.Total, 0, nil
 		}
 		c.failed(context.Background(), owner, "bad Content-Range")
 		return 0, 0, fmt.Errorf("%w: %s: Content-Range %q does not start at %d", ErrUnavailable, owner, resp.Header.Get("Content-Range"), offset)
@@ -280,34 +281,4 @@ func (b *body) finish(result, reason string) {
 		return
 	}
 	b.c.fetches.WithLabelValues(result).Inc()
-}
-
-// parseContentRange parses "bytes START-END/TOTAL" (TOTAL may be "*",
-// returned as -1).
-func parseContentRange(s string) (start, total int64, ok bool) {
-	rest, found := strings.CutPrefix(s, "bytes ")
-	if !found {
-		return 0, 0, false
-	}
-	rng, tot, found := strings.Cut(rest, "/")
-	if !found {
-		return 0, 0, false
-	}
-	first, last, found := strings.Cut(rng, "-")
-	if !found {
-		return 0, 0, false
-	}
-	start, err1 := strconv.ParseInt(first, 10, 64)
-	end, err2 := strconv.ParseInt(last, 10, 64)
-	if err1 != nil || err2 != nil || start < 0 || end < start {
-		return 0, 0, false
-	}
-	if tot == "*" {
-		return start, -1, true
-	}
-	total, err := strconv.ParseInt(tot, 10, 64)
-	if err != nil || total <= end {
-		return 0, 0, false
-	}
-	return start, total, true
 }

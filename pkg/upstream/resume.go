@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"nodecache/internal/blobio"
 	"nodecache/internal/ociref"
 )
 
@@ -99,8 +100,8 @@ func (c *Client) resumeBody(ctx context.Context, r Request, ep endpoint, cr cred
 				resp.ContentLength = b.size - start
 				resp.Header.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, b.size-1, b.size))
 			}
-		} else if _, _, total, err := parseContentRange(resp.Header.Get("Content-Range")); err == nil {
-			b.size = total
+		} else if cr, err := blobio.ParseContentRange(resp.Header.Get("Content-Range")); err == nil {
+			b.size = cr.Total
 		}
 	}
 	resp.Body = b
@@ -205,14 +206,14 @@ func (b *resumingBody) reopen() (io.ReadCloser, error) {
 func (b *resumingBody) continues(resp *http.Response) error {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		start, _, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+		cr, err := blobio.ParseContentRange(resp.Header.Get("Content-Range"))
 		switch {
 		case err != nil:
 			return err
-		case start != b.read:
-			return fmt.Errorf("Content-Range starts at %d, asked for %d", start, b.read)
-		case b.size >= 0 && total >= 0 && total != b.size:
-			return fmt.Errorf("Content-Range total %d, blob is %d bytes", total, b.size)
+		case cr.Start != b.read:
+			return fmt.Errorf("Content-Range starts at %d, asked for %d", cr.Start, b.read)
+		case b.size >= 0 && cr.Total >= 0 && cr.Total != b.size:
+			return fmt.Errorf("Content-Range total %d, blob is %d bytes", cr.Total, b.size)
 		}
 		return nil
 	case http.StatusOK:
@@ -237,38 +238,4 @@ func (b *resumingBody) Close() error {
 	err := b.body.Close()
 	b.body = nil
 	return err
-}
-
-// parseContentRange parses "bytes START-END/TOTAL" (TOTAL may be "*",
-// returned as -1).
-func parseContentRange(v string) (start, end, total int64, err error) {
-	bad := func() (int64, int64, int64, error) {
-		return 0, 0, 0, fmt.Errorf("bad Content-Range %q", v)
-	}
-	rest, ok := strings.CutPrefix(v, "bytes ")
-	if !ok {
-		return bad()
-	}
-	rng, tot, ok := strings.Cut(rest, "/")
-	if !ok {
-		return bad()
-	}
-	s, e, ok := strings.Cut(rng, "-")
-	if !ok {
-		return bad()
-	}
-	start, err1 := strconv.ParseInt(s, 10, 64)
-	end, err2 := strconv.ParseInt(e, 10, 64)
-	if err1 != nil || err2 != nil || start < 0 || end < start {
-		return bad()
-	}
-	total = -1
-	if tot != "*" {
-		t, err := strconv.ParseInt(tot, 10, 64)
-		if err != nil || t <= end {
-			return bad()
-		}
-		total = t
-	}
-	return start, end, total, nil
 }

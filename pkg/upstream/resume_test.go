@@ -194,44 +194,6 @@ func TestNoResumeForRanges(t *testing.T) {
 	}
 }
 
-func TestParseContentRange(t *testing.T) {
-	tests := []struct {
-		in                string
-		start, end, total int64
-		ok                bool
-	}{
-		{"bytes 0-9/10", 0, 9, 10, true},
-		{"bytes 5-9/*", 5, 9, -1, true},
-		{"bytes 5-9/9", 0, 0, 0, false},
-		{"bytes 9-5/10", 0, 0, 0, false},
-		{"bytes -5/10", 0, 0, 0, false},
-		{"bytes */10", 0, 0, 0, false},
-		{"items 0-9/10", 0, 0, 0, false},
-		{"", 0, 0, 0, false},
-	}
-	for _, tt := range tests {
-		s, e, tot, err := parseContentRange(tt.in)
-		if (err == nil) != tt.ok || s != tt.start || e != tt.end || tot != tt.total {
-			t.Errorf("parseContentRange(%q) = %d %d %d %v", tt.in, s, e, tot, err)
-		}
-	}
-}
-
-func FuzzParseContentRange(f *testing.F) {
-	for _, s := range []string{"bytes 0-9/10", "bytes 5-9/*", "bytes 1-2/3"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		start, end, total, err := parseContentRange(s)
-		if err != nil {
-			return
-		}
-		if start < 0 || end < start || (total != -1 && total <= end) {
-			t.Errorf("parseContentRange(%q) = %d %d %d", s, start, end, total)
-		}
-	})
-}
-
 // TestResumeTail: a GET of a blob's tail ("Range: bytes=N-", how a node
 // finishes a blob a peer failed to send) gets exactly the bytes from N
 // on, resumed when it breaks, and as a 206 even from a registry that
