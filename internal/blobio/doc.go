@@ -1,7 +1,11 @@
 // Package blobio is the one home of the rules that keep a blob's byte
 // stream whole and honest on its way through this node:
 //
-//   - ParseContentRange reads the Content-Range of a partial answer.
+//   - ParseContentRange reads the Content-Range of a partial answer;
+//   - Digester hashes bytes as they pass and checks digest and size at the
+//     end; Verifier is a reader built on it that holds back the last byte
+//     until that check passes, and Releasable is the hold-back rule for
+//     readers that follow a file being written instead of a stream.
 //
 // It knows nothing of registries, peers or the store: the packages that
 // do (pkg/upstream, pkg/peer, pkg/mirror, pkg/diskstore) supply the

@@ -27,6 +27,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/blobio"
 	"nodecache/pkg/ttl"
 )
 
@@ -36,8 +37,8 @@ var (
 	ErrExists          = errors.New("diskstore: already stored")
 	ErrFilling         = errors.New("diskstore: fill already in progress")
 	ErrUnsupported     = errors.New("diskstore: unsupported digest algorithm")
-	ErrDigestMismatch  = errors.New("diskstore: content does not match digest")
-	ErrSizeMismatch    = errors.New("diskstore: content does not match expected size")
+	ErrDigestMismatch  = blobio.ErrDigestMismatch // the same error as a Verifier's
+	ErrSizeMismatch    = blobio.ErrSizeMismatch
 	ErrAborted         = errors.New("diskstore: fill aborted")
 	ErrTooLarge        = errors.New("diskstore: larger than the store's maximum size")
 	ErrNoSpace         = errors.New("diskstore: no space to cache")

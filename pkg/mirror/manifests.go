@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/blobio"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/upstream"
@@ -217,7 +218,7 @@ func (s *Server) relay(q *request, req upstream.Request, d digest.Digest, header
 	var body io.Reader = resp.Body
 	if d != "" {
 		q.rec.Header().Set("Docker-Content-Digest", d.String())
-		body = newVerifyReader(resp.Body, d, resp.ContentLength)
+		body = blobio.NewVerifier(resp.Body, d, resp.ContentLength)
 	}
 	q.rec.WriteHeader(http.StatusOK)
 	if q.r.Method == http.MethodHead {
