@@ -5,7 +5,11 @@
 //   - Digester hashes bytes as they pass and checks digest and size at the
 //     end; Verifier is a reader built on it that holds back the last byte
 //     until that check passes, and Releasable is the hold-back rule for
-//     readers that follow a file being written instead of a stream.
+//     readers that follow a file being written instead of a stream;
+//   - Resumer continues a transfer that breaks, with "Range: bytes=N-"
+//     (RangeFrom), from the same or the next of an ordered list of
+//     Sources, within a budget; Continuation checks that an HTTP answer
+//     really continues at N.
 //
 // It knows nothing of registries, peers or the store: the packages that
 // do (pkg/upstream, pkg/peer, pkg/mirror, pkg/diskstore) supply the

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -147,7 +146,7 @@ func (c *Client) Fetch(ctx context.Context, owner, registry, repo string, d dige
 		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if offset > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+		req.Header.Set("Range", blobio.RangeFrom(offset))
 	}
 	c.secret.Sign(req)
 	resp, err := c.http.Do(req)
