@@ -9,7 +9,9 @@
 //   - Resumer continues a transfer that breaks, with "Range: bytes=N-"
 //     (RangeFrom), from the same or the next of an ordered list of
 //     Sources, within a budget; Continuation checks that an HTTP answer
-//     really continues at N.
+//     really continues at N;
+//   - StallReader ends a transfer that sends nothing for a while, with an
+//     injected timer (AfterFunc) so tests need not wait.
 //
 // It knows nothing of registries, peers or the store: the packages that
 // do (pkg/upstream, pkg/peer, pkg/mirror, pkg/diskstore) supply the

@@ -161,8 +161,7 @@ func (c *Client) Fetch(ctx context.Context, owner, registry, repo string, d dige
 		cancel()
 		return nil, 0, err
 	}
-	b := &body{c: c, ctx: ctx, owner: owner, rc: resp.Body, cancel: cancel}
-	b.timer = time.AfterFunc(c.stall, func() { b.stalled.Store(true); cancel() })
+	b := &body{c: c, ctx: ctx, owner: owner, rc: blobio.NewStallReader(resp.Body, c.stall, cancel, nil), cancel: cancel}
 	if skip > 0 {
 		// The owner ignored our Range (it streams some content uncached,
 		// start to end); drop what we already have.
@@ -231,27 +230,23 @@ func (c *Client) Describe(ch chan<- *prometheus.Desc) { c.fetches.Describe(ch) }
 func (c *Client) Collect(ch chan<- prometheus.Metric) { c.fetches.Collect(ch) }
 
 // body is a peer response body. It counts the fetch's result once, when the
-// body ends, and ends a body that stalls.
+// body ends, and ends a body that stalls (blobio.StallReader, which
+// cancels the request when the peer sends nothing for c.stall).
 type body struct {
-	c       *Client
-	ctx     context.Context // the caller's
-	owner   string
-	rc      io.ReadCloser
-	cancel  context.CancelFunc
-	timer   *time.Timer
-	stalled atomic.Bool
-	done    atomic.Bool // result counted
+	c      *Client
+	ctx    context.Context // the caller's
+	owner  string
+	rc     *blobio.StallReader
+	cancel context.CancelFunc
+	done   atomic.Bool // result counted
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if n > 0 {
-		b.timer.Reset(b.c.stall)
-	}
 	switch {
 	case err == io.EOF:
 		b.finish(ResultOK, "")
-	case err != nil && b.stalled.Load():
+	case errors.Is(err, blobio.ErrStalled):
 		err = fmt.Errorf("%w: %s sent nothing for %s", ErrUnavailable, b.owner, b.c.stall)
 		b.finish(ResultError, "body stalled")
 	case err != nil:
@@ -265,8 +260,7 @@ func (b *body) Read(p []byte) (int, error) {
 // stopped reading, the peer did nothing wrong.
 func (b *body) Close() error {
 	b.finish(ResultOK, "")
-	b.timer.Stop()
-	err := b.rc.Close()
+	err := b.rc.Close() // stops the stall timer too
 	b.cancel()
 	return err
 }
