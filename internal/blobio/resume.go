@@ -30,9 +30,9 @@ type Transfer struct {
 	Offset  int64         // the blob offset Body starts at
 	Size    int64         // the blob's full size; -1 if not known
 	Sources []Source      // in order; Sources[0] sent Body
-	// Budget is how many times the transfer may be continued. A transfer
-	// that breaks more often is not going to finish; failing lets the
-	// caller start afresh later.
+	// Budget is how many times the transfer may be continued; zero means
+	// never (the first break is final). A transfer that breaks more often
+	// is not going to finish; failing lets the caller start afresh later.
 	Budget int
 	// OnBreak, if set, is called when a body breaks and the transfer is
 	// to continue, with the source that broke, the offset reached and why.

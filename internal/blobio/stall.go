@@ -40,8 +40,9 @@ type StallReader struct {
 	stalled atomic.Bool // set by the timer's goroutine
 }
 
-// NewStallReader watches rc. afterFunc starts the timer; nil means
-// RealTimers.
+// NewStallReader watches rc. after is not defaulted: zero (or less) ends
+// the transfer at once, so callers pass a positive timeout. afterFunc
+// starts the timer; nil means RealTimers.
 func NewStallReader(rc io.ReadCloser, after time.Duration, stop func(), afterFunc AfterFunc) *StallReader {
 	if afterFunc == nil {
 		afterFunc = RealTimers
