@@ -4,17 +4,20 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/ociref"
 )
 
-// Route kinds, as passed to Count.
+// Route kinds, as passed to Count: ociref's pull-path kinds, and two more
+// for what a mirror never sends.
 const (
-	KindBase      = "base"      // /v2/
-	KindManifests = "manifests" // /v2/<name>/manifests/<ref>
-	KindBlobs     = "blobs"     // /v2/<name>/blobs/<digest>
-	KindUploads   = "uploads"   // /v2/<name>/blobs/uploads/[<uuid>]
-	KindTags      = "tags"      // /v2/<name>/tags/list
-	KindReferrers = "referrers" // /v2/<name>/referrers/<digest>
-	KindOther     = "other"     // anything else, such as /v2/_catalog
+	KindBase      = string(ociref.KindBase)      // /v2/
+	KindManifests = string(ociref.KindManifests) // /v2/<name>/manifests/<ref>
+	KindBlobs     = string(ociref.KindBlobs)     // /v2/<name>/blobs/<digest>
+	KindUploads   = "uploads"                    // /v2/<name>/blobs/uploads/[<uuid>]
+	KindTags      = string(ociref.KindTags)      // /v2/<name>/tags/list
+	KindReferrers = string(ociref.KindReferrers) // /v2/<name>/referrers/<digest>
+	KindOther     = "other"                      // anything else, such as /v2/_catalog
 )
 
 // classify returns the route kind of an URL path and its last segment

@@ -40,7 +40,7 @@ func millionIndex(extra int) (*Store, []digest.Digest) {
 		digests[i] = syntheticDigest(i)
 	}
 	for i := range million {
-		k, _ := keyOf(digests[i])
+		k, _, _ := keyOf(digests[i])
 		s.index.Add(k, record{size: 4096, used: int64(i)})
 		s.used += 4096
 	}
@@ -54,7 +54,7 @@ func BenchmarkIndexMemory(b *testing.B) {
 		before := heapInUse()
 		s := &Store{index: newIndex(), mediaTypes: []string{""}}
 		for i := range million {
-			k, _ := keyOf(syntheticDigest(i))
+			k, _, _ := keyOf(syntheticDigest(i))
 			s.index.Add(k, record{size: 4096, used: int64(i)})
 		}
 		after := heapInUse()
@@ -78,7 +78,7 @@ func BenchmarkIndexMillion(b *testing.B) {
 	})
 	b.Run("insert", func(b *testing.B) {
 		for i := range b.N {
-			k, _ := keyOf(digests[million+i%million])
+			k, _, _ := keyOf(digests[million+i%million])
 			s.mu.Lock()
 			if _, ok := s.index.Peek(k); !ok {
 				s.used += 4096
@@ -92,7 +92,7 @@ func BenchmarkIndexMillion(b *testing.B) {
 			if s.index.Len() < million/2 {
 				b.StopTimer()
 				for j := range million / 2 {
-					k, _ := keyOf(digests[(i+j)%len(digests)])
+					k, _, _ := keyOf(digests[(i+j)%len(digests)])
 					if _, ok := s.index.Peek(k); !ok {
 						s.index.Add(k, record{size: 4096})
 						s.used += 4096

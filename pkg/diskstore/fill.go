@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/blobio"
 )
 
 // Fill writes one entry. One goroutine writes and then calls Commit or
@@ -32,7 +33,7 @@ type Fill struct {
 	meta     Meta        // meta.Public is the value at Begin; see public
 	public   atomic.Bool // MarkPublic may set it while the fill runs
 	file     *os.File
-	hash     hash.Hash // used by the writer only
+	dg       *blobio.Digester // used by the writer only
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -65,14 +66,14 @@ type Meta struct {
 // a store that cannot be written) fails with ErrTooLarge or ErrNoSpace:
 // the caller then streams the content uncached.
 func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
-	if err := Check(d); err != nil {
+	k, tail, err := keyOf(d)
+	if err != nil {
 		return nil, err
 	}
 	if s.maxSize > 0 && size > s.maxSize {
 		s.notePassThrough()
 		return nil, fmt.Errorf("%w: %s is %d bytes, the maximum is %d", ErrTooLarge, d, size, s.maxSize)
 	}
-	k, tail := keyOf(d)
 	if err := s.checkAbsent(k, d); err != nil {
 		return nil, err
 	}
@@ -89,7 +90,7 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 	}
 	f := &Fill{
 		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), meta: meta,
-		file: file, hash: d.Algorithm().Hash(), wake: make(chan struct{}),
+		file: file, dg: blobio.NewDigester(d, size), wake: make(chan struct{}),
 	}
 	f.public.Store(meta.Public)
 	victims, err := s.register(f, avail)
@@ -170,7 +171,7 @@ func (f *Fill) Write(p []byte) (int, error) {
 		return f.spillWrite(p)
 	}
 	n, err := f.file.Write(p)
-	f.hash.Write(p[:n])
+	f.dg.Write(p[:n])
 	f.mu.Lock()
 	f.written += int64(n)
 	f.signalLocked()
@@ -223,12 +224,12 @@ func (f *Fill) Commit() error {
 
 func (f *Fill) commit(public bool) error {
 	f.mu.Lock()
-	written, done, abortErr := f.written, f.done, f.err
+	done, abortErr := f.done, f.err
 	f.mu.Unlock()
 	if done {
 		return abortErr
 	}
-	if err := f.verify(written); err != nil {
+	if err := f.dg.Verify(); err != nil {
 		return err
 	}
 	s := f.store
@@ -263,17 +264,6 @@ func (f *Fill) commit(public bool) error {
 		return err
 	}
 	s.step(StepDirSynced)
-	return nil
-}
-
-// verify checks the bytes written against the expected size and digest.
-func (f *Fill) verify(written int64) error {
-	if f.size >= 0 && written != f.size {
-		return fmt.Errorf("%w: %s: got %d bytes, want %d", ErrSizeMismatch, f.digest, written, f.size)
-	}
-	if got := digest.NewDigest(f.digest.Algorithm(), f.hash); got != f.digest {
-		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, f.digest)
-	}
 	return nil
 }
 
@@ -391,9 +381,8 @@ func (r *Reader) Read(p []byte) (int, error) {
 			f.mu.Unlock()
 			return 0, err
 		}
-		if !done {
-			limit-- // hold back the last byte until the digest is verified
-		}
+		// Committed means verified; until then the last byte is held back.
+		limit = blobio.Releasable(limit, done)
 		if sp := f.sp; sp != nil && r.off >= sp.fileEnd && r.off < limit {
 			n := copy(p, sp.buf[r.off-sp.start:limit-sp.start])
 			r.off += int64(n)

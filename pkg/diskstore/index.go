@@ -2,9 +2,12 @@ package diskstore
 
 import (
 	"encoding/hex"
+	"fmt"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/ociref"
 )
 
 // The index keeps one small record per committed entry, in recency order
@@ -16,14 +19,9 @@ import (
 // key is a digest in raw form. A sha512 digest keeps its first half here
 // and its second half in the record.
 type key struct {
-	alg uint8 // algSHA256 or algSHA512
+	alg ociref.Algorithm // one byte
 	sum [32]byte
 }
-
-const (
-	algSHA256 uint8 = iota + 1
-	algSHA512
-)
 
 // record is what the index keeps per entry.
 type record struct {
@@ -34,24 +32,28 @@ type record struct {
 	public    bool      // see Meta.Public; fits in mediaType's padding
 }
 
-// keyOf converts a checked digest to its key and, for sha512, its tail.
-func keyOf(d digest.Digest) (key, *[32]byte) {
-	raw, _ := hex.DecodeString(d.Encoded())
-	var k key
-	copy(k.sum[:], raw)
-	if d.Algorithm() == digest.SHA512 {
-		k.alg = algSHA512
-		tail := new([32]byte)
-		copy(tail[:], raw[32:])
-		return k, tail
+// keyOf parses d, once per store call, into its key and, for sha512, its
+// tail. A digest the store does not accept (ociref's grammar) gets an
+// error wrapping ErrUnsupported.
+func keyOf(d digest.Digest) (key, *[32]byte, error) {
+	od, err := ociref.ParseDigest(string(d))
+	if err != nil {
+		return key{}, nil, fmt.Errorf("%w: %w", ErrUnsupported, err)
 	}
-	k.alg = algSHA256
-	return k, nil
+	sum := od.Sum()
+	k := key{alg: od.Algorithm()}
+	copy(k.sum[:], sum)
+	if len(sum) == 32 {
+		return k, nil, nil
+	}
+	tail := new([32]byte)
+	copy(tail[:], sum[32:])
+	return k, tail, nil
 }
 
 // digestOf converts a key and record back to the digest.
 func digestOf(k key, r record) digest.Digest {
-	if k.alg == algSHA512 {
+	if k.alg == ociref.SHA512 {
 		return digest.NewDigestFromEncoded(digest.SHA512, hex.EncodeToString(k.sum[:])+hex.EncodeToString(r.tail[:]))
 	}
 	return digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(k.sum[:]))

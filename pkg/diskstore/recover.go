@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/ociref"
 )
 
 // removeLeftovers deletes the temporary files of fills that were in progress
@@ -32,8 +34,8 @@ func (s *Store) removeLeftovers() error {
 // missing (a crash between the two renames) is removed.
 func (s *Store) load() error {
 	var found []loaded
-	for alg := range supported {
-		algDir := filepath.Join(s.root, "blobs", string(alg))
+	for _, alg := range ociref.Algorithms() {
+		algDir := filepath.Join(s.root, "blobs", alg.String())
 		shards, err := os.ReadDir(algDir)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
@@ -69,7 +71,7 @@ type loaded struct {
 
 // loadShard appends the entries of one shard directory to found. A file's
 // mtime is its last use: commits and serves set it (see touchInterval).
-func (s *Store) loadShard(found []loaded, alg digest.Algorithm, dir string) ([]loaded, error) {
+func (s *Store) loadShard(found []loaded, alg ociref.Algorithm, dir string) ([]loaded, error) {
 	files, err := os.ReadDir(dir)
 	if err != nil {
 		return found, fmt.Errorf("diskstore: read %s: %w", dir, err)
@@ -86,7 +88,7 @@ func (s *Store) loadShard(found []loaded, alg digest.Algorithm, dir string) ([]l
 			}
 			continue
 		}
-		d, err := parseStoreName(alg, filepath.Base(dir), name)
+		k, tail, err := parseStoreName(alg, filepath.Base(dir), name)
 		if err != nil || !f.Type().IsRegular() {
 			continue
 		}
@@ -94,7 +96,6 @@ func (s *Store) loadShard(found []loaded, alg digest.Algorithm, dir string) ([]l
 		if err != nil {
 			continue // removed while we were reading: not ours to index
 		}
-		k, tail := keyOf(d)
 		r := record{size: fi.Size(), used: fi.ModTime().Unix(), tail: tail, public: isPublicMode(fi.Mode())}
 		if present[name+typeSuffix] {
 			if mt, err := os.ReadFile(filepath.Join(dir, name+typeSuffix)); err == nil {
@@ -108,10 +109,15 @@ func (s *Store) loadShard(found []loaded, alg digest.Algorithm, dir string) ([]l
 	return found, nil
 }
 
-func parseStoreName(alg digest.Algorithm, shard, name string) (digest.Digest, error) {
-	d := digest.NewDigestFromEncoded(alg, name)
-	if err := d.Validate(); err != nil || !strings.HasPrefix(name, shard) {
-		return "", errInvalidLeftover
+// parseStoreName parses the file name of an entry of algorithm alg in
+// directory shard into its key and tail.
+func parseStoreName(alg ociref.Algorithm, shard, name string) (key, *[32]byte, error) {
+	if !strings.HasPrefix(name, shard) {
+		return key{}, nil, errInvalidLeftover
 	}
-	return d, nil
+	k, tail, err := keyOf(digest.NewDigestFromEncoded(alg.Digest(), name))
+	if err != nil {
+		return key{}, nil, errInvalidLeftover
+	}
+	return k, tail, nil
 }

@@ -42,7 +42,7 @@ func (f *Fill) startSpill(cause error) {
 // spillWrite appends p to the memory window, waiting while the slowest
 // reader is a full window behind.
 func (f *Fill) spillWrite(p []byte) (int, error) {
-	f.hash.Write(p)
+	f.dg.Write(p)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for f.written-f.slowestLocked() >= spillWindow && !f.done {
@@ -80,10 +80,7 @@ func (f *Fill) slowestLocked() int64 {
 // finishSpilled ends a fill that streamed from memory: the readers get
 // the last byte if the content is right, and nothing is stored either way.
 func (f *Fill) finishSpilled() error {
-	f.mu.Lock()
-	written := f.written
-	f.mu.Unlock()
-	if err := f.verify(written); err != nil {
+	if err := f.dg.Verify(); err != nil {
 		f.Abort(err)
 		return err
 	}

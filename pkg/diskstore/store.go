@@ -17,8 +17,6 @@
 package diskstore
 
 import (
-	_ "crypto/sha256" // registers the hashes go-digest uses
-	_ "crypto/sha512"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +27,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/blobio"
 	"nodecache/pkg/ttl"
 )
 
@@ -38,8 +37,8 @@ var (
 	ErrExists          = errors.New("diskstore: already stored")
 	ErrFilling         = errors.New("diskstore: fill already in progress")
 	ErrUnsupported     = errors.New("diskstore: unsupported digest algorithm")
-	ErrDigestMismatch  = errors.New("diskstore: content does not match digest")
-	ErrSizeMismatch    = errors.New("diskstore: content does not match expected size")
+	ErrDigestMismatch  = blobio.ErrDigestMismatch // the same error as a Verifier's
+	ErrSizeMismatch    = blobio.ErrSizeMismatch
 	ErrAborted         = errors.New("diskstore: fill aborted")
 	ErrTooLarge        = errors.New("diskstore: larger than the store's maximum size")
 	ErrNoSpace         = errors.New("diskstore: no space to cache")
@@ -47,20 +46,12 @@ var (
 	errInvalidLeftover = errors.New("diskstore: not a store file")
 )
 
-// supported lists the digest algorithms the store accepts. sha384 is left
-// out on purpose: the OCI spec registers only sha256 and sha512.
-var supported = map[digest.Algorithm]bool{digest.SHA256: true, digest.SHA512: true}
-
 // Check reports whether d is a well-formed digest of an algorithm the store
-// accepts, with an error matching ErrUnsupported if not.
+// accepts (ociref.ParseDigest: sha256 or sha512), with an error matching
+// ErrUnsupported if not.
 func Check(d digest.Digest) error {
-	if err := d.Validate(); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnsupported, err)
-	}
-	if !supported[d.Algorithm()] {
-		return fmt.Errorf("%w: algorithm %q", ErrUnsupported, d.Algorithm())
-	}
-	return nil
+	_, _, err := keyOf(d)
+	return err
 }
 
 // Info describes a stored entry. It is what the index keeps per entry: the
@@ -207,10 +198,10 @@ func (s *Store) Root() string { return s.root }
 
 // Stat returns the committed entry for d without counting it as a use.
 func (s *Store) Stat(d digest.Digest) (Info, error) {
-	if Check(d) != nil {
+	k, _, err := keyOf(d)
+	if err != nil {
 		return Info{}, ErrNotFound
 	}
-	k, _ := keyOf(d)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.index.Peek(k)
@@ -224,10 +215,10 @@ func (s *Store) Stat(d digest.Digest) (Info, error) {
 // The caller closes the file. An open file stays readable even if the
 // entry is evicted meanwhile.
 func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
-	if Check(d) != nil {
+	k, _, err := keyOf(d)
+	if err != nil {
 		return nil, Info{}, ErrNotFound
 	}
-	k, _ := keyOf(d)
 	now := s.now()
 	s.mu.Lock()
 	r, ok := s.index.Peek(k)
@@ -267,10 +258,10 @@ func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
 // Delete removes the committed entry for d. Readers that already opened it
 // keep reading the old bytes.
 func (s *Store) Delete(d digest.Digest) error {
-	if err := Check(d); err != nil {
+	k, _, err := keyOf(d)
+	if err != nil {
 		return err
 	}
-	k, _ := keyOf(d)
 	s.mu.Lock()
 	r, ok := s.index.Peek(k)
 	if !ok {
@@ -334,10 +325,10 @@ func (s *Store) path(d digest.Digest) string {
 // it is already committing, when the entry stays private (a later check
 // marks it).
 func (s *Store) MarkPublic(d digest.Digest) error {
-	if Check(d) != nil {
+	k, _, err := keyOf(d)
+	if err != nil {
 		return ErrNotFound
 	}
-	k, _ := keyOf(d)
 	s.mu.Lock()
 	r, ok := s.index.Peek(k)
 	if f := s.fills[d]; !ok && f != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/ociref"
 )
 
 // VerifyResult summarises a Verify run.
@@ -37,11 +39,15 @@ func Verify(dir string, bad func(d digest.Digest, err error)) (VerifyResult, err
 			return nil
 		}
 		shardDir := filepath.Dir(path)
-		alg := digest.Algorithm(filepath.Base(filepath.Dir(shardDir)))
-		d, perr := parseStoreName(alg, filepath.Base(shardDir), e.Name())
-		if perr != nil || !supported[alg] {
+		alg, ok := ociref.AlgorithmOf(digest.Algorithm(filepath.Base(filepath.Dir(shardDir))))
+		if !ok {
 			return nil // not a store entry
 		}
+		k, tail, perr := parseStoreName(alg, filepath.Base(shardDir), e.Name())
+		if perr != nil {
+			return nil // not a store entry
+		}
+		d := digestOf(k, record{tail: tail})
 		n, verr := verifyFile(path, d)
 		res.Checked++
 		res.Bytes += n

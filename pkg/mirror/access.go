@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/upstream"
 )
@@ -121,7 +122,7 @@ func (s *Server) ask(ctx context.Context, q *request, req upstream.Request) (*up
 // a referrers list answers 200 for any digest.
 func (s *Server) noteGrant(q *request, req upstream.Request, resp *upstream.Response) {
 	if resp.StatusCode != http.StatusOK || resp.Auth == upstream.AuthAnonymous ||
-		(req.Kind != kindManifests && req.Kind != kindBlobs) {
+		(req.Kind != ociref.KindManifests && req.Kind != ociref.KindBlobs) {
 		return
 	}
 	d, err := digest.Parse(req.Ref)

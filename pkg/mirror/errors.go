@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/upstream"
 )
@@ -46,9 +47,9 @@ func errorf(status int, code, format string, args ...any) *Error {
 
 // upstreamError turns a non-success upstream answer into the error the
 // client gets. kind is "manifests" or "blobs", for the *_UNKNOWN codes.
-func upstreamError(registry, kind string, status int) *Error {
+func upstreamError(registry string, kind ociref.Kind, status int) *Error {
 	switch {
-	case status == http.StatusNotFound && kind == "manifests":
+	case status == http.StatusNotFound && kind == ociref.KindManifests:
 		return errorf(http.StatusNotFound, codeManifestUnknown, "manifest unknown to %s", registry)
 	case status == http.StatusNotFound:
 		return errorf(http.StatusNotFound, codeBlobUnknown, "blob unknown to %s", registry)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/upstream"
 )
@@ -35,8 +36,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, e)
 		return
 	}
-	kind = rt.kind
-	if rt.kind == kindBase {
+	kind = string(rt.kind)
+	if rt.kind == ociref.KindBase {
 		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 		rec.Header().Set("Content-Type", "application/json")
 		rec.Header().Set("Content-Length", "2")
@@ -52,11 +53,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.ids.Of(auth)}
 	var err error
 	switch rt.kind {
-	case kindBlobs:
+	case ociref.KindBlobs:
 		err = s.serveBlob(req)
-	case kindManifests:
+	case ociref.KindManifests:
 		err = s.serveManifest(req)
-	case kindTags, kindReferrers:
+	case ociref.KindTags, ociref.KindReferrers:
 		err = s.passThrough(req)
 	}
 	if err != nil {

@@ -122,7 +122,8 @@ func (u countingUpstream) Fetch(ctx context.Context, r upstream.Request) (*upstr
 	if err != nil {
 		return nil, err
 	}
-	resp.Body = &countingBody{ReadCloser: resp.Body, kind: r.Kind, start: start, m: u.m}
+	// The label is the URL path's word for the kind: "tags/list" for tags.
+	resp.Body = &countingBody{ReadCloser: resp.Body, kind: r.Kind.Path(), start: start, m: u.m}
 	return resp, nil
 }
 

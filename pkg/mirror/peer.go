@@ -7,12 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/blobio"
+	"nodecache/internal/ociref"
 	"nodecache/pkg/peer"
 )
 
@@ -47,7 +48,7 @@ func (s *Server) Allowed(registry string) bool { return s.allowed[strings.ToLowe
 // come from upstream, which checks them. A request that itself came from
 // a peer never reaches a peer again, so requests cannot loop.
 func (s *Server) peerSource(ctx context.Context, q *request, d digest.Digest) (src fillSource, ok bool) {
-	if s.peers == nil || q.route.kind != kindBlobs || !q.auth.IsZero() || peer.IsPeerRequest(q.r) {
+	if s.peers == nil || q.route.kind != ociref.KindBlobs || !q.auth.IsZero() || peer.IsPeerRequest(q.r) {
 		return fillSource{}, false
 	}
 	owner, self := s.peers.Members.Owner(d)
@@ -60,7 +61,15 @@ func (s *Server) peerSource(ctx context.Context, q *request, d digest.Digest) (s
 			slog.String("peer", owner), slog.String("digest", d.String()), slog.Any("error", err))
 		return fillSource{}, false
 	}
-	rb := &peerBody{ctx: ctx, s: s, q: q, d: d, size: size, peer: owner, cur: body}
+	rest := &upstreamRest{s: s, q: q, d: d}
+	rb := blobio.NewResumer(ctx, blobio.Transfer{
+		Body: body, Size: size, Sources: []blobio.Source{peerOwner{s.peers.Client, owner, q, d}, rest},
+		Budget: peerContinuations,
+		OnBreak: func(from string, offset int64, err error) {
+			s.log.LogAttrs(ctx, slog.LevelInfo, "peer transfer broke; continuing from upstream",
+				slog.String("peer", from), slog.String("digest", d.String()), slog.Int64("offset", offset), slog.Any("error", err))
+		},
+	})
 	return fillSource{body: rb, size: size, public: true, peer: owner}, true
 }
 
@@ -71,93 +80,59 @@ func (s *Server) peerCorrupt(peer string, d digest.Digest) {
 	}
 }
 
-// peerBody is the body of a fill from a peer. If the peer's transfer
-// breaks, it continues from upstream at the byte reached, so a peer that
-// dies mid-transfer costs the rest of the blob from upstream, not the
-// whole of it. Upstream's body resumes its own breaks (pkg/upstream), so
-// the switch happens once. The fill still verifies every byte against the
-// digest. Like any body, it is read and closed by one goroutine: the
-// fill's copy, or the one client of an uncached download.
-type peerBody struct {
-	ctx  context.Context // the fill's
-	s    *Server
-	q    *request
-	d    digest.Digest
-	size int64 // from the peer; -1 if not known
-	peer string
+// A fill from a peer is a blobio.Resumer over two sources: the owner,
+// then upstream. If the peer's transfer breaks, it continues from
+// upstream at the byte reached, so a peer that dies mid-transfer costs
+// the rest of the blob from upstream, not the whole of it. Upstream's
+// body resumes its own breaks (pkg/upstream), so the switch happens once:
+// that is the budget. The fill still verifies every byte against the
+// digest.
+const peerContinuations = 1
 
-	cur      io.ReadCloser // the peer's body, then upstream's; nil between
-	n        int64         // bytes delivered
-	upstream bool          // cur is upstream's continuation
-	failed   error
+// peerOwner is the owner peer as a source of d.
+type peerOwner struct {
+	client *peer.Client
+	owner  string
+	q      *request
+	d      digest.Digest
 }
 
-var errPeerBodyClosed = errors.New("read from closed peer body")
+func (p peerOwner) Name() string { return p.owner }
 
-func (b *peerBody) Read(p []byte) (int, error) {
-	for {
-		if b.failed != nil {
-			return 0, b.failed
-		}
-		if b.cur == nil {
-			cur, err := b.continueUpstream()
-			if err != nil {
-				b.failed = err
-				return 0, err
-			}
-			b.cur, b.upstream = cur, true
-		}
-		n, err := b.cur.Read(p)
-		b.n += int64(n)
-		if err == nil || b.upstream || (err == io.EOF && (b.size < 0 || b.n >= b.size)) {
-			// More bytes than the size are the fill's to reject.
-			return n, err
-		}
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		b.s.log.LogAttrs(b.ctx, slog.LevelInfo, "peer transfer broke; continuing from upstream",
-			slog.String("peer", b.peer), slog.String("digest", b.d.String()), slog.Int64("offset", b.n), slog.Any("error", err))
-		b.cur.Close()
-		b.cur = nil
-		if n > 0 {
-			return n, nil // the next Read continues from upstream
-		}
-	}
+func (p peerOwner) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	body, _, err := p.client.Fetch(ctx, p.owner, p.q.registry, p.q.route.name, p.d, offset)
+	return body, err
 }
 
-// continueUpstream asks upstream for the blob from b.n on, with the same
-// authority the fill would have used had it gone to upstream at once.
-// pkg/upstream answers a "Range: bytes=N-" with exactly the bytes from N,
-// or an error.
-func (b *peerBody) continueUpstream() (io.ReadCloser, error) {
+// upstreamRest is upstream as the source of the rest of d, asked with the
+// same authority the fill would have used had it gone to upstream at once.
+type upstreamRest struct {
+	s *Server
+	q *request
+	d digest.Digest
+}
+
+func (u *upstreamRest) Name() string { return "upstream " + u.q.registry }
+
+// Open asks upstream for d from offset on. pkg/upstream answers a
+// "Range: bytes=N-" with exactly the bytes from N, or an error.
+func (u *upstreamRest) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
 	want := http.StatusOK
 	var h http.Header
-	if b.n > 0 {
+	if offset > 0 {
 		want = http.StatusPartialContent
-		h = http.Header{"Range": {"bytes=" + strconv.FormatInt(b.n, 10) + "-"}}
+		h = http.Header{"Range": {blobio.RangeFrom(offset)}}
 	}
-	resp, err := b.s.ask(b.ctx, b.q, b.q.upstreamRequest(http.MethodGet, b.d.String(), h))
+	resp, err := u.s.ask(ctx, u.q, u.q.upstreamRequest(http.MethodGet, u.d.String(), h))
 	if err != nil {
-		return nil, fmt.Errorf("blob %s: continuing from upstream at byte %d: %w", b.d, b.n, err)
+		return nil, fmt.Errorf("blob %s: continuing from upstream: %w", u.d, err)
 	}
 	if resp.StatusCode != want {
 		resp.Body.Close()
-		return nil, fmt.Errorf("blob %s: continuing from upstream at byte %d: %w", b.d, b.n,
-			upstreamError(b.q.registry, kindBlobs, resp.StatusCode))
+		return nil, fmt.Errorf("blob %s: continuing from upstream: %w", u.d,
+			upstreamError(u.q.registry, ociref.KindBlobs, resp.StatusCode))
 	}
 	return resp.Body, nil
-}
-
-// Close ends the body.
-func (b *peerBody) Close() error {
-	b.failed = errPeerBodyClosed
-	if b.cur == nil {
-		return nil
-	}
-	err := b.cur.Close()
-	b.cur = nil
-	return err
 }
 
 // ServePeer implements peer.Fetcher: it serves blob d of repo in registry
@@ -171,7 +146,7 @@ func (s *Server) ServePeer(w http.ResponseWriter, r *http.Request, registry, rep
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none"}
 	q := &request{
 		rec: rec, r: r, registry: registry,
-		route: route{kind: kindBlobs, name: repo, digest: d},
+		route: route{kind: ociref.KindBlobs, name: repo, digest: d},
 	}
 	if err := s.servePeer(q); err != nil {
 		writeError(rec, r, peerError(err))

@@ -7,6 +7,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/blobio"
+	"nodecache/internal/ociref"
 	"nodecache/pkg/upstream"
 )
 
@@ -15,13 +17,10 @@ import (
 // neither. Only the query parameters the spec defines are forwarded.
 func (s *Server) passThrough(q *request) error {
 	ref := ""
-	if q.route.kind == kindReferrers {
+	if q.route.kind == ociref.KindReferrers {
 		ref = q.route.digest.String()
 	}
 	req := q.upstreamRequest(q.r.Method, ref, acceptHeader(parseAccept(q.r.Header)))
-	if q.route.kind == kindTags {
-		req.Kind = "tags/list"
-	}
 	forward := url.Values{}
 	for _, k := range []string{"n", "last", "artifactType"} {
 		if v := q.r.URL.Query().Get(k); v != "" {
@@ -51,7 +50,7 @@ func (s *Server) relay(q *request, req upstream.Request, d digest.Digest, header
 	var body io.Reader = resp.Body
 	if d != "" {
 		q.rec.Header().Set("Docker-Content-Digest", d.String())
-		body = newVerifyReader(resp.Body, d, resp.ContentLength)
+		body = blobio.NewVerifier(resp.Body, d, resp.ContentLength)
 	}
 	q.rec.WriteHeader(http.StatusOK)
 	if q.r.Method == http.MethodHead {

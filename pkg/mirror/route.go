@@ -2,38 +2,16 @@ package mirror
 
 import (
 	"net/http"
-	"regexp"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 
-	"nodecache/pkg/diskstore"
-)
-
-// Route kinds, also used as metric and log labels.
-const (
-	kindBase      = "base"
-	kindManifests = "manifests"
-	kindBlobs     = "blobs"
-	kindTags      = "tags"
-	kindReferrers = "referrers"
-)
-
-// maxNameLength is the spec's limit on a repository name, counted with the
-// registry host; we count the name alone, which is the stricter reading for
-// the part we see.
-const maxNameLength = 255
-
-var (
-	// nameRE is the repository name grammar of the OCI distribution spec.
-	nameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	// tagRE is the tag grammar of the OCI distribution spec.
-	tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+	"nodecache/internal/ociref"
 )
 
 // route is a parsed pull-path request.
 type route struct {
-	kind   string
+	kind   ociref.Kind   // also the metric and log label of the route
 	name   string        // repository name; empty for the base route
 	tag    string        // manifests by tag
 	digest digest.Digest // manifests by digest, blobs, referrers
@@ -46,12 +24,12 @@ func parseRoute(path string) (route, *Error) {
 	rest, ok := strings.CutPrefix(path, "/v2/")
 	if !ok {
 		if path == "/v2" {
-			return route{kind: kindBase}, nil
+			return route{kind: ociref.KindBase}, nil
 		}
 		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a registry API path")
 	}
 	if rest == "" {
-		return route{kind: kindBase}, nil
+		return route{kind: ociref.KindBase}, nil
 	}
 	if rest == "_catalog" {
 		return route{}, errorf(http.StatusMethodNotAllowed, codeUnsupported, "the catalog is not served by a mirror")
@@ -61,7 +39,7 @@ func parseRoute(path string) (route, *Error) {
 		if e := checkName(name); e != nil {
 			return route{}, e
 		}
-		return route{kind: kindTags, name: name}, nil
+		return route{kind: ociref.KindTags, name: name}, nil
 	}
 	i := strings.LastIndexByte(rest, '/')
 	if i < 0 {
@@ -72,9 +50,9 @@ func parseRoute(path string) (route, *Error) {
 	if j < 0 {
 		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a pull path")
 	}
-	rt := route{kind: before[j+1:], name: before[:j]}
+	rt := route{kind: ociref.Kind(before[j+1:]), name: before[:j]}
 	switch rt.kind {
-	case kindManifests, kindBlobs, kindReferrers:
+	case ociref.KindManifests, ociref.KindBlobs, ociref.KindReferrers:
 	case "uploads":
 		return route{}, errorf(http.StatusMethodNotAllowed, codeUnsupported, "pushing is not supported by a mirror")
 	default:
@@ -83,26 +61,25 @@ func parseRoute(path string) (route, *Error) {
 	if e := checkName(rt.name); e != nil {
 		return route{}, e
 	}
-	if rt.kind == kindManifests && !strings.Contains(ref, ":") {
-		if !tagRE.MatchString(ref) {
+	if rt.kind == ociref.KindManifests && !strings.Contains(ref, ":") {
+		if ociref.CheckTag(ref) != nil {
 			return route{}, errorf(http.StatusBadRequest, codeManifestInvalid, "invalid tag %q", truncate(ref))
 		}
 		rt.tag = ref
 		return rt, nil
 	}
-	d := digest.Digest(ref)
-	if err := diskstore.Check(d); err != nil {
+	if ociref.Check(digest.Digest(ref)) != nil {
 		return route{}, errorf(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q: want sha256 or sha512", truncate(ref))
 	}
-	rt.digest = d
+	rt.digest = digest.Digest(ref)
 	return rt, nil
 }
 
 func checkName(name string) *Error {
-	if len(name) > maxNameLength {
-		return errorf(http.StatusBadRequest, codeNameInvalid, "repository name longer than %d characters", maxNameLength)
+	if len(name) > ociref.MaxNameLength {
+		return errorf(http.StatusBadRequest, codeNameInvalid, "repository name longer than %d characters", ociref.MaxNameLength)
 	}
-	if !nameRE.MatchString(name) {
+	if ociref.CheckName(name) != nil {
 		return errorf(http.StatusBadRequest, codeNameInvalid, "invalid repository name %q", truncate(name))
 	}
 	return nil

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"nodecache/internal/ociref"
 )
 
 const testDigest = "sha256:6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b"
@@ -11,20 +13,20 @@ const testDigest = "sha256:6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610c
 func TestParseRoute(t *testing.T) {
 	tests := []struct {
 		path       string
-		wantKind   string
+		wantKind   ociref.Kind
 		wantName   string
 		wantStatus int // 0: parses
 		wantCode   string
 	}{
-		{"/v2/", kindBase, "", 0, ""},
-		{"/v2", kindBase, "", 0, ""},
-		{"/v2/library/nginx/manifests/latest", kindManifests, "library/nginx", 0, ""},
-		{"/v2/a/b/c/d/manifests/" + testDigest, kindManifests, "a/b/c/d", 0, ""},
-		{"/v2/nginx/blobs/" + testDigest, kindBlobs, "nginx", 0, ""},
-		{"/v2/my-org/my_app.x/blobs/" + testDigest, kindBlobs, "my-org/my_app.x", 0, ""},
-		{"/v2/x/manifests/y/manifests/v1", kindManifests, "x/manifests/y", 0, ""},
-		{"/v2/library/nginx/tags/list", kindTags, "library/nginx", 0, ""},
-		{"/v2/library/nginx/referrers/" + testDigest, kindReferrers, "library/nginx", 0, ""},
+		{"/v2/", ociref.KindBase, "", 0, ""},
+		{"/v2", ociref.KindBase, "", 0, ""},
+		{"/v2/library/nginx/manifests/latest", ociref.KindManifests, "library/nginx", 0, ""},
+		{"/v2/a/b/c/d/manifests/" + testDigest, ociref.KindManifests, "a/b/c/d", 0, ""},
+		{"/v2/nginx/blobs/" + testDigest, ociref.KindBlobs, "nginx", 0, ""},
+		{"/v2/my-org/my_app.x/blobs/" + testDigest, ociref.KindBlobs, "my-org/my_app.x", 0, ""},
+		{"/v2/x/manifests/y/manifests/v1", ociref.KindManifests, "x/manifests/y", 0, ""},
+		{"/v2/library/nginx/tags/list", ociref.KindTags, "library/nginx", 0, ""},
+		{"/v2/library/nginx/referrers/" + testDigest, ociref.KindReferrers, "library/nginx", 0, ""},
 		{"/v2/_catalog", "", "", http.StatusMethodNotAllowed, codeUnsupported},
 		{"/v2/library/nginx/blobs/uploads/", "", "", http.StatusMethodNotAllowed, codeUnsupported},
 		{"/v2/library/nginx/blobs/uploads/abc", "", "", http.StatusMethodNotAllowed, codeUnsupported},
@@ -78,19 +80,19 @@ func FuzzParseRoute(f *testing.F) {
 			}
 			return
 		}
-		if rt.kind == kindBase {
+		if rt.kind == ociref.KindBase {
 			return
 		}
-		if len(rt.name) > maxNameLength || !nameRE.MatchString(rt.name) || strings.Contains(rt.name, "..") {
+		if len(rt.name) > ociref.MaxNameLength || ociref.CheckName(rt.name) != nil || strings.Contains(rt.name, "..") {
 			t.Fatalf("accepted invalid name %q", rt.name)
 		}
 		switch {
 		case rt.tag != "":
-			if !tagRE.MatchString(rt.tag) || strings.ContainsAny(rt.tag, "/:") {
+			if ociref.CheckTag(rt.tag) != nil || strings.ContainsAny(rt.tag, "/:") {
 				t.Fatalf("accepted invalid tag %q", rt.tag)
 			}
-		case rt.kind != kindTags:
-			if rt.digest.Validate() != nil || strings.ContainsAny(rt.digest.Encoded(), "/.") {
+		case rt.kind != ociref.KindTags:
+			if rt.digest.Validate() != nil || ociref.Check(rt.digest) != nil || strings.ContainsAny(rt.digest.Encoded(), "/.") {
 				t.Fatalf("accepted invalid digest %q", rt.digest)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/upstream"
 )
 
@@ -25,7 +26,7 @@ type fillSource struct {
 // openSource starts the download of d for a fill: from the owner peer for
 // a blob, if there is one and it answers, else from upstream.
 func (s *Server) openSource(ctx context.Context, q *request, d digest.Digest, header http.Header) (fillSource, error) {
-	if q.route.kind == kindBlobs {
+	if q.route.kind == ociref.KindBlobs {
 		if src, ok := s.peerSource(ctx, q, d); ok {
 			return src, nil
 		}
@@ -54,7 +55,7 @@ func checkFillResponse(q *request, resp *http.Response) error {
 	switch {
 	case resp.StatusCode != http.StatusOK:
 		err = upstreamError(q.registry, q.route.kind, resp.StatusCode)
-	case q.route.kind == kindManifests && resp.ContentLength > maxManifestSize:
+	case q.route.kind == ociref.KindManifests && resp.ContentLength > maxManifestSize:
 		err = errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
 	}
 	if err != nil {
@@ -66,7 +67,7 @@ func checkFillResponse(q *request, resp *http.Response) error {
 // mediaTypeOf is the media type to store with content: the upstream
 // Content-Type for manifests, none for blobs.
 func mediaTypeOf(q *request, resp *http.Response) string {
-	if q.route.kind != kindManifests {
+	if q.route.kind != ociref.KindManifests {
 		return ""
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))

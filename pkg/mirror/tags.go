@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/upstream"
 )
@@ -96,7 +97,7 @@ func (s *Server) askTag(ctx context.Context, q *request, accept []string) (tagRe
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return tagRecord{}, 0, upstreamError(q.registry, kindManifests, resp.StatusCode)
+		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode)
 	}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
@@ -118,7 +119,7 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return tagRecord{}, 0, upstreamError(q.registry, kindManifests, resp.StatusCode)
+		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {

@@ -2,67 +2,16 @@ package mirror
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"testing"
-	"testing/iotest"
-
-	"github.com/opencontainers/go-digest"
 
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/diskstore"
 )
-
-func TestVerifyReader(t *testing.T) {
-	data := registrytest.Random(9, 100_000)
-	d := digest.FromBytes(data)
-	corrupt := bytes.Clone(data)
-	corrupt[len(corrupt)-1] ^= 1
-	tests := []struct {
-		name    string
-		src     []byte
-		size    int64
-		oneByte bool
-		wantErr error
-	}{
-		{"good", data, int64(len(data)), false, nil},
-		{"good unknown size", data, -1, false, nil},
-		{"good one byte at a time", data, int64(len(data)), true, nil},
-		{"last byte flipped", corrupt, int64(len(data)), false, diskstore.ErrDigestMismatch},
-		{"short", data[:500], int64(len(data)), false, diskstore.ErrSizeMismatch},
-		{"short unknown size", data[:500], -1, true, diskstore.ErrDigestMismatch},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var src io.Reader = bytes.NewReader(tt.src)
-			if tt.oneByte {
-				src = iotest.OneByteReader(src)
-			}
-			v := newVerifyReader(src, d, tt.size)
-			var got bytes.Buffer
-			var err error
-			if tt.oneByte {
-				// The client side reads one byte at a time too.
-				_, err = io.Copy(&got, iotest.OneByteReader(v))
-			} else {
-				_, err = io.Copy(&got, v)
-			}
-			if !errors.Is(err, tt.wantErr) {
-				t.Fatalf("err = %v, want %v", err, tt.wantErr)
-			}
-			if tt.wantErr == nil && !bytes.Equal(got.Bytes(), data) {
-				t.Fatal("good content changed in transit")
-			}
-			if tt.wantErr != nil && got.Len() >= len(tt.src) {
-				t.Fatalf("passed on all %d bytes of bad content", got.Len())
-			}
-		})
-	}
-}
 
 // TestBlobTooLargeForTheStoreStreamsUncached: a blob larger than the
 // store's maximum is still served, to every concurrent client, verified,

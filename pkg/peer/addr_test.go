@@ -72,29 +72,6 @@ func TestParsePeerFile(t *testing.T) {
 	}
 }
 
-func TestParseContentRange(t *testing.T) {
-	for _, tc := range []struct {
-		in           string
-		start, total int64
-		ok           bool
-	}{
-		{"bytes 10-99/100", 10, 100, true},
-		{"bytes 0-0/1", 0, 1, true},
-		{"bytes 5-9/*", 5, -1, true},
-		{"bytes 10-99/99", 0, 0, false}, // end beyond total
-		{"bytes 10-9/100", 0, 0, false},
-		{"bytes */100", 0, 0, false},
-		{"items 0-1/2", 0, 0, false},
-		{"bytes -1-5/10", 0, 0, false},
-		{"", 0, 0, false},
-	} {
-		start, total, ok := parseContentRange(tc.in)
-		if ok != tc.ok || start != tc.start || total != tc.total {
-			t.Errorf("parseContentRange(%q) = %d, %d, %v; want %d, %d, %v", tc.in, start, total, ok, tc.start, tc.total, tc.ok)
-		}
-	}
-}
-
 // checkNormalized fails if a parser returned an address that is not in
 // normal form, or the same address twice.
 func checkNormalized(t *testing.T, addrs []string) {
@@ -141,17 +118,5 @@ func FuzzParsePeerFile(f *testing.F) {
 			return
 		}
 		checkNormalized(t, addrs)
-	})
-}
-
-func FuzzParseContentRange(f *testing.F) {
-	for _, s := range []string{"bytes 0-9/10", "bytes 5-9/*", "bytes 1-2/3"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		start, total, ok := parseContentRange(s)
-		if ok && (start < 0 || total < -1 || (total >= 0 && start >= total)) {
-			t.Fatalf("parseContentRange(%q) = %d, %d, true: inconsistent", s, start, total)
-		}
 	})
 }

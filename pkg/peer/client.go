@@ -8,13 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"nodecache/internal/blobio"
 )
 
 const (
@@ -146,7 +146,7 @@ func (c *Client) Fetch(ctx context.Context, owner, registry, repo string, d dige
 		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if offset > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+		req.Header.Set("Range", blobio.RangeFrom(offset))
 	}
 	c.secret.Sign(req)
 	resp, err := c.http.Do(req)
@@ -161,8 +161,7 @@ func (c *Client) Fetch(ctx context.Context, owner, registry, repo string, d dige
 		cancel()
 		return nil, 0, err
 	}
-	b := &body{c: c, ctx: ctx, owner: owner, rc: resp.Body, cancel: cancel}
-	b.timer = time.AfterFunc(c.stall, func() { b.stalled.Store(true); cancel() })
+	b := &body{c: c, ctx: ctx, owner: owner, rc: blobio.NewStallReader(resp.Body, c.stall, cancel, nil), cancel: cancel}
 	if skip > 0 {
 		// The owner ignored our Range (it streams some content uncached,
 		// start to end); drop what we already have.
@@ -182,9 +181,9 @@ func (c *Client) checkResponse(owner string, resp *http.Response, offset int64) 
 	case resp.StatusCode == http.StatusOK:
 		return resp.ContentLength, offset, nil
 	case resp.StatusCode == http.StatusPartialContent && offset > 0:
-		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-		if ok && start == offset {
-			return total, 0, nil
+		cr, err := blobio.ParseContentRange(resp.Header.Get("Content-Range"))
+		if err == nil && cr.Start == offset {
+			return cr.Total, 0, nil
 		}
 		c.failed(context.Background(), owner, "bad Content-Range")
 		return 0, 0, fmt.Errorf("%w: %s: Content-Range %q does not start at %d", ErrUnavailable, owner, resp.Header.Get("Content-Range"), offset)
@@ -231,27 +230,23 @@ func (c *Client) Describe(ch chan<- *prometheus.Desc) { c.fetches.Describe(ch) }
 func (c *Client) Collect(ch chan<- prometheus.Metric) { c.fetches.Collect(ch) }
 
 // body is a peer response body. It counts the fetch's result once, when the
-// body ends, and ends a body that stalls.
+// body ends, and ends a body that stalls (blobio.StallReader, which
+// cancels the request when the peer sends nothing for c.stall).
 type body struct {
-	c       *Client
-	ctx     context.Context // the caller's
-	owner   string
-	rc      io.ReadCloser
-	cancel  context.CancelFunc
-	timer   *time.Timer
-	stalled atomic.Bool
-	done    atomic.Bool // result counted
+	c      *Client
+	ctx    context.Context // the caller's
+	owner  string
+	rc     *blobio.StallReader
+	cancel context.CancelFunc
+	done   atomic.Bool // result counted
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if n > 0 {
-		b.timer.Reset(b.c.stall)
-	}
 	switch {
 	case err == io.EOF:
 		b.finish(ResultOK, "")
-	case err != nil && b.stalled.Load():
+	case errors.Is(err, blobio.ErrStalled):
 		err = fmt.Errorf("%w: %s sent nothing for %s", ErrUnavailable, b.owner, b.c.stall)
 		b.finish(ResultError, "body stalled")
 	case err != nil:
@@ -265,8 +260,7 @@ func (b *body) Read(p []byte) (int, error) {
 // stopped reading, the peer did nothing wrong.
 func (b *body) Close() error {
 	b.finish(ResultOK, "")
-	b.timer.Stop()
-	err := b.rc.Close()
+	err := b.rc.Close() // stops the stall timer too
 	b.cancel()
 	return err
 }
@@ -280,34 +274,4 @@ func (b *body) finish(result, reason string) {
 		return
 	}
 	b.c.fetches.WithLabelValues(result).Inc()
-}
-
-// parseContentRange parses "bytes START-END/TOTAL" (TOTAL may be "*",
-// returned as -1).
-func parseContentRange(s string) (start, total int64, ok bool) {
-	rest, found := strings.CutPrefix(s, "bytes ")
-	if !found {
-		return 0, 0, false
-	}
-	rng, tot, found := strings.Cut(rest, "/")
-	if !found {
-		return 0, 0, false
-	}
-	first, last, found := strings.Cut(rng, "-")
-	if !found {
-		return 0, 0, false
-	}
-	start, err1 := strconv.ParseInt(first, 10, 64)
-	end, err2 := strconv.ParseInt(last, 10, 64)
-	if err1 != nil || err2 != nil || start < 0 || end < start {
-		return 0, 0, false
-	}
-	if tot == "*" {
-		return start, -1, true
-	}
-	total, err := strconv.ParseInt(tot, 10, 64)
-	if err != nil || total <= end {
-		return 0, 0, false
-	}
-	return start, total, true
 }

@@ -4,12 +4,13 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"nodecache/internal/ociref"
 )
 
 // Fetcher serves blobs to peers. The mirror implements it.
@@ -31,12 +32,6 @@ const (
 	invalidResult      = "invalid"      // wrong method, path, digest or name
 )
 
-// maxRepoLength is the distribution spec's limit on a repository name.
-const maxRepoLength = 255
-
-// repoRE is the repository name grammar of the OCI distribution spec.
-var repoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-
 // Handler serves the peer API on --peer-listen. Its one route is
 //
 //	GET|HEAD /peer/v1/blobs/<digest>?ns=<registry>&repo=<repository>
@@ -45,7 +40,10 @@ var repoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((
 // for, so an unauthenticated caller learns nothing, not even which routes
 // exist. A signed request is then checked (405 for other methods, 404 for
 // other paths, 400 for a bad digest or name, 403 for a registry not on the
-// allow-list) and handed to the Fetcher. Errors are OCI error JSON.
+// allow-list) and handed to the Fetcher. Names and digests are checked
+// with ociref, as the mirror's pull path checks them, so a peer cannot make
+// this node fetch a digest its own clients could not ask for (sha384, for
+// one). Errors are OCI error JSON.
 //
 // Handler is a prometheus.Collector of nodecache_peer_requests_total.
 type Handler struct {
@@ -94,14 +92,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, invalidResult, http.StatusNotFound, "UNSUPPORTED", "not a peer API path")
 		return
 	}
-	d, err := digest.Parse(ref)
-	if err != nil {
+	d := digest.Digest(ref)
+	if ociref.Check(d) != nil {
 		h.refuse(w, r, invalidResult, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest")
 		return
 	}
 	q := r.URL.Query()
 	registry, repo := strings.ToLower(q.Get("ns")), q.Get("repo")
-	if len(repo) > maxRepoLength || !repoRE.MatchString(repo) {
+	if ociref.CheckName(repo) != nil {
 		h.refuse(w, r, invalidResult, http.StatusBadRequest, "NAME_INVALID", "invalid repository name")
 		return
 	}

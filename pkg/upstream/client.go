@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/credentials"
 )
 
@@ -44,7 +45,7 @@ const drainLimit = 4 << 10
 type Request struct {
 	Registry string      // the ns value, e.g. "docker.io"
 	Repo     string      // repository name, e.g. "library/nginx"
-	Kind     string      // KindManifests, KindBlobs, KindTags or KindReferrers
+	Kind     ociref.Kind // ociref.KindManifests, KindBlobs, KindTags or KindReferrers
 	Ref      string      // tag or digest ("" for KindTags)
 	Method   string      // http.MethodGet or http.MethodHead
 	Header   http.Header // extra headers to forward, e.g. Accept, Range; may be nil
@@ -264,7 +265,7 @@ func (c *Client) endpointsFor(ctx context.Context, r Request) ([]endpoint, error
 	}
 	// Resolving a tag needs the "resolve" capability; anything addressed
 	// by digest only needs "pull", which every cached entry has.
-	needResolve := r.Kind == KindTags || (r.Kind == KindManifests && !isDigest(r.Ref))
+	needResolve := r.Kind == ociref.KindTags || (r.Kind == ociref.KindManifests && !isDigest(r.Ref))
 	eps := make([]endpoint, 0, len(all))
 	for _, ep := range all {
 		if !needResolve || ep.resolve {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"nodecache/internal/ociref"
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/credentials"
 )
@@ -29,7 +30,7 @@ func basic(user, pass string) credentials.Auth {
 // source of the credentials used and the body.
 func fetchBlob(t *testing.T, c *Client, repo, d string, auth credentials.Auth) (int, AuthSource, []byte) {
 	t.Helper()
-	r := Request{Registry: testRegistry, Repo: repo, Kind: KindBlobs, Ref: d, Method: http.MethodGet, Auth: auth}
+	r := Request{Registry: testRegistry, Repo: repo, Kind: ociref.KindBlobs, Ref: d, Method: http.MethodGet, Auth: auth}
 	resp, err := c.Fetch(testCtx(t), r)
 	if err != nil {
 		t.Fatalf("Fetch %s: %v", repo, err)

@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/ociref"
 )
 
 const (
@@ -17,26 +18,7 @@ const (
 	// dockerHubEndpoint is where Docker Hub's registry API lives; the
 	// docker.io host itself only redirects browsers to the website.
 	dockerHubEndpoint = "https://registry-1.docker.io"
-
-	// maxRepoLength is the distribution spec's limit on a repository name.
-	maxRepoLength = 255
 )
-
-// The request kinds of the pull path.
-const (
-	KindManifests = "manifests"
-	KindBlobs     = "blobs"
-	KindTags      = "tags/list"
-	KindReferrers = "referrers"
-)
-
-// repoPattern is the distribution spec's repository name grammar:
-// slash-separated lowercase components joined by '.', '_', '__' or dashes.
-// Checking it here keeps untrusted names from shaping the upstream URL path.
-var repoPattern = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
-
-// tagPattern is the distribution spec's tag grammar.
-var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 
 // parseEndpoints validates the explicit registry-to-URL overrides.
 func parseEndpoints(endpoints map[string]string) (map[string]*url.URL, error) {
@@ -132,9 +114,11 @@ func normalizeRepo(registry, repo string) string {
 	return repo
 }
 
-// checkRequest validates the parts of r that end up in the URL path.
+// checkRequest validates the parts of r that end up in the URL path, with
+// ociref's grammar: untrusted names and references cannot shape the
+// upstream URL.
 func checkRequest(r Request) error {
-	if len(r.Repo) > maxRepoLength || !repoPattern.MatchString(r.Repo) {
+	if ociref.CheckName(r.Repo) != nil {
 		return fmt.Errorf("%w: repository %q", ErrInvalidRequest, r.Repo)
 	}
 	if r.Method != "GET" && r.Method != "HEAD" {
@@ -142,11 +126,11 @@ func checkRequest(r Request) error {
 	}
 	var refOK bool
 	switch r.Kind {
-	case KindManifests:
-		refOK = tagPattern.MatchString(r.Ref) || isDigest(r.Ref)
-	case KindBlobs, KindReferrers:
+	case ociref.KindManifests:
+		refOK = ociref.CheckTag(r.Ref) == nil || isDigest(r.Ref)
+	case ociref.KindBlobs, ociref.KindReferrers:
 		refOK = isDigest(r.Ref)
-	case KindTags:
+	case ociref.KindTags:
 		refOK = r.Ref == ""
 	default:
 		return fmt.Errorf("%w: kind %q", ErrInvalidRequest, r.Kind)
@@ -160,10 +144,8 @@ func checkRequest(r Request) error {
 	return nil
 }
 
-func isDigest(s string) bool {
-	_, err := digest.Parse(s)
-	return err == nil
-}
+// isDigest reports whether s is a digest of an accepted algorithm.
+func isDigest(s string) bool { return ociref.Check(digest.Digest(s)) == nil }
 
 // requestURL builds <base><path>/<repo>/<kind>[/<ref>][?query]; repo must
 // be normalized and r validated. A hosts.toml mirror also gets ns=<registry>,
@@ -171,7 +153,7 @@ func isDigest(s string) bool {
 // which one is meant.
 func (ep endpoint) requestURL(repo string, r Request) *url.URL {
 	u := *ep.base
-	u.Path = ep.path + "/" + repo + "/" + r.Kind
+	u.Path = ep.path + "/" + repo + "/" + r.Kind.Path()
 	if r.Ref != "" {
 		u.Path += "/" + r.Ref
 	}

@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"nodecache/internal/ociref"
 )
 
 func TestNewRejectsBadEndpoints(t *testing.T) {
@@ -100,12 +102,12 @@ func TestRequestPath(t *testing.T) {
 		r    Request
 		want string // path?query the server sees
 	}{
-		{"docker hub official image", Request{Registry: "docker.io", Repo: "nginx", Kind: KindManifests, Ref: "latest"}, "/v2/library/nginx/manifests/latest"},
-		{"docker hub user image", Request{Registry: "docker.io", Repo: "bitnami/redis", Kind: KindManifests, Ref: "7"}, "/v2/bitnami/redis/manifests/7"},
-		{"other registry single component", Request{Registry: testRegistry, Repo: "nginx", Kind: KindManifests, Ref: "latest"}, "/v2/nginx/manifests/latest"},
-		{"blob", Request{Registry: testRegistry, Repo: "a/b", Kind: KindBlobs, Ref: testDigest}, "/v2/a/b/blobs/" + testDigest},
-		{"tags list paginated", Request{Registry: "docker.io", Repo: "alpine", Kind: KindTags, RawQuery: "n=10&last=3.19"}, "/v2/library/alpine/tags/list?n=10&last=3.19"},
-		{"referrers", Request{Registry: testRegistry, Repo: "a/b", Kind: KindReferrers, Ref: testDigest, RawQuery: "artifactType=x%2Fy"}, "/v2/a/b/referrers/" + testDigest + "?artifactType=x%2Fy"},
+		{"docker hub official image", Request{Registry: "docker.io", Repo: "nginx", Kind: ociref.KindManifests, Ref: "latest"}, "/v2/library/nginx/manifests/latest"},
+		{"docker hub user image", Request{Registry: "docker.io", Repo: "bitnami/redis", Kind: ociref.KindManifests, Ref: "7"}, "/v2/bitnami/redis/manifests/7"},
+		{"other registry single component", Request{Registry: testRegistry, Repo: "nginx", Kind: ociref.KindManifests, Ref: "latest"}, "/v2/nginx/manifests/latest"},
+		{"blob", Request{Registry: testRegistry, Repo: "a/b", Kind: ociref.KindBlobs, Ref: testDigest}, "/v2/a/b/blobs/" + testDigest},
+		{"tags list paginated", Request{Registry: "docker.io", Repo: "alpine", Kind: ociref.KindTags, RawQuery: "n=10&last=3.19"}, "/v2/library/alpine/tags/list?n=10&last=3.19"},
+		{"referrers", Request{Registry: testRegistry, Repo: "a/b", Kind: ociref.KindReferrers, Ref: testDigest, RawQuery: "artifactType=x%2Fy"}, "/v2/a/b/referrers/" + testDigest + "?artifactType=x%2Fy"},
 	}
 	h := &okHandler{}
 	srv := httptest.NewServer(h)
@@ -126,7 +128,7 @@ func TestRequestPath(t *testing.T) {
 }
 
 func TestInvalidRequests(t *testing.T) {
-	good := Request{Registry: testRegistry, Repo: "a/b", Kind: KindManifests, Ref: "v1", Method: http.MethodGet}
+	good := Request{Registry: testRegistry, Repo: "a/b", Kind: ociref.KindManifests, Ref: "v1", Method: http.MethodGet}
 	tests := []struct {
 		name   string
 		modify func(*Request)
@@ -136,9 +138,9 @@ func TestInvalidRequests(t *testing.T) {
 		{"empty repo", func(r *Request) { r.Repo = "" }},
 		{"long repo", func(r *Request) { r.Repo = strings.Repeat("a", 256) }},
 		{"unknown kind", func(r *Request) { r.Kind = "uploads" }},
-		{"blob by tag", func(r *Request) { r.Kind = KindBlobs }},
-		{"referrers by tag", func(r *Request) { r.Kind = KindReferrers }},
-		{"tags with ref", func(r *Request) { r.Kind = KindTags }},
+		{"blob by tag", func(r *Request) { r.Kind = ociref.KindBlobs }},
+		{"referrers by tag", func(r *Request) { r.Kind = ociref.KindReferrers }},
+		{"tags with ref", func(r *Request) { r.Kind = ociref.KindTags }},
 		{"tag with slash", func(r *Request) { r.Ref = "v1/../x" }},
 		{"bad digest", func(r *Request) { r.Ref = "sha256:xyz" }},
 		{"POST", func(r *Request) { r.Method = http.MethodPost }},

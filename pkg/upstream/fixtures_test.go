@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"nodecache/internal/ociref"
 )
 
 // testRegistry is the registry name tests resolve to their fake servers.
@@ -154,7 +156,7 @@ func newTestClient(t *testing.T, registryURL string, opts ...Option) *Client {
 }
 
 func manifestRequest(repo, ref string) Request {
-	return Request{Registry: testRegistry, Repo: repo, Kind: KindManifests, Ref: ref, Method: http.MethodGet}
+	return Request{Registry: testRegistry, Repo: repo, Kind: ociref.KindManifests, Ref: ref, Method: http.MethodGet}
 }
 
 // mustDo runs r and returns the status, closing the body.

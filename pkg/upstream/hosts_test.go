@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 
+	"nodecache/internal/ociref"
 	"nodecache/internal/registrytest"
 )
 
@@ -88,7 +89,7 @@ func TestHostsDirMirrorFallsBackToServer(t *testing.T) {
 `, server.URL(), "http://localhost:"+portOf(t, self.URL()), mirror.URL(), failing.URL()))
 	c := hostsClient(t, dir, []string{"[::]:" + portOf(t, self.URL())}, nil)
 
-	r := Request{Registry: testRegistry, Repo: "team/app", Kind: KindBlobs, Ref: d.String(), Method: http.MethodGet}
+	r := Request{Registry: testRegistry, Repo: "team/app", Kind: ociref.KindBlobs, Ref: d.String(), Method: http.MethodGet}
 	resp, err := c.Do(testCtx(t), r)
 	if err != nil {
 		t.Fatal(err)

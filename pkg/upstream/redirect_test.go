@@ -7,12 +7,14 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+
+	"nodecache/internal/ociref"
 )
 
 const testDigest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 
 func blobRequest(repo string) Request {
-	return Request{Registry: testRegistry, Repo: repo, Kind: KindBlobs, Ref: testDigest, Method: http.MethodGet}
+	return Request{Registry: testRegistry, Repo: repo, Kind: ociref.KindBlobs, Ref: testDigest, Method: http.MethodGet}
 }
 
 // TestRedirectAuthorization sends a blob GET through a token-protected

@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"nodecache/internal/ociref"
 )
 
 // newDistribution starts an in-memory distribution registry.
@@ -96,15 +98,15 @@ func TestDistributionRegistry(t *testing.T) {
 		wantLen    int64  // Content-Length
 		wantBody   []byte // nil: not checked (HEAD must be empty)
 	}{
-		{"GET manifest by tag", Request{Kind: KindManifests, Ref: "v1", Method: http.MethodGet, Header: accept}, 200, int64(len(rawManifest)), rawManifest},
-		{"HEAD manifest by tag", Request{Kind: KindManifests, Ref: "v1", Method: http.MethodHead, Header: accept}, 200, int64(len(rawManifest)), nil},
-		{"GET manifest by digest", Request{Kind: KindManifests, Ref: mdgst, Method: http.MethodGet, Header: accept}, 200, int64(len(rawManifest)), rawManifest},
-		{"HEAD manifest by digest", Request{Kind: KindManifests, Ref: mdgst, Method: http.MethodHead, Header: accept}, 200, int64(len(rawManifest)), nil},
-		{"GET blob", Request{Kind: KindBlobs, Ref: ldgst, Method: http.MethodGet}, 200, lsize, layerBytes},
-		{"HEAD blob", Request{Kind: KindBlobs, Ref: ldgst, Method: http.MethodHead}, 200, lsize, nil},
-		{"GET blob range", Request{Kind: KindBlobs, Ref: ldgst, Method: http.MethodGet, Header: http.Header{"Range": {"bytes=10-19"}}}, 206, 10, layerBytes[10:20]},
-		{"GET missing blob", Request{Kind: KindBlobs, Ref: missing, Method: http.MethodGet}, 404, -1, nil},
-		{"HEAD missing manifest", Request{Kind: KindManifests, Ref: "nope", Method: http.MethodHead}, 404, -1, nil},
+		{"GET manifest by tag", Request{Kind: ociref.KindManifests, Ref: "v1", Method: http.MethodGet, Header: accept}, 200, int64(len(rawManifest)), rawManifest},
+		{"HEAD manifest by tag", Request{Kind: ociref.KindManifests, Ref: "v1", Method: http.MethodHead, Header: accept}, 200, int64(len(rawManifest)), nil},
+		{"GET manifest by digest", Request{Kind: ociref.KindManifests, Ref: mdgst, Method: http.MethodGet, Header: accept}, 200, int64(len(rawManifest)), rawManifest},
+		{"HEAD manifest by digest", Request{Kind: ociref.KindManifests, Ref: mdgst, Method: http.MethodHead, Header: accept}, 200, int64(len(rawManifest)), nil},
+		{"GET blob", Request{Kind: ociref.KindBlobs, Ref: ldgst, Method: http.MethodGet}, 200, lsize, layerBytes},
+		{"HEAD blob", Request{Kind: ociref.KindBlobs, Ref: ldgst, Method: http.MethodHead}, 200, lsize, nil},
+		{"GET blob range", Request{Kind: ociref.KindBlobs, Ref: ldgst, Method: http.MethodGet, Header: http.Header{"Range": {"bytes=10-19"}}}, 206, 10, layerBytes[10:20]},
+		{"GET missing blob", Request{Kind: ociref.KindBlobs, Ref: missing, Method: http.MethodGet}, 404, -1, nil},
+		{"HEAD missing manifest", Request{Kind: ociref.KindManifests, Ref: "nope", Method: http.MethodHead}, 404, -1, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,7 +134,7 @@ func TestDistributionRegistry(t *testing.T) {
 			}
 			if tt.wantStatus == 200 {
 				want := tt.r.Ref
-				if tt.r.Kind == KindManifests {
+				if tt.r.Kind == ociref.KindManifests {
 					want = mdgst
 				}
 				if got := resp.Header.Get("Docker-Content-Digest"); got != want {
@@ -143,7 +145,7 @@ func TestDistributionRegistry(t *testing.T) {
 	}
 
 	t.Run("tags list", func(t *testing.T) {
-		r := Request{Registry: testRegistry, Repo: "team/app", Kind: KindTags, Method: http.MethodGet, RawQuery: "n=" + strconv.Itoa(10)}
+		r := Request{Registry: testRegistry, Repo: "team/app", Kind: ociref.KindTags, Method: http.MethodGet, RawQuery: "n=" + strconv.Itoa(10)}
 		resp, err := c.Do(testCtx(t), r)
 		if err != nil {
 			t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"nodecache/internal/ociref"
 	"nodecache/internal/registrytest"
 )
 
@@ -53,7 +54,7 @@ func resumeFixture(t *testing.T, then func(reg *registrytest.Registry, n int, w 
 		return then(reg, log.add(r), w, r)
 	})
 	c := newTestClient(t, reg.URL())
-	r := Request{Registry: testRegistry, Repo: "team/app", Kind: KindBlobs, Ref: d.String(), Method: http.MethodGet}
+	r := Request{Registry: testRegistry, Repo: "team/app", Kind: ociref.KindBlobs, Ref: d.String(), Method: http.MethodGet}
 	return c, r, data, log
 }
 
@@ -191,44 +192,6 @@ func TestNoResumeForRanges(t *testing.T) {
 	if n := len(log.get()); n != 1 {
 		t.Errorf("requests = %d, want 1", n)
 	}
-}
-
-func TestParseContentRange(t *testing.T) {
-	tests := []struct {
-		in                string
-		start, end, total int64
-		ok                bool
-	}{
-		{"bytes 0-9/10", 0, 9, 10, true},
-		{"bytes 5-9/*", 5, 9, -1, true},
-		{"bytes 5-9/9", 0, 0, 0, false},
-		{"bytes 9-5/10", 0, 0, 0, false},
-		{"bytes -5/10", 0, 0, 0, false},
-		{"bytes */10", 0, 0, 0, false},
-		{"items 0-9/10", 0, 0, 0, false},
-		{"", 0, 0, 0, false},
-	}
-	for _, tt := range tests {
-		s, e, tot, err := parseContentRange(tt.in)
-		if (err == nil) != tt.ok || s != tt.start || e != tt.end || tot != tt.total {
-			t.Errorf("parseContentRange(%q) = %d %d %d %v", tt.in, s, e, tot, err)
-		}
-	}
-}
-
-func FuzzParseContentRange(f *testing.F) {
-	for _, s := range []string{"bytes 0-9/10", "bytes 5-9/*", "bytes 1-2/3"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		start, end, total, err := parseContentRange(s)
-		if err != nil {
-			return
-		}
-		if start < 0 || end < start || (total != -1 && total <= end) {
-			t.Errorf("parseContentRange(%q) = %d %d %d", s, start, end, total)
-		}
-	})
 }
 
 // TestResumeTail: a GET of a blob's tail ("Range: bytes=N-", how a node

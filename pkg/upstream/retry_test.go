@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"nodecache/internal/clocktest"
+	"nodecache/internal/ociref"
 	"nodecache/internal/registrytest"
 )
 
@@ -58,7 +59,7 @@ func TestRetries(t *testing.T) {
 			reg.SetFault(failFirst(tt.fails, tt.code, tt.retryAfter))
 			var sl sleeps
 			c := newTestClient(t, reg.URL(), WithSleep(sl.sleep), WithClock(clock.Now))
-			r := Request{Registry: testRegistry, Repo: "team/app", Kind: KindBlobs, Ref: d.String(), Method: http.MethodGet}
+			r := Request{Registry: testRegistry, Repo: "team/app", Kind: ociref.KindBlobs, Ref: d.String(), Method: http.MethodGet}
 			if got := mustDo(t, c, r); got != tt.wantStatus {
 				t.Errorf("status = %d, want %d", got, tt.wantStatus)
 			}
