@@ -453,7 +453,7 @@ func checkPeers(t *testing.T, m manifests, c corev1.Container, volumes map[strin
 			continue
 		}
 		if s.SecretName != "nodecache-peer-secret" {
-			t.Errorf("secret volume %s uses Secret %q, README creates nodecache-peer-secret", vm.Name, s.SecretName)
+			t.Errorf("secret volume %s uses Secret %q, docs/operations.md creates nodecache-peer-secret", vm.Name, s.SecretName)
 		}
 		if s.Optional != nil && *s.Optional {
 			t.Errorf("secret volume %s is optional: a pod without it would start with a missing --peer-secret-file", vm.Name)
