@@ -58,7 +58,7 @@ func TestNoVariableMeansTwoThings(t *testing.T) {
 	}
 }
 
-// TestHostsVariablesLeaveServeAlone: the README's hosts example in the
+// TestHostsVariablesLeaveServeAlone: docs/configuration.md's hosts example in the
 // environment does not change, or break, serve's settings.
 func TestHostsVariablesLeaveServeAlone(t *testing.T) {
 	want, err := parseServe(nil, io.Discard)

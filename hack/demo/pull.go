@@ -27,7 +27,7 @@ const maxManifestSize = 4 << 20
 // writeHostsDir writes a containerd hosts directory (what config_path and
 // ctr --hosts-dir point at) in which the registry upstreamHost is mirrored
 // by nodecache at mirrorURL, with the registry itself as the fallback, as
-// the README's hosts.toml.example does for Docker Hub. It returns the
+// hosts.toml.example does for Docker Hub. It returns the
 // directory.
 func writeHostsDir(dir, upstreamHost, mirrorURL string) (string, error) {
 	root := filepath.Join(dir, "certs.d")
