@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -100,5 +101,52 @@ func TestHelpNamesEachCommandsVariables(t *testing.T) {
 		if err != flag.ErrHelp || !strings.Contains(out.String(), want) {
 			t.Errorf("%s --help: %v, want %q in:\n%s", cmd, err, want, out.String())
 		}
+	}
+}
+
+// TestHostsNamesTheOldVariables: hosts carries on when NODECACHE_<FLAG>
+// variables of its own flags are set, but says on stderr, one line each,
+// that they are ignored and which variable to set instead. serve's
+// NODECACHE_REGISTRY is not named: it is serve's, not an old name.
+func TestHostsNamesTheOldVariables(t *testing.T) {
+	dir := t.TempDir()
+	for name, v := range map[string]string{
+		"NODECACHE_REGISTRY": "docker.io=https://registry-1.docker.io",
+		"NODECACHE_DIR":      "/nonexistent",
+		"NODECACHE_MIRROR":   "http://127.0.0.1:6000",
+		"NODECACHE_ALL":      "true",
+		"NODECACHE_REPLACE":  "true",
+		"NODECACHE_REMOVE":   "true",
+	} {
+		t.Setenv(name, v)
+	}
+	t.Setenv("NODECACHE_HOSTS_CMD_REGISTRY", "ghcr.io")
+	var out, errOut strings.Builder
+	if err := dispatch(t.Context(), []string{"hosts", "--dir", dir}, &out, &errOut); err != nil {
+		t.Fatalf("hosts with old variables set: %v", err)
+	}
+	var want []string
+	for _, name := range []string{"ALL", "DIR", "MIRROR", "REMOVE", "REPLACE"} {
+		want = append(want, "nodecache hosts: NODECACHE_"+name+" is ignored; set NODECACHE_HOSTS_CMD_"+name)
+	}
+	if got := strings.TrimSuffix(errOut.String(), "\n"); got != strings.Join(want, "\n") {
+		t.Errorf("stderr:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+	// It carried on with its own variables alone: one file, written (not
+	// removed), for the default mirror.
+	if got := hostOrder(t, dir, "ghcr.io"); got[0] != defaultMirror {
+		t.Errorf("ghcr.io: containerd tries %v, want %s first", got, defaultMirror)
+	}
+	if !strings.Contains(out.String(), "ghcr.io") || strings.Count(out.String(), "\n") != 1 {
+		t.Errorf("stdout %q, want one line for ghcr.io", out.String())
+	}
+
+	// Without old names set, stderr stays quiet.
+	for _, name := range []string{"ALL", "DIR", "MIRROR", "REMOVE", "REPLACE"} {
+		os.Unsetenv("NODECACHE_" + name)
+	}
+	errOut.Reset()
+	if err := dispatch(t.Context(), []string{"hosts", "--dir", dir}, io.Discard, &errOut); err != nil || errOut.Len() != 0 {
+		t.Errorf("hosts without old variables: %v, stderr %q", err, errOut.String())
 	}
 }

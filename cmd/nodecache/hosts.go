@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strings"
 
 	"nodecache/internal/hostsdir"
@@ -32,6 +33,7 @@ type hostsOptions struct {
 // hosts writes, or with --remove undoes, containerd hosts.toml files that
 // put nodecache in front of registries.
 func hosts(args []string, stdout, stderr io.Writer) error {
+	warnOldHostsVariables(stderr)
 	opts, err := parseHosts(args, stderr)
 	if err != nil {
 		return err
@@ -50,6 +52,27 @@ func hosts(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s: %s\n", path, result)
 	}
 	return nil
+}
+
+// warnOldHostsVariables names on stderr each NODECACHE_<FLAG> variable
+// that is set for a flag of hosts alone (NODECACHE_MIRROR, NODECACHE_DIR,
+// ...). hosts reads only NODECACHE_HOSTS_CMD_<FLAG>, and an environment
+// file written for the older names would otherwise be ignored without a
+// word. A name serve or verify reads (NODECACHE_REGISTRY) is theirs, and
+// is not named.
+func warnOldHostsVariables(stderr io.Writer) {
+	own, _ := hostsFlags()
+	serve, _ := serveFlags()
+	verify, _ := verifyFlags()
+	own.VisitAll(func(f *flag.Flag) {
+		if serve.Lookup(f.Name) != nil || verify.Lookup(f.Name) != nil {
+			return
+		}
+		old := serveEnv.Name(f.Name)
+		if _, set := os.LookupEnv(old); set {
+			fmt.Fprintf(stderr, "nodecache hosts: %s is ignored; set %s\n", old, hostsEnv.Name(f.Name))
+		}
+	})
 }
 
 func parseHosts(args []string, stderr io.Writer) (hostsOptions, error) {
