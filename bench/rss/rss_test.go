@@ -32,6 +32,9 @@ const (
 	sampleEvery = 50 * time.Millisecond
 )
 
+// TestMain removes, at the end, the daemon daemontest.Binary built.
+func TestMain(m *testing.M) { daemontest.Main(m) }
+
 // BenchmarkDaemonRSS reports the daemon's peak RSS, sampled and as VmHWM,
 // during a cold phase (64 clients attached to the first fill) and a warm
 // phase (64 clients served from the cache). It measures once whatever b.N

@@ -13,6 +13,9 @@ import (
 	"nodecache/internal/daemontest"
 )
 
+// TestMain removes, at the end, the daemon daemontest.Binary built.
+func TestMain(m *testing.M) { daemontest.Main(m) }
+
 func TestDispatch(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

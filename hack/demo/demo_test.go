@@ -16,12 +16,15 @@ import (
 // a message instead of at the test binary's timeout.
 const testTimeout = 30 * time.Second
 
+// TestMain removes, at the end, the daemon daemontest.Binary built.
+func TestMain(m *testing.M) { daemontest.Main(m) }
+
 // TestDemo runs the demo against a nodecache built from this module, with
 // a small image, and checks what `make demo` shows: the warm pull costs
 // the upstream no blob bytes and the image still pulls with the upstream
 // down.
 func TestDemo(t *testing.T) {
-	bin := daemontest.Binary(t)
+	bin := daemontest.BinaryOrSkip(t)
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
 	var out bytes.Buffer

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -72,18 +73,94 @@ func Build(dir string) (string, error) {
 	return bin, nil
 }
 
-// Binary builds the daemon into a temporary directory of tb, skipping tb
-// when no go command can be found.
+// daemon is the binary Binary builds, once per test process: the package
+// and the go command it is built with are the same for every caller, so
+// nothing else keys it.
+var daemon builder
+
+// mainRan is set by Main: Binary needs Main to remove what it built.
+var mainRan atomic.Bool
+
+// builder builds nodecache/cmd/nodecache once, into a directory of its
+// own, and keeps the result, error included, for every later caller.
+type builder struct {
+	once sync.Once
+	dir  string // removed by remove
+	bin  string
+	err  error
+}
+
+// binary builds the daemon on the first call and returns that call's
+// result on every call.
+func (b *builder) binary() (string, error) {
+	b.once.Do(func() {
+		if _, err := os.Stat(goTool()); err != nil {
+			b.err = fmt.Errorf("building the daemon needs the go command, on PATH or in $GOROOT/bin: %w", err)
+			return
+		}
+		if b.dir, b.err = os.MkdirTemp("", "nodecache-bin-"); b.err != nil {
+			return
+		}
+		b.bin, b.err = Build(b.dir)
+	})
+	return b.bin, b.err
+}
+
+// remove deletes what binary built. Call it once no caller uses the binary.
+func (b *builder) remove() error {
+	b.once.Do(func() {}) // orders the reads below after a build
+	if b.dir == "" {
+		return nil
+	}
+	return os.RemoveAll(b.dir)
+}
+
+// Main runs the package's tests and benchmarks, removes the daemon Binary
+// built, and exits with their status. A package whose tests call Binary
+// calls it from its TestMain:
+//
+//	func TestMain(m *testing.M) { daemontest.Main(m) }
+func Main(m *testing.M) {
+	mainRan.Store(true)
+	code := m.Run()
+	if err := daemon.remove(); err != nil {
+		fmt.Fprintln(os.Stderr, "daemontest:", err)
+	}
+	os.Exit(code)
+}
+
+// Binary returns the daemon built from this module, built the first time
+// a test of this process asks. A failed build, or no go command to build
+// with, fails tb (and every later caller, with the same error): a test
+// run that cannot build the daemon must not pass by skipping the tests
+// that run it. The package's TestMain must call Main, which removes the
+// binary at the end.
 func Binary(tb testing.TB) string {
 	tb.Helper()
-	if _, err := os.Stat(goTool()); err != nil {
-		tb.Skip("the go command is not on PATH; building the daemon needs it")
+	return binaryOf(tb, &daemon)
+}
+
+func binaryOf(tb testing.TB, b *builder) string {
+	tb.Helper()
+	if !mainRan.Load() {
+		tb.Fatal("daemontest.Binary: the package's TestMain must call daemontest.Main, which removes the binary")
 	}
-	bin, err := Build(tb.TempDir())
+	bin, err := b.binary()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return bin
+}
+
+// BinaryOrSkip is Binary for tests that may skip without the go command,
+// such as a development tool's: it skips tb when no go command can be
+// found, and fails it if the build itself fails.
+func BinaryOrSkip(tb testing.TB) string {
+	tb.Helper()
+	if _, err := os.Stat(goTool()); err != nil {
+		tb.Skip("the go command is not on PATH; building the daemon needs it")
+	}
+	return Binary(tb)
 }
 
 // goTool finds the go command: on PATH, else next to the test's GOROOT.

@@ -2,14 +2,20 @@ package daemontest
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 
 	"nodecache/internal/registrytest"
 )
+
+// TestMain removes, at the end, the daemon Binary built.
+func TestMain(m *testing.M) { Main(m) }
 
 func TestFreeAddrIsFree(t *testing.T) {
 	addr := FreeAddr(t)
@@ -79,4 +85,66 @@ func TestNotImportedByProduction(t *testing.T) {
 			t.Errorf("production code imports daemontest: %s", line)
 		}
 	}
+}
+
+// TestBinaryBuildsOnce: every caller in a test process gets the one
+// binary built for the first.
+func TestBinaryBuildsOnce(t *testing.T) {
+	first := Binary(t)
+	fi, err := os.Stat(first)
+	if err != nil {
+		t.Fatalf("the built binary: %v", err)
+	}
+	if second := Binary(t); second != first {
+		t.Errorf("Binary built again: %s, then %s", first, second)
+	}
+	if again, err := os.Stat(first); err != nil || !again.ModTime().Equal(fi.ModTime()) {
+		t.Errorf("the binary changed after a second Binary: %v", err)
+	}
+}
+
+// TestBinaryFailsWithoutGo: without a go command Binary fails the test
+// rather than skipping it, so that a run which cannot build the daemon
+// does not pass; the error is kept, not retried; BinaryOrSkip skips.
+func TestBinaryFailsWithoutGo(t *testing.T) {
+	path := os.Getenv("PATH")
+	t.Setenv("PATH", t.TempDir())
+	t.Setenv("GOROOT", t.TempDir())
+	var b builder
+	tb := runTB(t, func(tb testing.TB) { binaryOf(tb, &b) })
+	if tb.skipped != "" || !strings.Contains(tb.fatal, "go command") {
+		t.Errorf("Binary without go: fatal %q, skipped %q; want a failure naming the go command", tb.fatal, tb.skipped)
+	}
+	os.Setenv("PATH", path) // t.Setenv restores it at the end too
+	if _, err := b.binary(); err == nil || !strings.Contains(err.Error(), "go command") {
+		t.Errorf("a second call with go back on PATH: %v, want the first error kept", err)
+	}
+	os.Setenv("PATH", t.TempDir())
+	tb = runTB(t, func(tb testing.TB) { BinaryOrSkip(tb) })
+	if tb.fatal != "" || !strings.Contains(tb.skipped, "go command") {
+		t.Errorf("BinaryOrSkip without go: fatal %q, skipped %q; want a skip", tb.fatal, tb.skipped)
+	}
+}
+
+// recordingTB records a Fatal or Skip instead of ending the real test.
+type recordingTB struct {
+	testing.TB
+	fatal, skipped string
+}
+
+func (r *recordingTB) Helper()           {}
+func (r *recordingTB) Fatal(args ...any) { r.fatal = fmt.Sprint(args...); runtime.Goexit() }
+func (r *recordingTB) Skip(args ...any)  { r.skipped = fmt.Sprint(args...); runtime.Goexit() }
+
+// runTB runs fn with a recordingTB on a goroutine of its own, which a
+// Fatal or Skip ends, and returns what it recorded.
+func runTB(t *testing.T, fn func(testing.TB)) *recordingTB {
+	r := &recordingTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(r)
+	}()
+	<-done
+	return r
 }

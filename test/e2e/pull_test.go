@@ -17,6 +17,9 @@ import (
 	"nodecache/internal/registrytest"
 )
 
+// TestMain removes, at the end, the daemon daemontest.Binary built.
+func TestMain(m *testing.M) { daemontest.Main(m) }
+
 // TestContainerdPullThroughNodecache pulls a multi-arch image with ctr from
 // an upstream registry mirrored by nodecache through a hosts.toml, checks
 // that every blob came through nodecache, then stops the upstream, deletes
