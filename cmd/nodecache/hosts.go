@@ -10,10 +10,12 @@ import (
 
 	"nodecache/internal/hostsdir"
 	"nodecache/internal/settings"
+	"nodecache/pkg/daemon"
 )
 
-// defaultMirror is nodecache's default --listen address.
-const defaultMirror = "http://127.0.0.1:5050"
+// defaultMirror is serve's default --listen address, as containerd
+// reaches it.
+const defaultMirror = "http://" + daemon.DefaultListen
 
 // hostsTarget is one hosts.toml to write: the directory name under --dir
 // and the upstream endpoint for its server line ("" for _default).
