@@ -30,12 +30,13 @@
 // Membership, Client and Handler are prometheus.Collectors of
 // nodecache_peers{state}, nodecache_peer_membership_changes_total,
 // nodecache_peer_fetches_total{result} and
-// nodecache_peer_requests_total{result}; main registers them.
+// nodecache_peer_requests_total{result}; pkg/daemon registers them.
 //
 // # Wiring
 //
-// In cmd/nodecache, when any of --peers, --peer-dns or --peer-file is set
-// (then --advertise and --peer-secret-file are required too):
+// In pkg/daemon (peers.go), when any of --peers, --peer-dns or --peer-file
+// is set; then --advertise, --peer-listen and --peer-secret-file are all
+// required (Config.Validate), and without peers they are refused:
 //
 //	health := peer.NewHealth(peer.WithLogger(log))
 //	members, err := peer.NewMembership(cfg.Advertise, peer.Sources{
@@ -43,6 +44,7 @@
 //	}, health, peer.WithLogger(log))
 //	secret, err := peer.LoadSecret(cfg.PeerSecretFile, peer.WithLogger(log))
 //	client := peer.NewClient(secret, health)
+//	mirrorServer := mirror.New(store, upstream, mirror.WithPeers(mirror.Peers{Members: members, Client: client}))
 //	handler := peer.NewHandler(secret, mirrorServer.Allowed, mirrorServer, peer.WithLogger(log))
 //	reg.MustRegister(members, client, handler)
 //	g.Go(func() error { return members.Run(ctx) })
