@@ -139,7 +139,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		defer s.fromPeer.remove(d)
 		s.copyFill(ctx, cancel, q.registry, fill, src)
 	}()
-	return landing{kind: landedFill, fill: &fillRun{fill: fill, peer: src.peer}}, nil
+	return landing{kind: landedFill, fill: &fillRun{fill: fill, peer: src.peer}, began: true}, nil
 }
 
 // copyFill copies a source into a fill and commits it, or aborts it if

@@ -33,8 +33,13 @@ const (
 
 // landing is what a flight gives every caller that waited on it.
 type landing struct {
-	kind   landingKind
-	fill   *fillRun  // landedFill
+	kind landingKind
+	fill *fillRun // landedFill
+	// began: this flight began the fill (landedFill), rather than finding
+	// one in progress. Only the caller whose start ran began it; every
+	// other caller, and every caller of a flight that found the fill,
+	// joined it.
+	began  bool
 	stream *uncached // landedUncached
 }
 

@@ -143,10 +143,12 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 // keepManifest fills the store with a manifest already read, through a
 // flight for d like any fill: a fill of d in progress or committed is
 // left alone, and the bytes are verified and committed by the store. It
-// returns once a fill it started has ended, so that the store holds d
-// when the tag's answer is served, as before the tag had a fill. Keeping
-// is best effort: a store that cannot take d leaves the request for d
-// to fetch it.
+// returns once a fill it began has ended, so that the store holds d
+// when the tag's answer is served, as before the tag had a fill. A fill
+// of d that another client began is not waited for: it may be as slow as
+// that client's upstream, and the tag's answer needs only the digest.
+// Keeping is best effort: a store that cannot take d leaves the request
+// for d to fetch it.
 func (s *Server) keepManifest(ctx context.Context, q *request, d digest.Digest, src fillSource) {
 	l, started, err := s.flights.fly(ctx, d, func() (landing, error) {
 		return s.startFill(q, d, func(context.Context) (fillSource, error) { return src, nil })
@@ -158,7 +160,9 @@ func (s *Server) keepManifest(ctx context.Context, q *request, d digest.Digest, 
 	case landedUncached:
 		l.stream.release()
 	case landedFill:
-		waitForEnd(ctx, l.fill.fill)
+		if l.began {
+			waitForEnd(ctx, l.fill.fill)
+		}
 	}
 }
 
