@@ -83,8 +83,8 @@ func (s *Server) obtain(q *request, d digest.Digest, header http.Header) (conten
 			}
 			return s.fetchUncached(q, d, header)
 		}
-		if !started {
-			s.metrics.joinedFill()
+		if !started || !l.began {
+			s.metrics.joinedFill() // this caller did not begin the fill
 		}
 		return newFillingContent(*l.fill), nil
 	}
