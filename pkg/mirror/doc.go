@@ -54,7 +54,7 @@
 // A flight can also land two other ways. landedUncached: the store cannot
 // take the content (too large, disk full), so the download streams to one
 // caller through a verifying reader (uncachedStream, uncached.go) and the
-// others fetch their own copy (fetchUncached). landedCommitted: the digest
+// others fetch their own copy (fetchUncached). landedLookAgain: the digest
 // was committed, or another fill of it began, while the caller looked;
 // obtain looks again, at most maxLooks times.
 //

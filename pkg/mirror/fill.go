@@ -23,9 +23,10 @@ const fillBufferSize = 256 << 10
 const maxOwnFlights = 3
 
 // maxLooks bounds how often obtain looks in the store. A flight that lands
-// committed sends its callers back to the store, where they find d; only
-// a store that loses d as fast as it is filled, or a client starting over
-// with its own credentials (maxOwnFlights), needs more than two looks.
+// landedLookAgain sends its callers back to the store, where they find d
+// committed or being filled; only a store that loses d as fast as it is
+// filled, or a client starting over with its own credentials
+// (maxOwnFlights), needs more than two looks.
 const maxLooks = 2 + maxOwnFlights + 3
 
 // errLooksExhausted answers a request whose digest never settled in the
@@ -75,7 +76,7 @@ func (s *Server) obtain(q *request, d digest.Digest, header http.Header) (conten
 			return nil, err
 		}
 		switch l.kind {
-		case landedCommitted:
+		case landedLookAgain:
 			continue
 		case landedUncached:
 			if l.stream.claim() {
@@ -106,7 +107,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		return landing{kind: landedFill, fill: &fillRun{fill: found.Fill, peer: s.fromPeer.of(d)}}, nil
 	case found.Presence == diskstore.Committed:
 		found.File.Close()
-		return landing{kind: landedCommitted}, nil
+		return landing{kind: landedLookAgain}, nil
 	}
 	// The fill outlives the request that started it: one client hanging up
 	// must not cancel it for the others. Close ends it.
@@ -126,7 +127,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		src.body.Close()
 		cancel()
 		if errors.Is(err, diskstore.ErrExists) || errors.Is(err, diskstore.ErrFilling) {
-			return landing{kind: landedCommitted}, nil // raced with another fill of d
+			return landing{kind: landedLookAgain}, nil // another fill of d began, or committed, first
 		}
 		return landing{}, err
 	}

@@ -26,9 +26,9 @@ const (
 	// landedUncached: the store could not take the content. The download
 	// is streamed, uncached, to one caller, who claims it.
 	landedUncached
-	// landedCommitted: the digest was committed, or another fill of it
+	// landedLookAgain: the digest was committed, or another fill of it
 	// began, while the caller was looking; look in the store again.
-	landedCommitted
+	landedLookAgain
 )
 
 // landing is what a flight gives every caller that waited on it.
