@@ -31,6 +31,12 @@ func (s *Server) openSource(ctx context.Context, q *request, d digest.Digest, he
 			return src, nil
 		}
 	}
+	return s.openUpstream(ctx, q, d, header)
+}
+
+// openUpstream starts the download of d from upstream: a GET whose answer
+// must be the content, for a fill or for an uncached download.
+func (s *Server) openUpstream(ctx context.Context, q *request, d digest.Digest, header http.Header) (fillSource, error) {
 	resp, err := s.ask(ctx, q, q.upstreamRequest(http.MethodGet, d.String(), header))
 	if err != nil {
 		return fillSource{}, err
@@ -38,14 +44,10 @@ func (s *Server) openSource(ctx context.Context, q *request, d digest.Digest, he
 	if err := checkFillResponse(q, resp.Response); err != nil {
 		return fillSource{}, err
 	}
-	return upstreamSource(q, resp), nil
-}
-
-func upstreamSource(q *request, resp *upstream.Response) fillSource {
 	return fillSource{
 		body: resp.Body, size: resp.ContentLength, mediaType: mediaTypeOf(q, resp.Response),
 		public: resp.Auth == upstream.AuthAnonymous,
-	}
+	}, nil
 }
 
 // checkFillResponse turns an unusable upstream answer into the client's
