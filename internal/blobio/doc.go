@@ -7,9 +7,9 @@
 //     until that check passes, and Releasable is the hold-back rule for
 //     readers that follow a file being written instead of a stream;
 //   - Resumer continues a transfer that breaks, with "Range: bytes=N-"
-//     (RangeFrom), from the same or the next of an ordered list of
-//     Sources, within a budget; Continuation checks that an HTTP answer
-//     really continues at N;
+//     (RangeFrom), from the next of an ordered list of Sources (the last
+//     again once the list is spent), within a budget; Continuation checks
+//     that an HTTP answer really continues at N;
 //   - StallReader ends a transfer that sends nothing for a while, with an
 //     injected timer (AfterFunc) so tests need not wait.
 //

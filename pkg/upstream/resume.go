@@ -62,7 +62,7 @@ func (c *Client) resumeBody(ctx context.Context, r Request, ep endpoint, cr cred
 		}
 	}
 	resp.Body = blobio.NewResumer(ctx, blobio.Transfer{
-		Body: resp.Body, Offset: offset, Size: src.size,
+		Body: resp.Body, From: src.Name(), Offset: offset, Size: src.size,
 		Sources: []blobio.Source{src}, Budget: maxResumes,
 	})
 	return nil
