@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/blobio"
 	"nodecache/pkg/diskstore"
 )
 
@@ -188,7 +188,7 @@ func serveContent(q *request, c content) error {
 		}
 		if partial {
 			status, start, length = http.StatusPartialContent, rng.start, rng.length
-			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, info.size))
+			h.Set("Content-Range", blobio.ContentRange{Start: start, End: start + length - 1, Total: info.size}.String())
 		}
 		h.Set("Content-Length", strconv.FormatInt(length, 10))
 	}
