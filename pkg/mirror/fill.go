@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/pkg/diskstore"
 )
 
@@ -31,7 +32,7 @@ const maxLooks = 2 + maxOwnFlights + 3
 
 // errLooksExhausted answers a request whose digest never settled in the
 // store within maxLooks.
-var errLooksExhausted = errorf(http.StatusServiceUnavailable, codeUnavailable, "the store kept losing the content; try again")
+var errLooksExhausted = ocierr.Errorf(http.StatusServiceUnavailable, ocierr.CodeUnavailable, "the store kept losing the content; try again")
 
 // lookup finds d in the store: committed, or being filled. ok is false on
 // a miss.

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"nodecache/internal/blobio"
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/peer"
 )
@@ -145,7 +146,7 @@ func (s *Server) ServePeer(w http.ResponseWriter, r *http.Request, registry, rep
 }
 
 // errNotPublic refuses content that needed credentials to a peer.
-var errNotPublic = errorf(http.StatusForbidden, codeDenied, "content fetched with credentials is not served to peers")
+var errNotPublic = ocierr.Errorf(http.StatusForbidden, ocierr.CodeDenied, "content fetched with credentials is not served to peers")
 
 func (s *Server) servePeer(q *request) error {
 	d := q.route.digest
@@ -157,7 +158,7 @@ func (s *Server) servePeer(q *request) error {
 		if !ok {
 			// A HEAD starts no fill; the asker learns nothing it could
 			// not learn from upstream itself.
-			return errorf(http.StatusNotFound, codeBlobUnknown, "blob not on this node")
+			return ocierr.Errorf(http.StatusNotFound, ocierr.CodeBlobUnknown, "blob not on this node")
 		}
 		defer c.close()
 		if !c.info().public {
@@ -181,7 +182,7 @@ func (s *Server) servePeer(q *request) error {
 // credentials means the content is not public: that is a 403 to a peer,
 // not a 401, which would tell the asker that our secrets differ.
 func peerError(err error) error {
-	var e *Error
+	var e *ocierr.Error
 	if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
 		return errNotPublic
 	}

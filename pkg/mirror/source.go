@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/upstream"
 )
@@ -58,7 +59,7 @@ func checkFillResponse(q *request, resp *http.Response) error {
 	case resp.StatusCode != http.StatusOK:
 		err = upstreamError(q.registry, q.route.kind, resp.StatusCode)
 	case q.route.kind == ociref.KindManifests && resp.ContentLength > maxManifestSize:
-		err = errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
+		err = ocierr.Errorf(http.StatusBadGateway, ocierr.CodeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
 	}
 	if err != nil {
 		resp.Body.Close()

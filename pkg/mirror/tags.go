@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/upstream"
@@ -123,10 +124,10 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
-		return tagRecord{}, 0, errorf(http.StatusBadGateway, codeUnavailable, "reading manifest from %s: %v", q.registry, err)
+		return tagRecord{}, 0, ocierr.Errorf(http.StatusBadGateway, ocierr.CodeUnavailable, "reading manifest from %s: %v", q.registry, err)
 	}
 	if len(body) > maxManifestSize {
-		return tagRecord{}, 0, errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
+		return tagRecord{}, 0, ocierr.Errorf(http.StatusBadGateway, ocierr.CodeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
 	}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	rec := tagRecord{digest: digest.FromBytes(body), mediaType: mediaType, size: int64(len(body))}
@@ -181,7 +182,7 @@ func waitForEnd(ctx context.Context, f *diskstore.Fill) {
 // isTransient reports whether err means upstream could not answer now, as
 // opposed to answering no: the condition for serving a stale tag.
 func isTransient(err error) bool {
-	var e *Error
+	var e *ocierr.Error
 	if errors.As(err, &e) {
 		return e.Status == http.StatusTooManyRequests || e.Status >= 500
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/diskstore"
 )
@@ -102,7 +103,7 @@ func TestTagCacheAndStaleIfError(t *testing.T) {
 	}
 	// Nothing known for another tag: the error names the registry.
 	resp, body = e.do(http.MethodGet, e.url("/v2/test/app/manifests/v2"), acceptIndex)
-	wantError(t, resp, body, http.StatusServiceUnavailable, codeUnavailable)
+	wantError(t, resp, body, http.StatusServiceUnavailable, ocierr.CodeUnavailable)
 	if !strings.Contains(string(body), e.up.Host()) {
 		t.Fatalf("error %s does not name the registry %s", body, e.up.Host())
 	}
@@ -170,7 +171,7 @@ func TestStaleTagsExpireWithTheTTL(t *testing.T) {
 	}
 	e.advance(2 * time.Minute)
 	resp, body := e.do(http.MethodGet, url, acceptIndex)
-	wantError(t, resp, body, http.StatusServiceUnavailable, codeUnavailable)
+	wantError(t, resp, body, http.StatusServiceUnavailable, ocierr.CodeUnavailable)
 }
 
 // TestTagByGetDoesNotWaitForOthersFill: on a registry whose HEAD carries
