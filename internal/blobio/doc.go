@@ -1,7 +1,8 @@
 // Package blobio is the one home of the rules that keep a blob's byte
 // stream whole and honest on its way through this node:
 //
-//   - ParseContentRange reads the Content-Range of a partial answer;
+//   - ParseContentRange reads the Content-Range of a partial answer, and
+//     ContentRange.String writes one;
 //   - Digester hashes bytes as they pass and checks digest and size at the
 //     end; Verifier is a reader built on it that holds back the last byte
 //     until that check passes, and Releasable is the hold-back rule for
