@@ -17,6 +17,16 @@ type ContentRange struct {
 	Total      int64 // the whole representation's size; -1 for "*"
 }
 
+// String formats c as a Content-Range value, "bytes START-END/TOTAL",
+// with "*" for an unknown total: what ParseContentRange reads back.
+func (c ContentRange) String() string {
+	total := "*"
+	if c.Total >= 0 {
+		total = strconv.FormatInt(c.Total, 10)
+	}
+	return "bytes " + strconv.FormatInt(c.Start, 10) + "-" + strconv.FormatInt(c.End, 10) + "/" + total
+}
+
 // ParseContentRange parses "bytes START-END/TOTAL", where TOTAL may be "*"
 // (returned as -1). START <= END < TOTAL is checked; anything else is an
 // error wrapping ErrContentRange.

@@ -44,6 +44,29 @@ func TestParseContentRange(t *testing.T) {
 	}
 }
 
+// TestContentRangeString: what String writes, ParseContentRange reads
+// back as the same range.
+func TestContentRangeString(t *testing.T) {
+	tests := []struct {
+		cr   ContentRange
+		want string
+	}{
+		{ContentRange{Start: 0, End: 9, Total: 10}, "bytes 0-9/10"},
+		{ContentRange{Start: 5, End: 9, Total: -1}, "bytes 5-9/*"},
+		{ContentRange{Start: 100, End: 1<<40 - 1, Total: 1 << 40}, "bytes 100-1099511627775/1099511627776"},
+		{ContentRange{Start: 0, End: 0, Total: 1}, "bytes 0-0/1"},
+	}
+	for _, tt := range tests {
+		got := tt.cr.String()
+		if got != tt.want {
+			t.Errorf("%+v.String() = %q, want %q", tt.cr, got, tt.want)
+		}
+		if back, err := ParseContentRange(got); err != nil || back != tt.cr {
+			t.Errorf("ParseContentRange(%q) = %+v, %v; want %+v", got, back, err, tt.cr)
+		}
+	}
+}
+
 func FuzzParseContentRange(f *testing.F) {
 	for _, s := range []string{"bytes 0-9/10", "bytes 5-9/*", "bytes 1-2/3", "bytes -1-5/10"} {
 		f.Add(s)
@@ -58,6 +81,9 @@ func FuzzParseContentRange(f *testing.F) {
 		}
 		if cr.Start < 0 || cr.End < cr.Start || (cr.Total != -1 && cr.Total <= cr.End) || cr.Total < -1 {
 			t.Fatalf("ParseContentRange(%q) = %+v: inconsistent", s, cr)
+		}
+		if back, err := ParseContentRange(cr.String()); err != nil || back != cr {
+			t.Fatalf("%+v formats as %q, which parses as %+v, %v", cr, cr.String(), back, err)
 		}
 	})
 }

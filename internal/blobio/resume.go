@@ -26,10 +26,15 @@ type Source interface {
 
 // Transfer is a blob transfer under way, for NewResumer.
 type Transfer struct {
-	Body    io.ReadCloser // the first answer's body, from Sources[0], starting at Offset
-	Offset  int64         // the blob offset Body starts at
-	Size    int64         // the blob's full size; -1 if not known
-	Sources []Source      // in order; Sources[0] sent Body
+	Body   io.ReadCloser // the first answer's body, starting at Offset
+	From   string        // names the source that sent Body, in logs and errors
+	Offset int64         // the blob offset Body starts at
+	Size   int64         // the blob's full size; -1 if not known
+	// Sources are where the transfer continues after a break, in order:
+	// the first break asks Sources[0], the next Sources[1], and so on,
+	// the last as often as the budget allows. A source that sent Body and
+	// can resume it is listed here too.
+	Sources []Source
 	// Budget is how many times the transfer may be continued; zero means
 	// never (the first break is final). A transfer that breaks more often
 	// is not going to finish; failing lets the caller start afresh later.
@@ -40,9 +45,10 @@ type Transfer struct {
 }
 
 // Resumer delivers a blob's bytes in order. When a body breaks (an error,
-// or io.EOF before Size bytes) it asks the next source in the list for
-// the rest with Open(ctx, offset), or the last source again once at the
-// end of the list, at most Budget times. It does not verify content:
+// or io.EOF before Size bytes) it asks the next of its Sources for the
+// rest with Open(ctx, offset): Sources[0] after the first body, then
+// Sources[1], and the last one again each time once the list is spent.
+// It continues at most Budget times in all. It does not verify content:
 // wrap it in a Verifier for that. It guarantees only that the bytes it
 // delivers are the bytes its sources sent at those offsets.
 //
@@ -53,13 +59,14 @@ type Resumer struct {
 	// Resuming is part of reading the body, so it keeps the request's
 	// context as http.Response bodies do.
 	ctx     context.Context
+	from    string // the name of the first body's source
 	sources []Source
 	size    int64
 	budget  int
 	onBreak func(from string, offset int64, err error)
 
 	// Read's own state.
-	src     int   // index in sources of the current or last body
+	src     int   // index in sources of the current or last body; -1 for the first
 	read    int64 // offset of the next byte
 	resumes int
 	failed  error
@@ -71,11 +78,11 @@ type Resumer struct {
 }
 
 // NewResumer returns a Resumer of t, whose Body it now owns. t.Sources
-// must not be empty.
+// must not be empty unless t.Budget is zero.
 func NewResumer(ctx context.Context, t Transfer) *Resumer {
 	return &Resumer{
-		ctx: ctx, sources: t.Sources, size: t.Size, budget: t.Budget, onBreak: t.OnBreak,
-		read: t.Offset, body: t.Body,
+		ctx: ctx, from: t.From, sources: t.Sources, size: t.Size, budget: t.Budget, onBreak: t.OnBreak,
+		src: -1, read: t.Offset, body: t.Body,
 	}
 }
 
@@ -143,7 +150,10 @@ func (r *Resumer) broken(err error) {
 		r.body = nil
 	}
 	r.mu.Unlock()
-	from := r.sources[r.src].Name()
+	from := r.from
+	if r.src >= 0 {
+		from = r.sources[r.src].Name()
+	}
 	switch {
 	case r.ctx.Err() != nil:
 		r.failed = fmt.Errorf("%s: %w", from, err)

@@ -75,7 +75,7 @@ func TestResumer(t *testing.T) {
 	errDown := errors.New("source down")
 	tests := []struct {
 		name     string
-		sources  int   // how many sources, "a", "b", ...
+		sources  int   // how many sources to continue from, "a", "b", ...; "first" sent the first body
 		failing  []int // sources whose Open fails
 		cut      map[int]int
 		eof      bool // cuts end with a premature io.EOF instead of an error
@@ -97,12 +97,12 @@ func TestResumer(t *testing.T) {
 			want: []string{"a@1000"}, wantRead: 10_000},
 		{name: "EOF with unknown size is the end", sources: 1, cut: map[int]int{1: 1000}, eof: true, size: -1, budget: 1,
 			wantRead: 1000},
-		{name: "next source", sources: 2, cut: map[int]int{1: 1000}, size: 10_000, budget: 1,
-			want: []string{"b@1000"}, wantRead: 10_000},
-		{name: "last source again", sources: 2, cut: map[int]int{1: 1000, 2: 500}, size: 10_000, budget: 2,
-			want: []string{"b@1000", "b@1500"}, wantRead: 10_000},
-		{name: "next source down", sources: 2, failing: []int{2}, cut: map[int]int{1: 1000}, size: 10_000, budget: 1,
-			want: []string{"b@1000"}, wantErr: errDown, wantRead: 1000},
+		{name: "next source", sources: 2, cut: map[int]int{1: 1000, 2: 500}, size: 10_000, budget: 2,
+			want: []string{"a@1000", "b@1500"}, wantRead: 10_000},
+		{name: "last source again", sources: 2, cut: map[int]int{1: 1000, 2: 500, 3: 500}, size: 10_000, budget: 3,
+			want: []string{"a@1000", "b@1500", "b@2000"}, wantRead: 10_000},
+		{name: "next source down", sources: 2, failing: []int{2}, cut: map[int]int{1: 1000, 2: 500}, size: 10_000, budget: 2,
+			want: []string{"a@1000", "b@1500"}, wantErr: errDown, wantRead: 1500},
 		{name: "from an offset", sources: 1, cut: map[int]int{1: 1000}, offset: 4000, size: 10_000, budget: 1,
 			want: []string{"a@5000"}, wantRead: 6000},
 		{name: "zero budget", sources: 2, cut: map[int]int{1: 1000}, size: 10_000, budget: 0,
@@ -122,7 +122,7 @@ func TestResumer(t *testing.T) {
 			log.add("first", tt.offset)
 			var breaks []string
 			r := NewResumer(context.Background(), Transfer{
-				Body: log.body(1, data[tt.offset:]), Offset: tt.offset, Size: tt.size, Sources: srcs, Budget: tt.budget,
+				Body: log.body(1, data[tt.offset:]), From: "first", Offset: tt.offset, Size: tt.size, Sources: srcs, Budget: tt.budget,
 				OnBreak: func(from string, off int64, err error) { breaks = append(breaks, fmt.Sprintf("%s@%d", from, off)) },
 			})
 			got, err := io.ReadAll(r)
@@ -138,6 +138,9 @@ func TestResumer(t *testing.T) {
 			// Every continuation was announced, from the source that broke.
 			if len(breaks) != len(tt.want) {
 				t.Fatalf("OnBreak calls %q, want one per continuation %q", breaks, tt.want)
+			}
+			if len(breaks) > 0 && !strings.HasPrefix(breaks[0], "first@") {
+				t.Fatalf("first OnBreak %q, want it from the first body's source", breaks[0])
 			}
 			if err := r.Close(); err != nil {
 				t.Fatal(err)
@@ -156,7 +159,7 @@ func TestResumerCancelled(t *testing.T) {
 	log := &openLog{cut: map[int]int{1: 10}}
 	data := randomBytes(2, 100)
 	cancel()
-	r := NewResumer(ctx, Transfer{Body: log.body(1, data), Size: 100, Budget: 5,
+	r := NewResumer(ctx, Transfer{Body: log.body(1, data), From: "a", Size: 100, Budget: 5,
 		Sources: []Source{&fakeSource{name: "a", data: data, log: log}}})
 	got, err := io.ReadAll(r)
 	if !errors.Is(err, errCut) || errors.Is(err, ErrResume) || len(got) != 10 {
@@ -187,7 +190,7 @@ func TestResumerCloseDuringRead(t *testing.T) {
 	for range 50 {
 		pr, pw := io.Pipe()
 		src := &blockingSource{opened: make(chan *io.PipeWriter, 1)}
-		r := NewResumer(context.Background(), Transfer{Body: pr, Size: 1 << 20, Budget: 3, Sources: []Source{src}})
+		r := NewResumer(context.Background(), Transfer{Body: pr, From: src.Name(), Size: 1 << 20, Budget: 3, Sources: []Source{src}})
 		done := make(chan error, 1)
 		go func() {
 			_, err := io.Copy(io.Discard, r)
@@ -213,7 +216,7 @@ func TestResumerCloseDuringReopen(t *testing.T) {
 	for range 50 {
 		src := &blockingSource{opened: make(chan *io.PipeWriter, 1)}
 		log := &openLog{cut: map[int]int{1: 5}}
-		r := NewResumer(context.Background(), Transfer{Body: log.body(1, []byte("0123456789")), Size: 10, Budget: 3,
+		r := NewResumer(context.Background(), Transfer{Body: log.body(1, []byte("0123456789")), From: src.Name(), Size: 10, Budget: 3,
 			Sources: []Source{src}})
 		done := make(chan error, 1)
 		go func() {

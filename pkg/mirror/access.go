@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/upstream"
@@ -66,8 +67,8 @@ func clientAuth(r *http.Request) credentials.Auth {
 }
 
 // authRequired is the answer that makes containerd send credentials.
-func authRequired(format string, args ...any) *Error {
-	e := errorf(http.StatusUnauthorized, codeUnauthorized, format, args...)
+func authRequired(format string, args ...any) *ocierr.Error {
+	e := ocierr.Errorf(http.StatusUnauthorized, ocierr.CodeUnauthorized, format, args...)
 	e.Header = http.Header{"Www-Authenticate": {challenge}}
 	return e
 }
@@ -75,7 +76,7 @@ func authRequired(format string, args ...any) *Error {
 // isAuthRequired reports whether err is an answer asking the client for
 // credentials.
 func isAuthRequired(err error) bool {
-	var e *Error
+	var e *ocierr.Error
 	return errors.As(err, &e) && e.Status == http.StatusUnauthorized
 }
 
@@ -154,7 +155,7 @@ func (s *Server) authorize(q *request, c contentInfo) error {
 	req.Auth = q.auth
 	resp, err := s.up.Fetch(q.r.Context(), req)
 	if err != nil {
-		return errorf(http.StatusServiceUnavailable, codeUnavailable,
+		return ocierr.Errorf(http.StatusServiceUnavailable, ocierr.CodeUnavailable,
 			"cannot confirm access to %s in %s: %v", c.digest, q.route.name, err)
 	}
 	resp.Body.Close()

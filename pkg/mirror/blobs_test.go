@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/diskstore"
 )
@@ -243,7 +244,7 @@ func TestBlobRanges(t *testing.T) {
 				t.Fatalf("status %d Content-Range %q; want %d %q", resp.StatusCode, resp.Header.Get("Content-Range"), tt.wantStatus, tt.wantRange)
 			}
 			if tt.wantStatus == 416 {
-				wantError(t, resp, body, 416, codeRangeInvalid)
+				wantError(t, resp, body, 416, ocierr.CodeRangeInvalid)
 				return
 			}
 			if !bytes.Equal(body, tt.want) || resp.ContentLength != int64(len(tt.want)) {
@@ -278,7 +279,7 @@ func TestBlobHead(t *testing.T) {
 	}
 	missing := digest.FromString("nothing here")
 	resp, body := e.do(http.MethodGet, e.url("/v2/test/app/blobs/"+missing.String()), nil)
-	wantError(t, resp, body, 404, codeBlobUnknown)
+	wantError(t, resp, body, 404, ocierr.CodeBlobUnknown)
 }
 
 // TestUpstreamCutMidBlobResumes: the first upstream GET of a blob breaks

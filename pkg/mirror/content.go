@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/blobio"
+	"nodecache/internal/ocierr"
 	"nodecache/pkg/diskstore"
 )
 
@@ -90,7 +91,7 @@ func (c *fillingContent) info() contentInfo { return c.contentInfo }
 func (c *fillingContent) open(q *request, start int64) (io.Reader, error) {
 	r, err := c.fill.NewReader(q.r.Context(), start)
 	if errors.Is(err, diskstore.ErrAborted) {
-		return nil, errorf(http.StatusBadGateway, codeUnavailable, "fetch of %s from %s failed", c.digest, q.registry)
+		return nil, ocierr.Errorf(http.StatusBadGateway, ocierr.CodeUnavailable, "fetch of %s from %s failed", c.digest, q.registry)
 	}
 	if err != nil {
 		return nil, err
@@ -182,13 +183,13 @@ func serveContent(q *request, c content) error {
 		h.Set("Accept-Ranges", "bytes")
 		rng, partial, err := parseRange(q.r.Header.Get("Range"), info.size)
 		if err != nil {
-			e := errorf(http.StatusRequestedRangeNotSatisfiable, codeRangeInvalid, "%v for %d bytes", err, info.size)
+			e := ocierr.Errorf(http.StatusRequestedRangeNotSatisfiable, ocierr.CodeRangeInvalid, "%v for %d bytes", err, info.size)
 			e.Header = http.Header{"Content-Range": {"bytes */" + strconv.FormatInt(info.size, 10)}}
 			return e
 		}
 		if partial {
 			status, start, length = http.StatusPartialContent, rng.start, rng.length
-			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, info.size))
+			h.Set("Content-Range", blobio.ContentRange{Start: start, End: start + length - 1, Total: info.size}.String())
 		}
 		h.Set("Content-Length", strconv.FormatInt(length, 10))
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/peer"
 )
@@ -56,8 +57,8 @@ func TestPullPathAndPeerAPIAcceptTheSameDigests(t *testing.T) {
 			if pull := e == nil; pull != tt.ok {
 				t.Errorf("pull path accepts %s: %v, want %v (%v)", tt.d, pull, tt.ok, e)
 			}
-			if e != nil && (e.Status != http.StatusBadRequest || e.Code != codeDigestInvalid) {
-				t.Errorf("pull path answers %d %s, want 400 %s", e.Status, e.Code, codeDigestInvalid)
+			if e != nil && (e.Status != http.StatusBadRequest || e.Code != ocierr.CodeDigestInvalid) {
+				t.Errorf("pull path answers %d %s, want 400 %s", e.Status, e.Code, ocierr.CodeDigestInvalid)
 			}
 			before := f.calls.Load()
 			req, err := http.NewRequest(http.MethodGet, srv.URL+"/peer/v1/blobs/"+tt.d+"?ns=r.example&repo=team/app", nil)
@@ -70,7 +71,7 @@ func TestPullPathAndPeerAPIAcceptTheSameDigests(t *testing.T) {
 				t.Fatalf("peer API passes %s on: %v, want %v (status %d %s)", tt.d, passed, tt.ok, resp.StatusCode, body)
 			}
 			if !tt.ok {
-				wantError(t, resp, body, http.StatusBadRequest, codeDigestInvalid)
+				wantError(t, resp, body, http.StatusBadRequest, ocierr.CodeDigestInvalid)
 			}
 		})
 	}
@@ -91,7 +92,7 @@ func TestPeerSHA384NeverReachesUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, body := peerGet(t, nodes[0], secret, "team/app", digest.Digest("sha384:"+strings.Repeat("a", 96)))
-	wantError(t, resp, body, http.StatusBadRequest, codeDigestInvalid)
+	wantError(t, resp, body, http.StatusBadRequest, ocierr.CodeDigestInvalid)
 	if n := asked.Load(); n != 0 {
 		t.Errorf("a sha384 peer request caused %d upstream requests, want 0", n)
 	}

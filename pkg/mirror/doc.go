@@ -2,8 +2,8 @@
 // other registry clients: routing, the allow-list of upstream registries,
 // the local store → peer → upstream order, coordination of fills so that
 // each missing digest is fetched once, tag resolution with a short-lived
-// cache, Range requests, and the one place where errors become OCI error
-// JSON.
+// cache, Range requests, and which OCI error each of its errors becomes
+// (internal/ocierr writes them).
 //
 // It does not touch files (the diskstore does) and does not speak the
 // upstream auth protocol (the upstream client does). It serves no push,
@@ -54,7 +54,7 @@
 // A flight can also land two other ways. landedUncached: the store cannot
 // take the content (too large, disk full), so the download streams to one
 // caller through a verifying reader (uncachedStream, uncached.go) and the
-// others fetch their own copy (fetchUncached). landedCommitted: the digest
+// others fetch their own copy (fetchUncached). landedLookAgain: the digest
 // was committed, or another fill of it began, while the caller looked;
 // obtain looks again, at most maxLooks times.
 //

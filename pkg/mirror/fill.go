@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/pkg/diskstore"
 )
 
@@ -23,14 +24,15 @@ const fillBufferSize = 256 << 10
 const maxOwnFlights = 3
 
 // maxLooks bounds how often obtain looks in the store. A flight that lands
-// committed sends its callers back to the store, where they find d; only
-// a store that loses d as fast as it is filled, or a client starting over
-// with its own credentials (maxOwnFlights), needs more than two looks.
+// landedLookAgain sends its callers back to the store, where they find d
+// committed or being filled; only a store that loses d as fast as it is
+// filled, or a client starting over with its own credentials
+// (maxOwnFlights), needs more than two looks.
 const maxLooks = 2 + maxOwnFlights + 3
 
 // errLooksExhausted answers a request whose digest never settled in the
 // store within maxLooks.
-var errLooksExhausted = errorf(http.StatusServiceUnavailable, codeUnavailable, "the store kept losing the content; try again")
+var errLooksExhausted = ocierr.Errorf(http.StatusServiceUnavailable, ocierr.CodeUnavailable, "the store kept losing the content; try again")
 
 // lookup finds d in the store: committed, or being filled. ok is false on
 // a miss.
@@ -75,7 +77,7 @@ func (s *Server) obtain(q *request, d digest.Digest, header http.Header) (conten
 			return nil, err
 		}
 		switch l.kind {
-		case landedCommitted:
+		case landedLookAgain:
 			continue
 		case landedUncached:
 			if l.stream.claim() {
@@ -83,8 +85,8 @@ func (s *Server) obtain(q *request, d digest.Digest, header http.Header) (conten
 			}
 			return s.fetchUncached(q, d, header)
 		}
-		if !started {
-			s.metrics.joinedFill()
+		if !started || !l.began {
+			s.metrics.joinedFill() // this caller did not begin the fill
 		}
 		return newFillingContent(*l.fill), nil
 	}
@@ -106,7 +108,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		return landing{kind: landedFill, fill: &fillRun{fill: found.Fill, peer: s.fromPeer.of(d)}}, nil
 	case found.Presence == diskstore.Committed:
 		found.File.Close()
-		return landing{kind: landedCommitted}, nil
+		return landing{kind: landedLookAgain}, nil
 	}
 	// The fill outlives the request that started it: one client hanging up
 	// must not cancel it for the others. Close ends it.
@@ -126,7 +128,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		src.body.Close()
 		cancel()
 		if errors.Is(err, diskstore.ErrExists) || errors.Is(err, diskstore.ErrFilling) {
-			return landing{kind: landedCommitted}, nil // raced with another fill of d
+			return landing{kind: landedLookAgain}, nil // another fill of d began, or committed, first
 		}
 		return landing{}, err
 	}
@@ -139,7 +141,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		defer s.fromPeer.remove(d)
 		s.copyFill(ctx, cancel, q.registry, fill, src)
 	}()
-	return landing{kind: landedFill, fill: &fillRun{fill: fill, peer: src.peer}}, nil
+	return landing{kind: landedFill, fill: &fillRun{fill: fill, peer: src.peer}, began: true}, nil
 }
 
 // copyFill copies a source into a fill and commits it, or aborts it if

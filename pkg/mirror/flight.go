@@ -26,15 +26,20 @@ const (
 	// landedUncached: the store could not take the content. The download
 	// is streamed, uncached, to one caller, who claims it.
 	landedUncached
-	// landedCommitted: the digest was committed, or another fill of it
+	// landedLookAgain: the digest was committed, or another fill of it
 	// began, while the caller was looking; look in the store again.
-	landedCommitted
+	landedLookAgain
 )
 
 // landing is what a flight gives every caller that waited on it.
 type landing struct {
-	kind   landingKind
-	fill   *fillRun  // landedFill
+	kind landingKind
+	fill *fillRun // landedFill
+	// began: this flight began the fill (landedFill), rather than finding
+	// one in progress. Only the caller whose start ran began it; every
+	// other caller, and every caller of a flight that found the fill,
+	// joined it.
+	began  bool
 	stream *uncached // landedUncached
 }
 

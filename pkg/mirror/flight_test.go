@@ -27,13 +27,13 @@ func TestFlightOneStarter(t *testing.T) {
 			close(running)
 			<-release
 		}
-		return landing{kind: landedCommitted}, nil
+		return landing{kind: landedLookAgain}, nil
 	}
 	var starters atomic.Int32
 	var wg sync.WaitGroup
 	fly := func() {
 		l, started, err := f.fly(context.Background(), d, start)
-		if err != nil || l.kind != landedCommitted {
+		if err != nil || l.kind != landedLookAgain {
 			t.Errorf("caller got %v, %v; want the landing", l.kind, err)
 		}
 		if started {

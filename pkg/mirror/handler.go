@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/upstream"
@@ -28,7 +29,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		writeError(rec, r, errorf(http.StatusMethodNotAllowed, codeUnsupported, "%s is not supported by a pull-through mirror", r.Method))
+		writeError(rec, r, ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "%s is not supported by a pull-through mirror", r.Method))
 		return
 	}
 	rt, e := parseRoute(r.URL.Path)
@@ -67,13 +68,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // registryFor picks the upstream registry from ?ns= and checks it against
 // the allow-list. Nothing is contacted for a registry that is not allowed.
-func (s *Server) registryFor(r *http.Request) (string, *Error) {
+func (s *Server) registryFor(r *http.Request) (string, *ocierr.Error) {
 	ns := strings.ToLower(r.URL.Query().Get("ns"))
 	if ns == "" {
 		ns = s.defaultRegistry
 	}
 	if !s.allowed[ns] {
-		return "", errorf(http.StatusForbidden, codeDenied,
+		return "", ocierr.Errorf(http.StatusForbidden, ocierr.CodeDenied,
 			"registry %q is not allowed; allow it with --allow-registry %s", truncate(ns), truncate(ns))
 	}
 	return ns, nil

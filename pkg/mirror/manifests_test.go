@@ -1,6 +1,8 @@
 package mirror
 
 import (
+	"nodecache/internal/ocierr"
+
 	"io"
 	"net/http"
 	"strconv"
@@ -75,7 +77,7 @@ func TestManifestUnknown(t *testing.T) {
 	e.up.PushImage(t, "test/app", "v1", 100)
 	for _, ref := range []string{"nope", digest.FromString("nope").String()} {
 		resp, body := e.do(http.MethodGet, e.url("/v2/test/app/manifests/"+ref), acceptIndex)
-		wantError(t, resp, body, http.StatusNotFound, codeManifestUnknown)
+		wantError(t, resp, body, http.StatusNotFound, ocierr.CodeManifestUnknown)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"nodecache/internal/blobio"
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/peer"
 )
@@ -63,7 +64,7 @@ func (s *Server) peerSource(ctx context.Context, q *request, d digest.Digest) (s
 	}
 	rest := &upstreamRest{s: s, q: q, d: d}
 	rb := blobio.NewResumer(ctx, blobio.Transfer{
-		Body: body, Size: size, Sources: []blobio.Source{peerOwner{s.peers.Client, owner, q, d}, rest},
+		Body: body, From: owner, Size: size, Sources: []blobio.Source{rest},
 		Budget: peerContinuations,
 		OnBreak: func(from string, offset int64, err error) {
 			s.log.LogAttrs(ctx, slog.LevelInfo, "peer transfer broke; continuing from upstream",
@@ -80,29 +81,15 @@ func (s *Server) peerCorrupt(peer string, d digest.Digest) {
 	}
 }
 
-// A fill from a peer is a blobio.Resumer over two sources: the owner,
-// then upstream. If the peer's transfer breaks, it continues from
-// upstream at the byte reached, so a peer that dies mid-transfer costs
-// the rest of the blob from upstream, not the whole of it. Upstream's
+// A fill from a peer is the owner's body in a blobio.Resumer whose one
+// continuation is upstream: if the peer's transfer breaks, the fill
+// continues from upstream at the byte reached, so a peer that dies
+// mid-transfer costs the rest of the blob from upstream, not the whole
+// of it. Upstream's
 // body resumes its own breaks (pkg/upstream), so the switch happens once:
 // that is the budget. The fill still verifies every byte against the
 // digest.
 const peerContinuations = 1
-
-// peerOwner is the owner peer as a source of d.
-type peerOwner struct {
-	client *peer.Client
-	owner  string
-	q      *request
-	d      digest.Digest
-}
-
-func (p peerOwner) Name() string { return p.owner }
-
-func (p peerOwner) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
-	body, _, err := p.client.Fetch(ctx, p.owner, p.q.registry, p.q.route.name, p.d, offset)
-	return body, err
-}
 
 // upstreamRest is upstream as the source of the rest of d, asked with the
 // same authority the fill would have used had it gone to upstream at once.
@@ -159,7 +146,7 @@ func (s *Server) ServePeer(w http.ResponseWriter, r *http.Request, registry, rep
 }
 
 // errNotPublic refuses content that needed credentials to a peer.
-var errNotPublic = errorf(http.StatusForbidden, codeDenied, "content fetched with credentials is not served to peers")
+var errNotPublic = ocierr.Errorf(http.StatusForbidden, ocierr.CodeDenied, "content fetched with credentials is not served to peers")
 
 func (s *Server) servePeer(q *request) error {
 	d := q.route.digest
@@ -171,7 +158,7 @@ func (s *Server) servePeer(q *request) error {
 		if !ok {
 			// A HEAD starts no fill; the asker learns nothing it could
 			// not learn from upstream itself.
-			return errorf(http.StatusNotFound, codeBlobUnknown, "blob not on this node")
+			return ocierr.Errorf(http.StatusNotFound, ocierr.CodeBlobUnknown, "blob not on this node")
 		}
 		defer c.close()
 		if !c.info().public {
@@ -195,7 +182,7 @@ func (s *Server) servePeer(q *request) error {
 // credentials means the content is not public: that is a 403 to a peer,
 // not a 401, which would tell the asker that our secrets differ.
 func peerError(err error) error {
-	var e *Error
+	var e *ocierr.Error
 	if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
 		return errNotPublic
 	}

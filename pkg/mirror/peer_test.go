@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/peer"
@@ -572,18 +573,18 @@ func TestPeersNeverServePrivateContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, body := peerGet(t, owner, secret, "team/private", d)
-	wantError(t, resp, body, http.StatusForbidden, codeDenied)
+	wantError(t, resp, body, http.StatusForbidden, ocierr.CodeDenied)
 
 	// Not on the owner yet: its fill from upstream needs credentials the
 	// peer request does not carry, which is also a 403.
 	d2 := up.PushBlob(t, "team/private", registrytest.Random(6, 1<<10))
 	resp, body = peerGet(t, owner, secret, "team/private", d2)
-	wantError(t, resp, body, http.StatusForbidden, codeDenied)
+	wantError(t, resp, body, http.StatusForbidden, ocierr.CodeDenied)
 
 	// A client of the other node without credentials: the owner refuses,
 	// the node asks upstream, and the client is asked to authenticate.
 	resp, body = getWith(t, asker.blobURL("team/private", d), "", "")
-	wantError(t, resp, body, http.StatusUnauthorized, codeUnauthorized)
+	wantError(t, resp, body, http.StatusUnauthorized, ocierr.CodeUnauthorized)
 	if got := counterValue(t, asker.client, "result", peer.ResultRefused); got != 1 {
 		t.Errorf("nodecache_peer_fetches_total{result=refused} %v, want 1", got)
 	}

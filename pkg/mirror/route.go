@@ -6,6 +6,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 )
 
@@ -20,19 +21,19 @@ type route struct {
 // parseRoute parses the path of a /v2/ request. It checks the name, tag and
 // digest, so nothing a client sends reaches the store or an upstream URL
 // unchecked.
-func parseRoute(path string) (route, *Error) {
+func parseRoute(path string) (route, *ocierr.Error) {
 	rest, ok := strings.CutPrefix(path, "/v2/")
 	if !ok {
 		if path == "/v2" {
 			return route{kind: ociref.KindBase}, nil
 		}
-		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a registry API path")
+		return route{}, ocierr.Errorf(http.StatusNotFound, ocierr.CodeNameUnknown, "not a registry API path")
 	}
 	if rest == "" {
 		return route{kind: ociref.KindBase}, nil
 	}
 	if rest == "_catalog" {
-		return route{}, errorf(http.StatusMethodNotAllowed, codeUnsupported, "the catalog is not served by a mirror")
+		return route{}, ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "the catalog is not served by a mirror")
 	}
 	if rest == "tags/list" || strings.HasSuffix(rest, "/tags/list") {
 		name := strings.TrimSuffix(rest, "/tags/list")
@@ -43,44 +44,44 @@ func parseRoute(path string) (route, *Error) {
 	}
 	i := strings.LastIndexByte(rest, '/')
 	if i < 0 {
-		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a pull path")
+		return route{}, ocierr.Errorf(http.StatusNotFound, ocierr.CodeNameUnknown, "not a pull path")
 	}
 	ref, before := rest[i+1:], rest[:i]
 	j := strings.LastIndexByte(before, '/')
 	if j < 0 {
-		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a pull path")
+		return route{}, ocierr.Errorf(http.StatusNotFound, ocierr.CodeNameUnknown, "not a pull path")
 	}
 	rt := route{kind: ociref.Kind(before[j+1:]), name: before[:j]}
 	switch rt.kind {
 	case ociref.KindManifests, ociref.KindBlobs, ociref.KindReferrers:
 	case "uploads":
-		return route{}, errorf(http.StatusMethodNotAllowed, codeUnsupported, "pushing is not supported by a mirror")
+		return route{}, ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "pushing is not supported by a mirror")
 	default:
-		return route{}, errorf(http.StatusNotFound, codeNameUnknown, "not a pull path")
+		return route{}, ocierr.Errorf(http.StatusNotFound, ocierr.CodeNameUnknown, "not a pull path")
 	}
 	if e := checkName(rt.name); e != nil {
 		return route{}, e
 	}
 	if rt.kind == ociref.KindManifests && !strings.Contains(ref, ":") {
 		if ociref.CheckTag(ref) != nil {
-			return route{}, errorf(http.StatusBadRequest, codeManifestInvalid, "invalid tag %q", truncate(ref))
+			return route{}, ocierr.Errorf(http.StatusBadRequest, ocierr.CodeManifestInvalid, "invalid tag %q", truncate(ref))
 		}
 		rt.tag = ref
 		return rt, nil
 	}
 	if ociref.Check(digest.Digest(ref)) != nil {
-		return route{}, errorf(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q: want sha256 or sha512", truncate(ref))
+		return route{}, ocierr.Errorf(http.StatusBadRequest, ocierr.CodeDigestInvalid, "invalid digest %q: want sha256 or sha512", truncate(ref))
 	}
 	rt.digest = digest.Digest(ref)
 	return rt, nil
 }
 
-func checkName(name string) *Error {
+func checkName(name string) *ocierr.Error {
 	if len(name) > ociref.MaxNameLength {
-		return errorf(http.StatusBadRequest, codeNameInvalid, "repository name longer than %d characters", ociref.MaxNameLength)
+		return ocierr.Errorf(http.StatusBadRequest, ocierr.CodeNameInvalid, "repository name longer than %d characters", ociref.MaxNameLength)
 	}
 	if ociref.CheckName(name) != nil {
-		return errorf(http.StatusBadRequest, codeNameInvalid, "invalid repository name %q", truncate(name))
+		return ocierr.Errorf(http.StatusBadRequest, ocierr.CodeNameInvalid, "invalid repository name %q", truncate(name))
 	}
 	return nil
 }

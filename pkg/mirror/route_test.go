@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 )
 
@@ -27,24 +28,24 @@ func TestParseRoute(t *testing.T) {
 		{"/v2/x/manifests/y/manifests/v1", ociref.KindManifests, "x/manifests/y", 0, ""},
 		{"/v2/library/nginx/tags/list", ociref.KindTags, "library/nginx", 0, ""},
 		{"/v2/library/nginx/referrers/" + testDigest, ociref.KindReferrers, "library/nginx", 0, ""},
-		{"/v2/_catalog", "", "", http.StatusMethodNotAllowed, codeUnsupported},
-		{"/v2/library/nginx/blobs/uploads/", "", "", http.StatusMethodNotAllowed, codeUnsupported},
-		{"/v2/library/nginx/blobs/uploads/abc", "", "", http.StatusMethodNotAllowed, codeUnsupported},
-		{"/v2/Library/nginx/manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
-		{"/v2/library/../etc/manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
-		{"/v2/library//nginx/manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
-		{"/v2//manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
-		{"/v2/" + strings.Repeat("a", 256) + "/manifests/latest", "", "", http.StatusBadRequest, codeNameInvalid},
-		{"/v2/nginx/manifests/-bad", "", "", http.StatusBadRequest, codeManifestInvalid},
-		{"/v2/nginx/manifests/" + strings.Repeat("t", 129), "", "", http.StatusBadRequest, codeManifestInvalid},
-		{"/v2/nginx/blobs/latest", "", "", http.StatusBadRequest, codeDigestInvalid},
-		{"/v2/nginx/blobs/sha256:abc", "", "", http.StatusBadRequest, codeDigestInvalid},
-		{"/v2/nginx/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", "", "", http.StatusBadRequest, codeDigestInvalid},
-		{"/v2/nginx/manifests/sha384:" + strings.Repeat("a", 96), "", "", http.StatusBadRequest, codeDigestInvalid},
-		{"/v2/nginx/blobs/" + strings.ToUpper(testDigest), "", "", http.StatusBadRequest, codeDigestInvalid},
-		{"/v2/nginx/other/x", "", "", http.StatusNotFound, codeNameUnknown},
-		{"/v3/nginx/manifests/latest", "", "", http.StatusNotFound, codeNameUnknown},
-		{"/", "", "", http.StatusNotFound, codeNameUnknown},
+		{"/v2/_catalog", "", "", http.StatusMethodNotAllowed, ocierr.CodeUnsupported},
+		{"/v2/library/nginx/blobs/uploads/", "", "", http.StatusMethodNotAllowed, ocierr.CodeUnsupported},
+		{"/v2/library/nginx/blobs/uploads/abc", "", "", http.StatusMethodNotAllowed, ocierr.CodeUnsupported},
+		{"/v2/Library/nginx/manifests/latest", "", "", http.StatusBadRequest, ocierr.CodeNameInvalid},
+		{"/v2/library/../etc/manifests/latest", "", "", http.StatusBadRequest, ocierr.CodeNameInvalid},
+		{"/v2/library//nginx/manifests/latest", "", "", http.StatusBadRequest, ocierr.CodeNameInvalid},
+		{"/v2//manifests/latest", "", "", http.StatusBadRequest, ocierr.CodeNameInvalid},
+		{"/v2/" + strings.Repeat("a", 256) + "/manifests/latest", "", "", http.StatusBadRequest, ocierr.CodeNameInvalid},
+		{"/v2/nginx/manifests/-bad", "", "", http.StatusBadRequest, ocierr.CodeManifestInvalid},
+		{"/v2/nginx/manifests/" + strings.Repeat("t", 129), "", "", http.StatusBadRequest, ocierr.CodeManifestInvalid},
+		{"/v2/nginx/blobs/latest", "", "", http.StatusBadRequest, ocierr.CodeDigestInvalid},
+		{"/v2/nginx/blobs/sha256:abc", "", "", http.StatusBadRequest, ocierr.CodeDigestInvalid},
+		{"/v2/nginx/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", "", "", http.StatusBadRequest, ocierr.CodeDigestInvalid},
+		{"/v2/nginx/manifests/sha384:" + strings.Repeat("a", 96), "", "", http.StatusBadRequest, ocierr.CodeDigestInvalid},
+		{"/v2/nginx/blobs/" + strings.ToUpper(testDigest), "", "", http.StatusBadRequest, ocierr.CodeDigestInvalid},
+		{"/v2/nginx/other/x", "", "", http.StatusNotFound, ocierr.CodeNameUnknown},
+		{"/v3/nginx/manifests/latest", "", "", http.StatusNotFound, ocierr.CodeNameUnknown},
+		{"/", "", "", http.StatusNotFound, ocierr.CodeNameUnknown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {

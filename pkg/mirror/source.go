@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/upstream"
 )
@@ -31,6 +32,12 @@ func (s *Server) openSource(ctx context.Context, q *request, d digest.Digest, he
 			return src, nil
 		}
 	}
+	return s.openUpstream(ctx, q, d, header)
+}
+
+// openUpstream starts the download of d from upstream: a GET whose answer
+// must be the content, for a fill or for an uncached download.
+func (s *Server) openUpstream(ctx context.Context, q *request, d digest.Digest, header http.Header) (fillSource, error) {
 	resp, err := s.ask(ctx, q, q.upstreamRequest(http.MethodGet, d.String(), header))
 	if err != nil {
 		return fillSource{}, err
@@ -38,14 +45,10 @@ func (s *Server) openSource(ctx context.Context, q *request, d digest.Digest, he
 	if err := checkFillResponse(q, resp.Response); err != nil {
 		return fillSource{}, err
 	}
-	return upstreamSource(q, resp), nil
-}
-
-func upstreamSource(q *request, resp *upstream.Response) fillSource {
 	return fillSource{
 		body: resp.Body, size: resp.ContentLength, mediaType: mediaTypeOf(q, resp.Response),
 		public: resp.Auth == upstream.AuthAnonymous,
-	}
+	}, nil
 }
 
 // checkFillResponse turns an unusable upstream answer into the client's
@@ -56,7 +59,7 @@ func checkFillResponse(q *request, resp *http.Response) error {
 	case resp.StatusCode != http.StatusOK:
 		err = upstreamError(q.registry, q.route.kind, resp.StatusCode)
 	case q.route.kind == ociref.KindManifests && resp.ContentLength > maxManifestSize:
-		err = errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
+		err = ocierr.Errorf(http.StatusBadGateway, ocierr.CodeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
 	}
 	if err != nil {
 		resp.Body.Close()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/upstream"
@@ -123,10 +124,10 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
-		return tagRecord{}, 0, errorf(http.StatusBadGateway, codeUnavailable, "reading manifest from %s: %v", q.registry, err)
+		return tagRecord{}, 0, ocierr.Errorf(http.StatusBadGateway, ocierr.CodeUnavailable, "reading manifest from %s: %v", q.registry, err)
 	}
 	if len(body) > maxManifestSize {
-		return tagRecord{}, 0, errorf(http.StatusBadGateway, codeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
+		return tagRecord{}, 0, ocierr.Errorf(http.StatusBadGateway, ocierr.CodeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
 	}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	rec := tagRecord{digest: digest.FromBytes(body), mediaType: mediaType, size: int64(len(body))}
@@ -143,10 +144,12 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 // keepManifest fills the store with a manifest already read, through a
 // flight for d like any fill: a fill of d in progress or committed is
 // left alone, and the bytes are verified and committed by the store. It
-// returns once a fill it started has ended, so that the store holds d
-// when the tag's answer is served, as before the tag had a fill. Keeping
-// is best effort: a store that cannot take d leaves the request for d
-// to fetch it.
+// returns once a fill it began has ended, so that the store holds d
+// when the tag's answer is served, as before the tag had a fill. A fill
+// of d that another client began is not waited for: it may be as slow as
+// that client's upstream, and the tag's answer needs only the digest.
+// Keeping is best effort: a store that cannot take d leaves the request
+// for d to fetch it.
 func (s *Server) keepManifest(ctx context.Context, q *request, d digest.Digest, src fillSource) {
 	l, started, err := s.flights.fly(ctx, d, func() (landing, error) {
 		return s.startFill(q, d, func(context.Context) (fillSource, error) { return src, nil })
@@ -158,7 +161,9 @@ func (s *Server) keepManifest(ctx context.Context, q *request, d digest.Digest, 
 	case landedUncached:
 		l.stream.release()
 	case landedFill:
-		waitForEnd(ctx, l.fill.fill)
+		if l.began {
+			waitForEnd(ctx, l.fill.fill)
+		}
 	}
 }
 
@@ -177,7 +182,7 @@ func waitForEnd(ctx context.Context, f *diskstore.Fill) {
 // isTransient reports whether err means upstream could not answer now, as
 // opposed to answering no: the condition for serving a stale tag.
 func isTransient(err error) bool {
-	var e *Error
+	var e *ocierr.Error
 	if errors.As(err, &e) {
 		return e.Status == http.StatusTooManyRequests || e.Status >= 500
 	}

@@ -2,7 +2,9 @@ package mirror
 
 import (
 	"bytes"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/diskstore"
 )
@@ -100,7 +103,7 @@ func TestTagCacheAndStaleIfError(t *testing.T) {
 	}
 	// Nothing known for another tag: the error names the registry.
 	resp, body = e.do(http.MethodGet, e.url("/v2/test/app/manifests/v2"), acceptIndex)
-	wantError(t, resp, body, http.StatusServiceUnavailable, codeUnavailable)
+	wantError(t, resp, body, http.StatusServiceUnavailable, ocierr.CodeUnavailable)
 	if !strings.Contains(string(body), e.up.Host()) {
 		t.Fatalf("error %s does not name the registry %s", body, e.up.Host())
 	}
@@ -168,5 +171,74 @@ func TestStaleTagsExpireWithTheTTL(t *testing.T) {
 	}
 	e.advance(2 * time.Minute)
 	resp, body := e.do(http.MethodGet, url, acceptIndex)
-	wantError(t, resp, body, http.StatusServiceUnavailable, codeUnavailable)
+	wantError(t, resp, body, http.StatusServiceUnavailable, ocierr.CodeUnavailable)
+}
+
+// TestTagByGetDoesNotWaitForOthersFill: on a registry whose HEAD carries
+// no digest, a tag is resolved with a GET whose bytes the mirror keeps. If
+// a fill of that manifest is already under way, started by a client that
+// asked for it by digest, the tag's answer does not wait for that fill to
+// end: keeping is best effort, and the fill belongs to its own client.
+func TestTagByGetDoesNotWaitForOthersFill(t *testing.T) {
+	var manifest atomic.Pointer[[]byte]
+	var mediaType atomic.Pointer[string]
+	halfSent := make(chan struct{}, 1)
+	release := make(chan struct{})
+	stall := registrytest.WithFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/manifests/sha256:") {
+			return false
+		}
+		// The by-digest GET: send half the manifest, then hold the rest.
+		m := *manifest.Load()
+		w.Header().Set("Content-Type", *mediaType.Load())
+		w.Header().Set("Docker-Content-Digest", digest.FromBytes(m).String())
+		w.Header().Set("Content-Length", strconv.Itoa(len(m)))
+		w.Write(m[:len(m)/2])
+		http.NewResponseController(w).Flush()
+		halfSent <- struct{}{}
+		<-release
+		w.Write(m[len(m)/2:])
+		return true
+	})
+	e := newEnv(t, []registrytest.Option{registrytest.WithoutHeadDigest(), stall})
+	var once sync.Once
+	releaseStall := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(releaseStall) // before the registry closes, which waits for the hook
+	img := e.up.PushImage(t, "test/app", "v1", 100)
+	want := img.Blobs[img.Index]
+	manifest.Store(&want)
+	mediaType.Store(&img.IndexMediaType)
+
+	// A client asks by digest: its fill begins with the first half, and
+	// its answer's headers come as soon as the fill has begun.
+	req, _ := http.NewRequest(http.MethodGet, e.url("/v2/test/app/manifests/"+img.Index.String()), nil)
+	req.Header = acceptIndex.Clone()
+	byDigest, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer byDigest.Body.Close()
+	<-halfSent
+
+	// A HEAD by tag answers while that fill is still held.
+	head := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := e.do(http.MethodHead, e.url("/v2/test/app/manifests/v1"), acceptIndex)
+		head <- resp
+	}()
+	select {
+	case resp := <-head:
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != img.Index.String() {
+			t.Errorf("HEAD by tag: status %d, digest %q; want 200 and %s",
+				resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), img.Index)
+		}
+	case <-time.After(10 * time.Second): // a failure bound, not a synchronisation
+		t.Error("HEAD by tag waited for another client's fill of the manifest")
+	}
+
+	releaseStall()
+	body, err := io.ReadAll(byDigest.Body)
+	if err != nil || !bytes.Equal(body, want) {
+		t.Fatalf("GET by digest: %d bytes, %v; want the index", len(body), err)
+	}
 }

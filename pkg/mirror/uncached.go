@@ -54,13 +54,10 @@ func uncachedContent(d digest.Digest, src fillSource, cancel context.CancelFunc)
 // fetchUncached fetches d from upstream for this client alone.
 func (s *Server) fetchUncached(q *request, d digest.Digest, header http.Header) (content, error) {
 	ctx, cancel := context.WithTimeout(q.r.Context(), s.fillTimeout)
-	resp, err := s.ask(ctx, q, q.upstreamRequest(http.MethodGet, d.String(), header))
-	if err == nil {
-		err = checkFillResponse(q, resp.Response)
-	}
+	src, err := s.openUpstream(ctx, q, d, header)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	return uncachedContent(d, upstreamSource(q, resp), cancel), nil
+	return uncachedContent(d, src, cancel), nil
 }

@@ -1,15 +1,14 @@
 package peer
 
 import (
-	"encoding/json"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
 )
 
@@ -80,41 +79,42 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Debug: a peer with another secret would fill the log at info,
 		// and the counter already shows it.
 		h.log.Debug("peer request refused", slog.String("remote", r.RemoteAddr), slog.Any("error", err))
-		h.refuse(w, r, unauthorizedResult, http.StatusUnauthorized, "UNAUTHORIZED", "peer request not authenticated")
+		h.refuse(w, r, unauthorizedResult, http.StatusUnauthorized, ocierr.CodeUnauthorized, "peer request not authenticated")
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		h.refuse(w, r, invalidResult, http.StatusMethodNotAllowed, "UNSUPPORTED", r.Method+" is not supported by the peer API")
+		h.refuse(w, r, invalidResult, http.StatusMethodNotAllowed, ocierr.CodeUnsupported, r.Method+" is not supported by the peer API")
 		return
 	}
 	ref, ok := strings.CutPrefix(r.URL.Path, blobsPath)
 	if !ok {
-		h.refuse(w, r, invalidResult, http.StatusNotFound, "UNSUPPORTED", "not a peer API path")
+		h.refuse(w, r, invalidResult, http.StatusNotFound, ocierr.CodeUnsupported, "not a peer API path")
 		return
 	}
 	d := digest.Digest(ref)
 	if ociref.Check(d) != nil {
-		h.refuse(w, r, invalidResult, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest")
+		h.refuse(w, r, invalidResult, http.StatusBadRequest, ocierr.CodeDigestInvalid, "invalid digest")
 		return
 	}
 	q := r.URL.Query()
 	registry, repo := strings.ToLower(q.Get("ns")), q.Get("repo")
 	if ociref.CheckName(repo) != nil {
-		h.refuse(w, r, invalidResult, http.StatusBadRequest, "NAME_INVALID", "invalid repository name")
+		h.refuse(w, r, invalidResult, http.StatusBadRequest, ocierr.CodeNameInvalid, "invalid repository name")
 		return
 	}
 	if registry == "" || !h.allowed(registry) {
-		h.refuse(w, r, deniedResult, http.StatusForbidden, "DENIED", "registry is not allowed on this node")
+		h.refuse(w, r, deniedResult, http.StatusForbidden, ocierr.CodeDenied, "registry is not allowed on this node")
 		return
 	}
 	h.requests.WithLabelValues(servedResult).Inc()
 	h.fetcher.ServePeer(w, r, registry, repo, d)
 }
 
-// refuse counts a refusal and writes its error.
+// refuse counts a refusal and writes its error, OCI error JSON without a
+// detail: {"errors":[{"code","message"}]}.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, result string, status int, code, message string) {
 	h.requests.WithLabelValues(result).Inc()
-	writeError(w, r, status, code, message)
+	ocierr.Write(w, r, &ocierr.Error{Status: status, Code: code, Message: message})
 }
 
 // Describe implements prometheus.Collector.
@@ -122,28 +122,3 @@ func (h *Handler) Describe(ch chan<- *prometheus.Desc) { h.requests.Describe(ch)
 
 // Collect implements prometheus.Collector.
 func (h *Handler) Collect(ch chan<- prometheus.Metric) { h.requests.Collect(ch) }
-
-type errorBody struct {
-	Errors []errorEntry `json:"errors"`
-}
-
-type errorEntry struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-// writeError writes the OCI error JSON {"errors":[{"code","message"}]}
-// with status. It is the one place this package renders errors.
-func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
-	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: code, Message: message}}}) // strings only: cannot fail
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	if status == http.StatusMethodNotAllowed {
-		h.Set("Allow", "GET, HEAD")
-	}
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		w.Write(body)
-	}
-}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"nodecache/internal/ocierr"
 )
 
 // call is one ServePeer call.
@@ -37,7 +39,7 @@ func (f *testFetcher) ServePeer(w http.ResponseWriter, r *http.Request, registry
 	f.calls = append(f.calls, call{registry, repo, d, r.Header.Get("Range"), IsPeerRequest(r)})
 	f.mu.Unlock()
 	if f.status != 0 {
-		writeError(w, r, f.status, "BLOB_UNKNOWN", "test")
+		ocierr.Write(w, r, &ocierr.Error{Status: f.status, Code: ocierr.CodeBlobUnknown, Message: "test"})
 		return
 	}
 	if f.ignoreRange {
@@ -112,7 +114,9 @@ func TestHandler(t *testing.T) {
 			if len(calls) != 0 {
 				t.Errorf("a refused request reached the Fetcher: %+v", calls)
 			}
-			var e errorBody
+			var e struct {
+				Errors []struct{ Code, Message string }
+			}
 			if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) != 1 || e.Errors[0].Code != tc.code || e.Errors[0].Message == "" {
 				t.Errorf("body %s, want OCI error JSON with code %s", body, tc.code)
 			}
@@ -136,5 +140,49 @@ func TestHandler(t *testing.T) {
 	}
 	if !strings.HasPrefix(good, blobsPath) {
 		t.Fatal("test route does not match the handler's")
+	}
+}
+
+// TestHandlerErrorBytes pins the peer API's error answers on the wire:
+// OCI error JSON without a "detail" field, its Content-Length also on
+// HEAD, and Allow on a 405.
+func TestHandlerErrorBytes(t *testing.T) {
+	secret, err := LoadSecret(writeSecret(t, testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewHandler(secret, func(string) bool { return true }, &testFetcher{}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		method string
+		signed bool
+		status int
+		body   string
+		allow  string
+	}{
+		{http.MethodGet, false, 401, `{"errors":[{"code":"UNAUTHORIZED","message":"peer request not authenticated"}]}`, ""},
+		{http.MethodHead, false, 401, "", ""},
+		{http.MethodPost, true, 405, `{"errors":[{"code":"UNSUPPORTED","message":"POST is not supported by the peer API"}]}`, "GET, HEAD"},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+"/peer/v1/blobs/sha256:x", nil)
+		if tc.signed {
+			secret.Sign(req)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || string(body) != tc.body || resp.Header.Get("Allow") != tc.allow {
+			t.Errorf("%s: %d %s, Allow %q; want %d %s, Allow %q", tc.method, resp.StatusCode, body, resp.Header.Get("Allow"), tc.status, tc.body, tc.allow)
+		}
+		wantLen := len(tc.body)
+		if tc.method == http.MethodHead {
+			wantLen = len(`{"errors":[{"code":"UNAUTHORIZED","message":"peer request not authenticated"}]}`)
+		}
+		if resp.ContentLength != int64(wantLen) || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: Content-Length %d, Content-Type %q; want %d, application/json", tc.method, resp.ContentLength, resp.Header.Get("Content-Type"), wantLen)
+		}
 	}
 }

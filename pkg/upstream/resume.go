@@ -55,14 +55,14 @@ func (c *Client) resumeBody(ctx context.Context, r Request, ep endpoint, cr cred
 			resp.Header.Del("Content-Length")
 			if src.size >= 0 {
 				resp.ContentLength = src.size - start
-				resp.Header.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, src.size-1, src.size))
+				resp.Header.Set("Content-Range", blobio.ContentRange{Start: start, End: src.size - 1, Total: src.size}.String())
 			}
 		} else if cr, err := blobio.ParseContentRange(resp.Header.Get("Content-Range")); err == nil {
 			src.size = cr.Total
 		}
 	}
 	resp.Body = blobio.NewResumer(ctx, blobio.Transfer{
-		Body: resp.Body, Offset: offset, Size: src.size,
+		Body: resp.Body, From: src.Name(), Offset: offset, Size: src.size,
 		Sources: []blobio.Source{src}, Budget: maxResumes,
 	})
 	return nil
