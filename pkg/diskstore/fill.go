@@ -82,7 +82,11 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 		s.notePassThrough()
 		return nil, fmt.Errorf("%w: the filesystem of %s is full", ErrNoSpace, s.root)
 	}
-	file, err := os.CreateTemp(s.tmpDir(), d.Encoded()[:16]+"-*")
+	var file *os.File
+	err = s.inTmp(func() (err error) {
+		file, err = os.CreateTemp(s.tmpDir(), d.Encoded()[:16]+"-*")
+		return err
+	})
 	if err != nil {
 		s.diskErr.fail(s.log, err)
 		s.notePassThrough()
@@ -241,7 +245,9 @@ func (f *Fill) commit(public bool) error {
 	// we are about to put in place.
 	s.waitDeleting(f.key)
 	if f.meta.MediaType != "" {
-		if err := writeFileAtomic(s.tmpDir(), final+typeSuffix, []byte(f.meta.MediaType)); err != nil {
+		if err := s.inTmp(func() error {
+			return writeFileAtomic(s.tmpDir(), final+typeSuffix, []byte(f.meta.MediaType))
+		}); err != nil {
 			return err
 		}
 		s.step(StepTypeWritten)

@@ -312,6 +312,25 @@ const typeSuffix = ".type"
 
 func (s *Store) tmpDir() string { return filepath.Join(s.root, "tmp") }
 
+// inTmp runs create, which makes a file in tmpDir, and runs it once more
+// after re-creating the directory if it was missing: someone removing
+// data-dir/tmp under a running store must not turn caching off until a
+// restart.
+func (s *Store) inTmp(create func() error) error {
+	err := create()
+	if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if _, serr := os.Stat(s.tmpDir()); !errors.Is(serr, os.ErrNotExist) {
+		return err // the directory is there: something else is missing
+	}
+	if merr := os.MkdirAll(s.tmpDir(), 0o700); merr != nil {
+		return err
+	}
+	s.log.Warn("re-created the store's temporary directory, removed while running", "dir", s.tmpDir())
+	return create()
+}
+
 // path returns where d's content lives. d must have been validated: its
 // encoded part is then plain hex, so the path stays under the root.
 func (s *Store) path(d digest.Digest) string {
