@@ -136,6 +136,7 @@ func BenchmarkOpen100k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		s.Close()
 		if s.Len() != n {
 			b.Fatalf("loaded %d entries, want %d", s.Len(), n)
 		}

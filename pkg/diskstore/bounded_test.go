@@ -218,7 +218,7 @@ func TestRestartKeepsEntriesAndRecency(t *testing.T) {
 	if f, _, err := s.Open(ds[0]); err == nil { // the oldest becomes the newest
 		f.Close()
 	}
-	s2 := openStore(t, dir, WithClock(clk.Now), WithMaxSize(3000))
+	s2 := reopen(t, s, WithClock(clk.Now), WithMaxSize(3000))
 	// Reopening with a smaller bound evicts the least recently used: ds[1].
 	if has(s2, ds[1]) || !has(s2, ds[0]) || !has(s2, ds[2]) || !has(s2, ds[3]) {
 		t.Fatalf("after restart want ds[1] evicted; have %v %v %v %v", has(s2, ds[0]), has(s2, ds[1]), has(s2, ds[2]), has(s2, ds[3]))

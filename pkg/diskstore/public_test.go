@@ -51,13 +51,14 @@ func TestPublicMarkSurvivesRestart(t *testing.T) {
 	if fi, err := os.Stat(s.path(priv)); err != nil || fi.Mode().Perm()&0o077 != 0 {
 		t.Errorf("private file mode %v, %v: want no access for group or others", fi.Mode(), err)
 	}
-	check(openStore(t, dir), "after restart")
+	s = reopen(t, s)
+	check(s, "after restart")
 
 	// An operator's chmod that drops world-read fails closed.
 	if err := os.Chmod(s.path(pub), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := openStore(t, dir).Stat(pub); err != nil || info.Public {
+	if info, err := reopen(t, s).Stat(pub); err != nil || info.Public {
 		t.Errorf("a 0640 file read back as public (%v)", err)
 	}
 }
@@ -88,7 +89,7 @@ func TestMarkPublicDuringFill(t *testing.T) {
 	if err := f.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := openStore(t, dir).Stat(d); err != nil || !info.Public {
+	if info, err := reopen(t, s).Stat(d); err != nil || !info.Public {
 		t.Errorf("after a restart: %+v, %v; want public", info, err)
 	}
 }

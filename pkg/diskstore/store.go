@@ -142,6 +142,7 @@ type Store struct {
 
 	// mu guards the fields below.
 	mu         sync.Mutex
+	lock       *os.File // holds the directory's flock; nil once closed
 	index      *lru
 	mediaTypes []string // index 0 is ""
 	fills      map[digest.Digest]*Fill
@@ -163,6 +164,8 @@ type Stats struct {
 
 // Open opens or creates the store rooted at dir, removes leftovers of fills
 // interrupted by a crash, and loads the index from the files on disk.
+// The store holds an exclusive lock on dir until Close: a second Open of
+// the same directory fails with an error matching ErrLocked.
 func Open(dir string, opts ...Option) (*Store, error) {
 	s := &Store{
 		root:       dir,
@@ -182,10 +185,19 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "blobs"), 0o755); err != nil {
 		return nil, fmt.Errorf("diskstore: create blobs dir: %w", err)
 	}
+	// The lock comes before anything is removed: the leftovers could be
+	// another store's fills in progress.
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
 	if err := s.removeLeftovers(); err != nil {
+		s.Close()
 		return nil, err
 	}
 	if err := s.load(); err != nil {
+		s.Close()
 		return nil, err
 	}
 	// The bounds may have shrunk since the last run.

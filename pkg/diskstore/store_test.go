@@ -29,6 +29,15 @@ func openStore(t *testing.T, dir string, opts ...Option) *Store {
 	return s
 }
 
+// reopen closes s and opens its directory again, as a restart does.
+func reopen(t *testing.T, s *Store, opts ...Option) *Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	return openStore(t, s.root, opts...)
+}
+
 func put(t *testing.T, s *Store, data []byte, mediaType string) digest.Digest {
 	t.Helper()
 	return putMeta(t, s, data, Meta{MediaType: mediaType})
@@ -99,7 +108,7 @@ func TestCommitThenServe(t *testing.T) {
 				t.Fatal("tmp/ not empty after commit")
 			}
 			// Everything survives a reopen.
-			s2 := openStore(t, dir)
+			s2 := reopen(t, s)
 			info2, err := s2.Stat(d)
 			if err != nil || info2.Size != info.Size || info2.MediaType != tt.mediaType {
 				t.Fatalf("after reopen Stat = %+v, %v", info2, err)
@@ -333,7 +342,7 @@ func TestOpenCleansUpAndIgnoresJunk(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s2 := openStore(t, dir)
+	s2 := reopen(t, s)
 	if s2.Len() != 1 {
 		t.Fatalf("Len = %d, want 1 (only the committed entry)", s2.Len())
 	}

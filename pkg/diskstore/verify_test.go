@@ -38,7 +38,7 @@ func TestVerifyRemovesBitFlippedEntries(t *testing.T) {
 	if _, err := os.Stat(p + typeSuffix); !os.IsNotExist(err) {
 		t.Fatal("bad entry's media type not removed")
 	}
-	s2 := openStore(t, dir)
+	s2 := reopen(t, s)
 	if !has(s2, good) || has(s2, bad) {
 		t.Fatal("after verify the store should hold only the good entry")
 	}
