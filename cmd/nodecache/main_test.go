@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"nodecache/internal/daemontest"
+	"nodecache/pkg/diskstore"
 )
 
 // TestMain removes, at the end, the daemon daemontest.Binary built.
@@ -84,3 +85,19 @@ func TestSettingsTheDaemonRefusesExit2(t *testing.T) {
 }
 
 func writeText(path, text string) error { return os.WriteFile(path, []byte(text), 0o600) }
+
+// TestServeRefusesADataDirInUse: a second daemon on one --data-dir
+// exits with one line naming the directory, not a usage error.
+func TestServeRefusesADataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	first, err := diskstore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	err = dispatch(context.Background(), []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dir,
+		"--log-level", "error"}, io.Discard, io.Discard)
+	if !errors.Is(err, diskstore.ErrLocked) || exitOf(err) != 1 || !strings.Contains(err.Error(), dir) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v (exit %d), want one line naming %s, exit 1", err, exitOf(err), dir)
+	}
+}

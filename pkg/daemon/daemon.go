@@ -57,7 +57,7 @@ type servers struct {
 // daemon; nothing is served until Run. A mistake in the Config itself
 // (Validate, a credentials file or peer secret that cannot be used) is a
 // *ConfigError; a store or listener that cannot be opened is not. On
-// error, the listeners New opened are closed.
+// error, the store and the listeners New opened are closed.
 func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, &ConfigError{Err: err}
@@ -66,6 +66,11 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if d.store, d.maxSize, err = openStore(cfg, log); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			d.store.Close() // lets go of the data directory
+		}
+	}()
 	// Listeners first: the hosts.toml loop guard needs their addresses.
 	if d.ls, err = openListeners(cfg); err != nil {
 		return nil, err
@@ -147,7 +152,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		<-gctx.Done()
 		return d.shutdown(gctx)
 	})
-	return g.Wait()
+	err := g.Wait()
+	// Last, once no fill and no sweep is left: the data directory is free
+	// for the next daemon.
+	return errors.Join(err, d.store.Close())
 }
 
 // runParts starts the parts that work in the background: the store's
