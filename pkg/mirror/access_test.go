@@ -113,6 +113,9 @@ func TestPrivateLayerOnlyForAuthorizedClients(t *testing.T) {
 	}
 
 	// A restart keeps the mark: the store reads it back from the file.
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
 	store, err := diskstore.Open(e.store.Root())
 	if err != nil {
 		t.Fatal(err)
