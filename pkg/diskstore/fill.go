@@ -1,6 +1,7 @@
 package diskstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,7 +30,7 @@ type Fill struct {
 	tail     *[32]byte // second half of a sha512 digest, for the index
 	digest   digest.Digest
 	size     int64       // expected size; -1 if unknown
-	reserved int64       // bytes reserved in the store for this fill
+	reserved int64       // bytes reserved in the store for this fill; guarded by store.mu
 	meta     Meta        // meta.Public is the value at Begin; see public
 	public   atomic.Bool // MarkPublic may set it while the fill runs
 	file     *os.File
@@ -159,17 +160,34 @@ func (f *Fill) Public() bool { return f.public.Load() }
 
 // Write appends p to the fill. It fails with ErrSizeMismatch, and aborts
 // the fill, as soon as more bytes arrive than the expected size.
+//
+// A fill of unknown size reserves room as it grows (see grow). When the
+// bounds leave it no more, or a write to its file fails, the fill streams
+// on to the readers it has from memory, uncached (see spill), and ends
+// with an error matching ErrSpilled once none of them is left.
 func (f *Fill) Write(p []byte) (int, error) {
 	f.mu.Lock()
-	written, done, spilled := f.written, f.done, f.sp != nil
+	written, done, spilled, err := f.written, f.done, f.sp != nil, f.err
 	f.mu.Unlock()
 	if done {
-		return 0, ErrAborted
+		return 0, cmp.Or(err, ErrAborted)
 	}
 	if f.size >= 0 && written+int64(len(p)) > f.size {
 		err := fmt.Errorf("%w: %s: more than %d bytes", ErrSizeMismatch, f.digest, f.size)
 		f.Abort(err)
 		return 0, err
+	}
+	if !spilled && f.size < 0 {
+		err := f.grow(written, written+int64(len(p)))
+		if errors.Is(err, ErrAborted) {
+			return 0, err
+		}
+		if err != nil {
+			f.store.log.Info("fill of unknown size outgrew the store's bounds; streaming it uncached",
+				"digest", f.digest, "bytes", written, "reason", err)
+			f.startSpill(err)
+			spilled = true
+		}
 	}
 	if spilled {
 		return f.spillWrite(p)
@@ -183,6 +201,7 @@ func (f *Fill) Write(p []byte) (int, error) {
 	if err != nil {
 		// The disk failed us mid-fill: stream the rest to the readers
 		// from memory, uncached.
+		f.store.diskErr.fail(f.store.log, err)
 		f.startSpill(err)
 		m, err := f.spillWrite(p[n:])
 		return n + m, err
@@ -348,6 +367,9 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
 	switch {
 	case !done:
 		return r, nil
+	case errors.Is(err, ErrSpilled):
+		// Not a broken download: this reader came too late to share it.
+		return nil, fmt.Errorf("%w: %s streamed uncached", ErrSpilled, f.digest)
 	case err != nil:
 		return nil, err
 	}

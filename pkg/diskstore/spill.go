@@ -12,22 +12,24 @@ import (
 const spillWindow = 8 << 20
 
 // spill holds the bytes of a fill that arrived after a write to its file
-// failed (disk full, I/O error). The fill then streams on to the readers
-// it already has, from memory, and is verified but never committed.
+// failed (disk full, I/O error), or after a fill of unknown size outgrew
+// the store's bounds. The fill then streams on to the readers it already
+// has, from memory, and is verified but never committed. When the last of
+// them leaves, nothing is left to stream to, and the fill ends.
 type spill struct {
+	cause   error  // why the fill left its file
 	fileEnd int64  // bytes in the file; later bytes are in buf
 	start   int64  // offset of buf[0]
 	buf     []byte // bytes from start to the fill's written count
 }
 
-// startSpill switches f to memory after a failed file write; what was
-// written until then stays readable from the file. It takes f out of the
-// store: no new reader can join, and its reservation is released.
+// startSpill switches f to memory; what was written until then stays
+// readable from the file. It takes f out of the store: no new reader can
+// join, and its reservation is released.
 func (f *Fill) startSpill(cause error) {
 	s := f.store
-	s.diskErr.fail(s.log, cause)
 	f.mu.Lock()
-	f.sp = &spill{fileEnd: f.written, start: f.written}
+	f.sp = &spill{cause: cause, fileEnd: f.written, start: f.written}
 	f.mu.Unlock()
 	os.Remove(f.file.Name()) // open descriptors keep what was written
 	s.mu.Lock()
@@ -40,20 +42,29 @@ func (f *Fill) startSpill(cause error) {
 }
 
 // spillWrite appends p to the memory window, waiting while the slowest
-// reader is a full window behind.
+// reader is a full window behind. With no reader left it ends the fill,
+// with an error matching ErrSpilled: no new reader can join a spilled
+// fill, and going on would only hold its file's space on the disk.
 func (f *Fill) spillWrite(p []byte) (int, error) {
 	f.dg.Write(p)
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	for f.written-f.slowestLocked() >= spillWindow && !f.done {
+	for f.written-f.slowestLocked() >= spillWindow && len(f.readers) > 0 && !f.done {
 		wake := f.wake
 		f.mu.Unlock()
 		<-wake
 		f.mu.Lock()
 	}
 	if f.done {
+		f.mu.Unlock()
 		return 0, f.err
 	}
+	if len(f.readers) == 0 {
+		f.mu.Unlock()
+		err := fmt.Errorf("%w: %s: no reader left", ErrSpilled, f.digest)
+		f.Abort(err)
+		return 0, err
+	}
+	defer f.mu.Unlock()
 	sp := f.sp
 	sp.buf = append(sp.buf, p...)
 	f.written += int64(len(p))
@@ -85,5 +96,5 @@ func (f *Fill) finishSpilled() error {
 		return err
 	}
 	f.finish(nil)
-	return fmt.Errorf("%w: %s streamed uncached after a write failed", ErrNoSpace, f.digest)
+	return fmt.Errorf("%w: %s streamed uncached: %w", ErrNoSpace, f.digest, f.sp.cause)
 }
