@@ -45,10 +45,45 @@ func (s *Server) openUpstream(ctx context.Context, q *request, d digest.Digest, 
 	if err := checkFillResponse(q, resp.Response); err != nil {
 		return fillSource{}, err
 	}
+	body := resp.Body
+	if q.route.kind == ociref.KindManifests {
+		body = capManifest(q, body)
+	}
 	return fillSource{
-		body: resp.Body, size: resp.ContentLength, mediaType: mediaTypeOf(q, resp.Response),
+		body: body, size: resp.ContentLength, mediaType: mediaTypeOf(q, resp.Response),
 		public: resp.Auth == upstream.AuthAnonymous,
 	}, nil
+}
+
+// capManifest holds a manifest's body to maxManifestSize whatever its
+// headers say: checkFillResponse refuses a larger Content-Length, and a
+// body without one fails past the cap, so its fill is aborted (its
+// clients' connections cut) and nothing is cached.
+func capManifest(q *request, body io.ReadCloser) io.ReadCloser {
+	return &cappedBody{ReadCloser: body, left: maxManifestSize,
+		err: ocierr.Errorf(http.StatusBadGateway, ocierr.CodeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)}
+}
+
+// cappedBody passes left bytes, and fails with err rather than pass one
+// more.
+type cappedBody struct {
+	io.ReadCloser
+	left int64 // -1 once past the cap
+	err  error
+}
+
+func (c *cappedBody) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, c.err
+	}
+	// One byte beyond the cap tells a body at the cap from one past it.
+	n, err := c.ReadCloser.Read(p[:min(int64(len(p)), c.left+1)])
+	if int64(n) > c.left {
+		n, c.left = int(c.left), -1
+		return n, c.err
+	}
+	c.left -= int64(n)
+	return n, err
 }
 
 // checkFillResponse turns an unusable upstream answer into the client's
