@@ -134,16 +134,34 @@ func (s *Store) Sweep() {
 	s.removeVictims(victims, "evicted")
 }
 
-// Run sweeps every SweepInterval until ctx is done.
+// Run sweeps every SweepInterval, and scrubs (see WithScrubInterval), until
+// ctx is done.
 func (s *Store) Run(ctx context.Context) error {
 	t := time.NewTicker(SweepInterval)
 	defer t.Stop()
+	ticks := s.scrubTicks
+	if ticks == nil && s.scrubInterval > 0 {
+		st := time.NewTicker(scrubTick)
+		defer st.Stop()
+		ticks = st.C
+	}
+	var sc scrub
+	defer sc.close()
+	budget := s.scrubRate * int64(scrubTick) / int64(time.Second)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			s.Sweep()
+		case <-ticks:
+			var n int64
+			if s.scrubInterval > 0 {
+				n = s.tickScrub(&sc, budget)
+			}
+			if s.scrubTicked != nil {
+				s.scrubTicked(n)
+			}
 		}
 	}
 }

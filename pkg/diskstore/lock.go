@@ -37,10 +37,22 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// Close releases the store's directory, which another Open may then take.
+// Close records a clean stop (so the next Open re-hashes nothing) and
+// releases the store's directory, which another Open may then take.
 // Fills still in progress should be ended first. Close does not wait for
 // Run to return: cancel its context first.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	open := s.lock != nil
+	s.mu.Unlock()
+	if !open {
+		return nil
+	}
+	return errors.Join(s.leaveCleanMark(), s.unlock())
+}
+
+// unlock releases the directory's lock.
+func (s *Store) unlock() error {
 	s.mu.Lock()
 	lock := s.lock
 	s.lock = nil

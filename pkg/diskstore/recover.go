@@ -29,10 +29,11 @@ func (s *Store) removeLeftovers() error {
 	return nil
 }
 
-// load rebuilds the index from blobs/. Only names that are valid digests of
+// load rebuilds the index from blobs/, and returns what it found in
+// recency order, oldest first. Only names that are valid digests of
 // a supported algorithm count; a media type sidecar whose content file is
 // missing (a crash between the two renames) is removed.
-func (s *Store) load() error {
+func (s *Store) load() ([]loaded, error) {
 	var found []loaded
 	for _, alg := range ociref.Algorithms() {
 		algDir := filepath.Join(s.root, "blobs", alg.String())
@@ -41,14 +42,14 @@ func (s *Store) load() error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("diskstore: read %s: %w", algDir, err)
+			return nil, fmt.Errorf("diskstore: read %s: %w", algDir, err)
 		}
 		for _, shard := range shards {
 			if !shard.IsDir() || len(shard.Name()) != 2 {
 				continue
 			}
 			if found, err = s.loadShard(found, alg, filepath.Join(algDir, shard.Name())); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
@@ -60,7 +61,7 @@ func (s *Store) load() error {
 		s.index.Add(l.k, l.r)
 		s.used += l.r.size
 	}
-	return nil
+	return found, nil
 }
 
 // loaded is an entry read from disk at start.

@@ -140,6 +140,11 @@ type Store struct {
 	log     *slog.Logger
 	diskErr diskErrorLog
 
+	scrubInterval time.Duration
+	scrubRate     int64              // bytes per second
+	scrubTicks    <-chan time.Time   // tests: drives the scrub instead of a ticker
+	scrubTicked   func(hashed int64) // tests: after each scrub tick
+
 	// mu guards the fields below.
 	mu         sync.Mutex
 	lock       *os.File // holds the directory's flock; nil once closed
@@ -149,7 +154,7 @@ type Store struct {
 	deleting   map[key]chan struct{} // entries being unlinked; closed when done
 	used       int64                 // bytes of committed entries
 	reserved   int64                 // bytes reserved by fills in progress
-	counts     Stats                 // Evictions, Expirations, PassThrough
+	counts     Stats                 // Evictions, Expirations, PassThrough, Corrupt, ScrubBytes
 }
 
 // Stats is a snapshot of the store's size and activity.
@@ -160,12 +165,16 @@ type Stats struct {
 	Evictions   uint64 // entries removed to stay within the size bounds
 	Expirations uint64 // entries removed for being idle
 	PassThrough uint64 // fills that could not be cached and were streamed uncached
+	Corrupt     uint64 // entries found not to match their digest, and removed
+	ScrubBytes  uint64 // bytes the scrub has re-hashed
 }
 
 // Open opens or creates the store rooted at dir, removes leftovers of fills
 // interrupted by a crash, and loads the index from the files on disk.
 // The store holds an exclusive lock on dir until Close: a second Open of
-// the same directory fails with an error matching ErrLocked.
+// the same directory fails with an error matching ErrLocked. If the last
+// store on dir did not Close (a crash), the entries written in the
+// minute before it are re-hashed before Open returns (see crashWindow).
 func Open(dir string, opts ...Option) (*Store, error) {
 	s := &Store{
 		root:       dir,
@@ -175,6 +184,9 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		mediaTypes: []string{""},
 		fills:      make(map[digest.Digest]*Fill),
 		deleting:   make(map[key]chan struct{}),
+
+		scrubInterval: DefaultScrubInterval,
+		scrubRate:     DefaultScrubRate,
 	}
 	for _, o := range opts {
 		o(s)
@@ -192,13 +204,18 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	s.lock = lock
+	clean := s.takeCleanMark()
 	if err := s.removeLeftovers(); err != nil {
-		s.Close()
+		s.unlock()
 		return nil, err
 	}
-	if err := s.load(); err != nil {
-		s.Close()
+	found, err := s.load()
+	if err != nil {
+		s.unlock()
 		return nil, err
+	}
+	if !clean {
+		s.verifyRecent(found)
 	}
 	// The bounds may have shrunk since the last run.
 	s.Sweep()

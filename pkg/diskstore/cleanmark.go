@@ -1,0 +1,67 @@
+package diskstore
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// cleanName is the file Close leaves in the store's root and Open
+// removes: its absence at Open means the last store on the directory
+// never closed (the process crashed, was killed, or the power went).
+const cleanName = "clean"
+
+// crashWindow is how far back from the newest entry Open re-hashes
+// entries after a crash. A commit fsyncs before it renames, so a
+// committed entry is whole unless the disk lost writes it had
+// acknowledged, and those are the last ones before the crash. A minute
+// is also the resolution of an entry's mtime as its last use
+// (touchInterval), and bounds the work to what one minute of fills wrote.
+const crashWindow = time.Minute
+
+// takeCleanMark removes the clean mark and reports whether it was there.
+// From here on a crash leaves no mark, until Close.
+func (s *Store) takeCleanMark() bool {
+	if err := os.Remove(filepath.Join(s.root, cleanName)); err != nil {
+		return false
+	}
+	_ = syncDir(s.root) // at worst the next start re-hashes for nothing
+	return true
+}
+
+// leaveCleanMark records a clean stop for the next Open.
+func (s *Store) leaveCleanMark() error {
+	if err := writeFileAtomic(s.tmpDir(), filepath.Join(s.root, cleanName), nil); err != nil {
+		return err
+	}
+	return syncDir(s.root)
+}
+
+// verifyRecent re-hashes, after a crash, the entries whose mtime is
+// within crashWindow of the newest one's, and removes those that do not
+// match their digest. found is in recency order, oldest first.
+//
+// It runs inside Open, before anything can be served, rather than in the
+// background after: an entry found bad then was never served, and the
+// work is bounded by what one minute of fills wrote. A daemon that is
+// not listening yet costs its clients little, as containerd pulls from
+// the registry itself when its mirror does not answer.
+func (s *Store) verifyRecent(found []loaded) {
+	if len(found) == 0 {
+		return
+	}
+	start := s.now()
+	since := found[len(found)-1].r.used - int64(crashWindow/time.Second)
+	var entries, bytes int64
+	for i := len(found) - 1; i >= 0 && found[i].r.used >= since; i-- {
+		d := digestOf(found[i].k, found[i].r)
+		n, err := verifyFile(s.path(d), d)
+		entries, bytes = entries+1, bytes+n
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.removeCorrupt(d, nil, err)
+		}
+	}
+	s.log.Info("re-verified the entries written just before an unclean stop",
+		"entries", entries, "bytes", bytes, "took", s.now().Sub(start))
+}
