@@ -11,6 +11,7 @@ import (
 
 	"nodecache/internal/settings"
 	"nodecache/pkg/daemon"
+	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
 )
 
@@ -63,6 +64,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	tagTTL := fs.Duration("tag-ttl", mirror.DefaultTagTTL, "how long a tag's digest is reused without asking upstream; 0 asks every time")
 	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest one upstream download may take")
 	grace := fs.Duration("shutdown-grace", daemon.DefaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
+	scrub := fs.Duration("scrub-interval", diskstore.DefaultScrubInterval, "how often the store re-hashes every entry, at a low rate, removing bad ones; 0 turns it off")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	metricsListen := fs.String("metrics-listen", "", "also serve /metrics, /healthz and /readyz alone on this address (host:port or unix:///path); /metrics is always on --listen too")
@@ -77,6 +79,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 			TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace,
 			Registries: map[string]string{}, MetricsListen: *metricsListen,
 			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
+			ScrubInterval: *scrub,
 		}}
 		if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
 			return Config{}, err

@@ -46,6 +46,9 @@ func TestParseServe(t *testing.T) {
 	if cfg.TTL != 168*time.Hour {
 		t.Errorf("TTL = %v, want the 168h default", cfg.TTL)
 	}
+	if cfg.ScrubInterval != 24*time.Hour {
+		t.Errorf("ScrubInterval = %v, want the 24h default", cfg.ScrubInterval)
+	}
 }
 
 func TestDefaultMaxSizeIsTheSmaller(t *testing.T) {
@@ -74,6 +77,7 @@ func TestBadSettingsNameTheFlag(t *testing.T) {
 		{[]string{"--max-size", "huge"}, "--max-size"},
 		{[]string{"--min-free", "-3"}, "--min-free"},
 		{[]string{"--ttl", "-1h"}, "--ttl"},
+		{[]string{"--scrub-interval", "-1h"}, "--scrub-interval"},
 		{[]string{"--log-format", "xml"}, "--log-format"},
 		{[]string{"--nope"}, "-nope"},
 		{[]string{"extra"}, "extra"},

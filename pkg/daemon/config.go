@@ -56,6 +56,7 @@ type Config struct {
 	TagTTL          time.Duration     // --tag-ttl: 0 asks upstream every time
 	FillTimeout     time.Duration     // --fill-timeout: bound on one upstream fetch
 	ShutdownGrace   time.Duration     // --shutdown-grace: 0 aborts requests in flight at once
+	ScrubInterval   time.Duration     // --scrub-interval: how often the store is re-hashed; 0 turns it off
 	MetricsListen   string            // --metrics-listen: /metrics and the probes alone; "" for none
 	DockerConfig    string            // --docker-config; "" for none
 	CredentialsFile string            // --credentials-file; "" for none
@@ -117,7 +118,8 @@ func (cfg *Config) Validate() error {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"--ttl", cfg.TTL}, {"--tag-ttl", cfg.TagTTL}, {"--fill-timeout", cfg.FillTimeout}, {"--shutdown-grace", cfg.ShutdownGrace}} {
+	}{{"--ttl", cfg.TTL}, {"--tag-ttl", cfg.TagTTL}, {"--fill-timeout", cfg.FillTimeout}, {"--shutdown-grace", cfg.ShutdownGrace},
+		{"--scrub-interval", cfg.ScrubInterval}} {
 		if d.v < 0 {
 			return fmt.Errorf("%s: must not be negative", d.flag)
 		}

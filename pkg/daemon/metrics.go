@@ -47,11 +47,15 @@ var (
 		"Entries removed for being unused longer than --ttl.", nil, nil)
 	storePassThroughDesc = prometheus.NewDesc("nodecache_store_uncached_fills_total",
 		"Fills streamed to clients uncached: too large, disk full, or read-only store.", nil, nil)
+	storeCorruptDesc = prometheus.NewDesc("nodecache_store_corrupt_entries_total",
+		"Entries found not to match their digest, by the scrub or the re-check after a crash, and removed.", nil, nil)
+	storeScrubbedDesc = prometheus.NewDesc("nodecache_store_scrubbed_bytes_total",
+		"Bytes the scrub has re-hashed (--scrub-interval).", nil, nil)
 )
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{storeSizeDesc, storeReservedDesc, storeMaxDesc, storeEntriesDesc,
-		storeEvictionsDesc, storeExpirationsDesc, storePassThroughDesc} {
+		storeEvictionsDesc, storeExpirationsDesc, storePassThroughDesc, storeCorruptDesc, storeScrubbedDesc} {
 		ch <- d
 	}
 }
@@ -71,4 +75,6 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(storeEvictionsDesc, st.Evictions)
 	counter(storeExpirationsDesc, st.Expirations)
 	counter(storePassThroughDesc, st.PassThrough)
+	counter(storeCorruptDesc, st.Corrupt)
+	counter(storeScrubbedDesc, st.ScrubBytes)
 }

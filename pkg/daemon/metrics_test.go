@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"nodecache/pkg/diskstore"
@@ -77,5 +78,55 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 		if !registered[base] {
 			t.Errorf("the dashboard queries %s, which the daemon does not export", name)
 		}
+	}
+}
+
+// TestCorruptEntriesAreCounted: an entry found bad (here by the re-check
+// of recent entries after a crash) shows in the store's metrics.
+func TestCorruptEntriesAreCounted(t *testing.T) {
+	dir := t.TempDir()
+	store, err := diskstore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("a layer that will rot on the disk")
+	d := digest.FromBytes(data)
+	f, err := store.Begin(d, int64(len(data)), diskstore.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "blobs", "sha256", d.Encoded()[:2], d.Encoded())
+	if err := os.WriteFile(path, []byte("a layer that will rot on the disK"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// As after a crash: no clean stop recorded.
+	if err := os.Remove(filepath.Join(dir, "clean")); err != nil {
+		t.Fatal(err)
+	}
+	if store, err = diskstore.Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	families, err := newRegistry(mirror.NewMetrics(), store, 1<<30).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got float64 = -1
+	for _, f := range families {
+		if f.GetName() == "nodecache_store_corrupt_entries_total" {
+			got = f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if got != 1 {
+		t.Fatalf("nodecache_store_corrupt_entries_total = %v, want 1", got)
 	}
 }

@@ -46,13 +46,14 @@ func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize in
 	start := time.Now()
 	store, err = diskstore.Open(cfg.DataDir,
 		diskstore.WithMaxSize(maxSize), diskstore.WithMinFree(minFree),
-		diskstore.WithIdleTTL(zeroMeans(cfg.TTL, diskstore.NoLimit)), diskstore.WithLogger(log))
+		diskstore.WithIdleTTL(zeroMeans(cfg.TTL, diskstore.NoLimit)), diskstore.WithLogger(log),
+		diskstore.WithScrubInterval(zeroMeans(cfg.ScrubInterval, diskstore.NoScrub)))
 	if err != nil {
 		return nil, 0, err
 	}
 	st := store.Stats()
 	log.Info("store loaded", "data_dir", cfg.DataDir, "entries", st.Entries, "bytes", st.Bytes,
-		"max_size", FormatBytes(maxSize), "min_free", FormatBytes(minFree), "ttl", cfg.TTL,
+		"max_size", FormatBytes(maxSize), "min_free", FormatBytes(minFree), "ttl", cfg.TTL, "scrub_interval", cfg.ScrubInterval,
 		"took", time.Since(start).Round(time.Millisecond))
 	return store, maxSize, nil
 }
