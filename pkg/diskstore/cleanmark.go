@@ -32,7 +32,9 @@ func (s *Store) takeCleanMark() bool {
 
 // leaveCleanMark records a clean stop for the next Open.
 func (s *Store) leaveCleanMark() error {
-	if err := writeFileAtomic(s.tmpDir(), filepath.Join(s.root, cleanName), nil); err != nil {
+	if err := s.inTmp(func() error {
+		return writeFileAtomic(s.tmpDir(), filepath.Join(s.root, cleanName), nil)
+	}); err != nil {
 		return err
 	}
 	return syncDir(s.root)

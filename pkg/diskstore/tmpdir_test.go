@@ -3,6 +3,7 @@ package diskstore
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -21,5 +22,21 @@ func TestFillRecreatesRemovedTmpDir(t *testing.T) {
 	}
 	if st := s.Stats(); st.PassThrough != 0 {
 		t.Fatalf("the fill streamed uncached: %+v", st)
+	}
+}
+
+// TestCloseRecreatesRemovedTmpDir: the clean-stop mark is written through
+// tmp/ too, so a removed tmp/ must not make every clean stop look like a
+// crash.
+func TestCloseRecreatesRemovedTmpDir(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	if err := os.RemoveAll(s.tmpDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.root, cleanName)); err != nil {
+		t.Fatalf("no clean-stop mark: %v", err)
 	}
 }
