@@ -12,7 +12,11 @@
 //	blobs/<algorithm>/<first two hex digits>/<hex>       content
 //	blobs/<algorithm>/<first two hex digits>/<hex>.type  media type, when known
 //	tmp/                                                 fills in progress
+//	lock                                                 flocked by the open store
+//	clean                                                left by Close; absent after a crash
 //
+// Run sweeps (idle expiry, free space) and scrubs: it re-hashes committed
+// entries at a low rate and removes those the disk has damaged since.
 // The package knows nothing of HTTP, registries or repositories.
 package diskstore
 
