@@ -126,8 +126,10 @@ func (tl *tally) checkBody(r request, resp *http.Response) {
 	}
 	switch {
 	case r.want == nil:
-	case size != int64(len(r.want)):
-		tl.fail("wrong bytes", r, "complete %s of %q: the content has %d bytes", resp.Status, resp.Header.Get("Content-Range"), len(r.want))
+	case size != int64(len(r.want)) && want != nil && bytes.Equal(body, want):
+		// The right bytes, but as a piece of a representation of another
+		// size: the answer came from a fill that later fails verification.
+		tl.fail("wrong size", r, "complete %s of %q: the content has %d bytes", resp.Status, resp.Header.Get("Content-Range"), len(r.want))
 	case want == nil || !bytes.Equal(body, want):
 		tl.fail("wrong bytes", r, "%s with %d bytes that differ from the content's", resp.Status, len(body))
 	}
