@@ -78,6 +78,10 @@ func (tl *tally) check(r request, resp *http.Response, cancel context.CancelFunc
 			tl.fail("unexpected 5xx", r, "%s %s", resp.Status, bytes.TrimSpace(msg))
 		}
 		return
+	case code == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "":
+		// The upstream said when to come back; the client must hear it.
+		tl.fail("429 without Retry-After", r, "%s", resp.Status)
+		return
 	case r.hangAt > 0 && r.method == http.MethodGet:
 		_, _ = io.CopyN(io.Discard, resp.Body, r.hangAt)
 		cancel()
