@@ -6,8 +6,10 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS := ./...
 FUZZTIME ?= 10s
+SOAK_DURATION ?= 60s
+SOAK_TIMEOUT ?= 20m
 
-.PHONY: build run test lint bench fuzz deps clean e2e demo
+.PHONY: build run test lint bench fuzz soak deps clean e2e demo
 
 deps:
 	$(GO) mod download
@@ -53,6 +55,12 @@ fuzz: deps
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# A bounded mixed load, with upstream faults, against a daemon in-process;
+# checks bytes, statuses and that goroutines, fds and RSS come back. See
+# docs/testing.md for a longer run.
+soak: deps
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -tags soak -count=1 -v -timeout $(SOAK_TIMEOUT) ./test/soak/
 
 # End-to-end test: a real containerd pulls through nodecache with ctr. Needs
 # root; installs Debian's containerd package first if containerd or ctr is

@@ -5,8 +5,10 @@
 // no auth unless WithBasicAuth or WithTokenAuth asks for it) behind an
 // httptest.Server on 127.0.0.1. A middleware in front of it counts requests
 // by method and route kind, meters and optionally throttles blob and
-// manifest bodies, and lets a test inject faults (503, 429, cut
-// connections). Push helpers upload blobs, manifests and whole multi-arch
+// manifest bodies, and lets a test inject faults per path and method
+// (fault.go: 5xx, 429 with Retry-After, redirects, stalls, silent
+// upstreams, cut and reset connections, lying lengths, corrupt bytes,
+// endless bodies). Push helpers upload blobs, manifests and whole multi-arch
 // images. With WithTokenAuth, an in-process token server on 127.0.0.1
 // issues the JWTs the registry trusts, per-user and per-repository rules
 // decide what each token grants, and TokenRequests counts its requests.

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -33,8 +34,8 @@ func upstreamError(registry string, kind ociref.Kind, status int) *ocierr.Error 
 }
 
 // asError is the answer a client gets for err: an *ocierr.Error as it
-// is, the errors of the packages the mirror uses mapped to theirs, and
-// anything else a 500.
+// is, the errors of the packages the mirror uses mapped to theirs, a fill
+// out of time a 504, and anything else a 500.
 func asError(err error) *ocierr.Error {
 	var e *ocierr.Error
 	switch {
@@ -42,6 +43,10 @@ func asError(err error) *ocierr.Error {
 		return e
 	case errors.Is(err, upstream.ErrUnreachable):
 		return &ocierr.Error{Status: http.StatusServiceUnavailable, Code: ocierr.CodeUnavailable, Message: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		// The fill ran out of its --fill-timeout: the upstream's failure,
+		// said without its internal URL.
+		return &ocierr.Error{Status: http.StatusGatewayTimeout, Code: ocierr.CodeUnavailable, Message: "the upstream registry did not answer within the fill timeout"}
 	case errors.Is(err, diskstore.ErrUnsupported):
 		return &ocierr.Error{Status: http.StatusBadRequest, Code: ocierr.CodeDigestInvalid, Message: err.Error()}
 	default:
