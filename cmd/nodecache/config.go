@@ -12,6 +12,7 @@ import (
 	"nodecache/internal/settings"
 	"nodecache/pkg/daemon"
 	"nodecache/pkg/mirror"
+	"nodecache/pkg/upstream"
 )
 
 // Config is everything serve needs, from flags, the environment and
@@ -62,6 +63,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	idleTTL := fs.Duration("ttl", daemon.DefaultTTL, "remove content unused for this long; 0 keeps it until evicted for space")
 	tagTTL := fs.Duration("tag-ttl", mirror.DefaultTagTTL, "how long a tag's digest is reused without asking upstream; 0 asks every time")
 	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest one upstream download may take")
+	stall := fs.Duration("upstream-stall-timeout", upstream.DefaultStallTimeout, "an upstream body that sends nothing this long is a broken transfer: a blob resumes by Range, else its fill fails; 0 means the default")
 	grace := fs.Duration("shutdown-grace", daemon.DefaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
@@ -77,6 +79,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 			TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace,
 			Registries: map[string]string{}, MetricsListen: *metricsListen,
 			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
+			UpstreamStallTimeout: *stall,
 		}}
 		if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
 			return Config{}, err

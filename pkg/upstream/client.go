@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
 
+	"nodecache/internal/blobio"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/credentials"
 )
@@ -25,6 +26,11 @@ var (
 	// ErrAuth means the token server answered, but not with a usable
 	// token (a 5xx, a malformed body, a bad realm in the challenge).
 	ErrAuth = errors.New("upstream token fetch failed")
+
+	// ErrStalled means a response body sent nothing for the stall window
+	// (WithStallTimeout). A blob body resumes after a stall, and fails
+	// with ErrResume wrapping this once it cannot.
+	ErrStalled = blobio.ErrStalled
 
 	// ErrInvalidRequest means a Request field cannot be put in a URL.
 	ErrInvalidRequest = errors.New("invalid upstream request")
@@ -77,6 +83,8 @@ type Client struct {
 	identifiers credentials.Identifier
 	now         func() time.Time
 	sleep       SleepFunc
+	stall       time.Duration // NoLimit: bodies are not watched
+	stallTimers blobio.AfterFunc
 }
 
 // New returns a Client. endpoints maps registry names to base URLs such as
@@ -108,6 +116,8 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 		identifiers: credentials.NewIdentifier(),
 		now:         cfg.now,
 		sleep:       cfg.sleep,
+		stall:       cfg.stallTimeout,
+		stallTimers: cfg.stallTimers,
 	}
 	if cfg.hostsDir != "" {
 		c.hosts = &hostsCache{
@@ -337,10 +347,14 @@ func (c *Client) answer(resp *http.Response, authz string, cr creds) *Response {
 	return &Response{Response: resp, Auth: src}
 }
 
-// send makes one request to target (following redirects).
+// send makes one request to target (following redirects). The request
+// runs on a context of its own, which the body's stall watch ends
+// (watch) without ending ctx, so a blob body can resume on ctx.
 func (c *Client) send(ctx context.Context, r Request, ep endpoint, target *url.URL, authorization string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, r.Method, target.String(), nil)
+	rctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(rctx, r.Method, target.String(), nil)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	copyForwardable(req.Header, ep.header)
@@ -351,9 +365,34 @@ func (c *Client) send(ctx context.Context, r Request, ep endpoint, target *url.U
 	}
 	resp, err := ep.http.Do(req)
 	if err != nil {
+		cancel()
 		return nil, transportError(ctx, r.Registry, err)
 	}
+	resp.Body = c.watch(resp.Body, cancel)
 	return resp, nil
+}
+
+// watch returns body ending its request with cancel when closed and, unless
+// the watch is off, when it sends nothing for the stall window: the
+// Read in progress then fails with an error wrapping ErrStalled.
+func (c *Client) watch(body io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
+	if c.stall < 0 {
+		return &watchedBody{ReadCloser: body, cancel: cancel}
+	}
+	return &watchedBody{ReadCloser: blobio.NewStallReader(body, c.stall, cancel, c.stallTimers), cancel: cancel}
+}
+
+// watchedBody is a response body that ends its request's context when
+// closed, releasing it.
+type watchedBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *watchedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // transportError names the registry and classifies a failed exchange: the

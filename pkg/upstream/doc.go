@@ -16,7 +16,8 @@
 //     coalesced;
 //   - redirects, never carrying Authorization to another origin;
 //   - retries of 5xx, 429 and failed connections within a budget, and
-//     resumption of broken blob transfers with Range requests;
+//     resumption of broken blob transfers with Range requests, a body
+//     that sends nothing for the stall window counting as broken;
 //   - connection timeouts and the User-Agent.
 //
 // It does not: touch the disk, verify digests (the disk store does that

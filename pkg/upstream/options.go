@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"nodecache/internal/blobio"
 	"nodecache/pkg/credentials"
 )
 
@@ -24,6 +25,17 @@ const (
 	// 30 s to send headers, so a fresh connection's worst case (dial + TLS
 	// + headers = 25 s) must stay below that for our error to reach it.
 	DefaultResponseHeaderTimeout = 15 * time.Second
+
+	// DefaultStallTimeout ends an upstream body that sends nothing for
+	// 20 s: the transfer counts as broken, and a blob resumes by Range
+	// (else the fill fails and its clients are cut) instead of holding
+	// every client of the layer for the whole fill timeout. Healthy
+	// registries and CDNs pause for a few seconds at most. It is below
+	// peer.DefaultStallTimeout (30 s), so an owner whose own upstream
+	// stalls resumes before the peers reading from it give up on it, and
+	// below containerd's 30 s wait for a mirror's headers, so a client
+	// joining a stalled fill learns of it within that wait.
+	DefaultStallTimeout = 20 * time.Second
 
 	// DefaultUserAgent identifies the daemon when the caller does not say
 	// which version it is.
@@ -62,6 +74,8 @@ type config struct {
 	dialTimeout           time.Duration
 	tlsHandshakeTimeout   time.Duration
 	responseHeaderTimeout time.Duration
+	stallTimeout          time.Duration
+	stallTimers           blobio.AfterFunc
 	userAgent             string
 	dialHook              DialHook
 	transport             http.RoundTripper
@@ -77,6 +91,8 @@ func defaultConfig() config {
 		dialTimeout:           DefaultDialTimeout,
 		tlsHandshakeTimeout:   DefaultTLSHandshakeTimeout,
 		responseHeaderTimeout: DefaultResponseHeaderTimeout,
+		stallTimeout:          DefaultStallTimeout,
+		stallTimers:           blobio.RealTimers,
 		userAgent:             DefaultUserAgent,
 		now:                   time.Now,
 		sleep:                 sleepCtx,
@@ -105,6 +121,30 @@ func WithTLSHandshakeTimeout(d time.Duration) Option {
 // context ends a transfer.
 func WithResponseHeaderTimeout(d time.Duration) Option {
 	return func(c *config) { c.responseHeaderTimeout = timeout(d, DefaultResponseHeaderTimeout) }
+}
+
+// WithStallTimeout sets how long a response body may send nothing before
+// its transfer counts as broken: a blob body resumes by Range (within the
+// resume budget), any other body fails with an error wrapping ErrStalled.
+// Zero means DefaultStallTimeout; a negative value (NoLimit) turns the
+// watch off. It applies with WithTransport too. A transfer that makes
+// progress is never cut by it.
+func WithStallTimeout(d time.Duration) Option {
+	return func(c *config) {
+		switch {
+		case d == 0:
+			c.stallTimeout = DefaultStallTimeout
+		case d < 0:
+			c.stallTimeout = NoLimit
+		default:
+			c.stallTimeout = d
+		}
+	}
+}
+
+// withStallTimers sets how stall timers start; tests fire them by hand.
+func withStallTimers(f blobio.AfterFunc) Option {
+	return func(c *config) { c.stallTimers = f }
 }
 
 // timeout applies the zero rule to a timeout option: zero is def, a
