@@ -83,6 +83,7 @@ type Client struct {
 	identifiers credentials.Identifier
 	now         func() time.Time
 	sleep       SleepFunc
+	budget      time.Duration // first-response budget; NoLimit: none
 	stall       time.Duration // NoLimit: bodies are not watched
 	stallTimers blobio.AfterFunc
 }
@@ -116,6 +117,7 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 		identifiers: credentials.NewIdentifier(),
 		now:         cfg.now,
 		sleep:       cfg.sleep,
+		budget:      cfg.firstResponseBudget,
 		stall:       cfg.stallTimeout,
 		stallTimers: cfg.stallTimers,
 	}
@@ -204,7 +206,8 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 
 // Fetch performs r: it answers the registry's Basic or Bearer challenge
 // with r's credentials (or the node's, or anonymously), retries 5xx, 429
-// and failed connections within the retry budget, and tries the
+// and failed connections within the retry budget and the first-response
+// budget (WithFirstResponseBudget), and tries the
 // registry's endpoints in order, moving on from one that is unreachable,
 // failing, or (a mirror) lacks the content. A whole-blob GET that answers
 // 200 gets a body that resumes with Range requests if the transfer breaks.
@@ -217,14 +220,20 @@ func (c *Client) Fetch(ctx context.Context, r Request) (*Response, error) {
 	if err := checkRequest(r); err != nil {
 		return nil, err
 	}
+	return c.firstResponse(ctx, r.Registry, func(ctx context.Context, st *retryState) (*Response, error) {
+		return c.fetch(ctx, r, st)
+	})
+}
+
+// fetch is Fetch within the first-response budget of st.
+func (c *Client) fetch(ctx context.Context, r Request, st *retryState) (*Response, error) {
 	eps, err := c.endpointsFor(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	var st retryState
 	for i, ep := range eps {
 		cr := c.chooseCreds(r, ep)
-		resp, err := c.retrying(ctx, r.Registry, &st, func() (*Response, error) {
+		resp, err := c.retrying(ctx, r.Registry, st, func() (*Response, error) {
 			return c.attempt(ctx, r, ep, cr)
 		})
 		if i < len(eps)-1 && tryNext(ctx, ep, resp, err) {

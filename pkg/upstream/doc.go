@@ -15,7 +15,8 @@
 //     credential identity until they expire, and concurrent fetches
 //     coalesced;
 //   - redirects, never carrying Authorization to another origin;
-//   - retries of 5xx, 429 and failed connections within a budget, and
+//   - retries of 5xx, 429 and failed connections within a budget, all
+//     of a request's attempts within one first-response budget, and
 //     resumption of broken blob transfers with Range requests, a body
 //     that sends nothing for the stall window counting as broken;
 //   - connection timeouts and the User-Agent.

@@ -26,6 +26,16 @@ const (
 	// + headers = 25 s) must stay below that for our error to reach it.
 	DefaultResponseHeaderTimeout = 15 * time.Second
 
+	// DefaultFirstResponseBudget bounds everything before a request's
+	// first response: endpoints, token fetches, dials, TLS handshakes,
+	// waits for headers and the sleeps between retries, across every
+	// attempt and endpoint. containerd abandons a mirror that has not sent
+	// headers within 30 s; one attempt may take up to 25 s (dial, TLS,
+	// headers), so three could take 75 s, and our error would never reach
+	// it. 25 s leaves the mirror's own work before upstream (a peer asked
+	// first costs at most 2.3 s) and the answer's trip inside the 30 s.
+	DefaultFirstResponseBudget = 25 * time.Second
+
 	// DefaultStallTimeout ends an upstream body that sends nothing for
 	// 20 s: the transfer counts as broken, and a blob resumes by Range
 	// (else the fill fails and its clients are cut) instead of holding
@@ -74,6 +84,7 @@ type config struct {
 	dialTimeout           time.Duration
 	tlsHandshakeTimeout   time.Duration
 	responseHeaderTimeout time.Duration
+	firstResponseBudget   time.Duration
 	stallTimeout          time.Duration
 	stallTimers           blobio.AfterFunc
 	userAgent             string
@@ -91,6 +102,7 @@ func defaultConfig() config {
 		dialTimeout:           DefaultDialTimeout,
 		tlsHandshakeTimeout:   DefaultTLSHandshakeTimeout,
 		responseHeaderTimeout: DefaultResponseHeaderTimeout,
+		firstResponseBudget:   DefaultFirstResponseBudget,
 		stallTimeout:          DefaultStallTimeout,
 		stallTimers:           blobio.RealTimers,
 		userAgent:             DefaultUserAgent,
@@ -123,6 +135,30 @@ func WithResponseHeaderTimeout(d time.Duration) Option {
 	return func(c *config) { c.responseHeaderTimeout = timeout(d, DefaultResponseHeaderTimeout) }
 }
 
+// WithFirstResponseBudget bounds the wait for a request's first response,
+// retries and endpoints included: when it is spent, Fetch fails with
+// ErrUnreachable. It bounds nothing once the response is in: a body is
+// watched by the stall timeout instead. It is also the bound of each
+// Range request that resumes a blob. Zero means
+// DefaultFirstResponseBudget; a negative value (NoLimit) means no limit
+// other than the attempts' own timeouts and the caller's context. It
+// applies with WithTransport too.
+func WithFirstResponseBudget(d time.Duration) Option {
+	return func(c *config) { c.firstResponseBudget = orNoLimit(d, DefaultFirstResponseBudget) }
+}
+
+// orNoLimit applies the zero rule to a limit this package enforces
+// itself: zero is def, a negative value NoLimit.
+func orNoLimit(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return NoLimit
+	}
+	return d
+}
+
 // WithStallTimeout sets how long a response body may send nothing before
 // its transfer counts as broken: a blob body resumes by Range (within the
 // resume budget), any other body fails with an error wrapping ErrStalled.
@@ -130,16 +166,7 @@ func WithResponseHeaderTimeout(d time.Duration) Option {
 // watch off. It applies with WithTransport too. A transfer that makes
 // progress is never cut by it.
 func WithStallTimeout(d time.Duration) Option {
-	return func(c *config) {
-		switch {
-		case d == 0:
-			c.stallTimeout = DefaultStallTimeout
-		case d < 0:
-			c.stallTimeout = NoLimit
-		default:
-			c.stallTimeout = d
-		}
-	}
+	return func(c *config) { c.stallTimeout = orNoLimit(d, DefaultStallTimeout) }
 }
 
 // withStallTimers sets how stall timers start; tests fire them by hand.

@@ -56,6 +56,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // retryState is the retry budget of one request.
 type retryState struct {
 	waited time.Duration
+	// deadline is when the first-response budget runs out; zero if none.
+	deadline time.Time
+}
+
+// fits reports whether the first-response budget leaves room to wait d
+// and still make a request.
+func (st *retryState) fits(d time.Duration) bool {
+	return st.deadline.IsZero() || time.Until(st.deadline) > d
 }
 
 // retrying runs attempt until it returns an answer that should not be
@@ -73,7 +81,7 @@ func (c *Client) retrying(ctx context.Context, registry string, st *retryState, 
 			hdr = resp.Header
 		}
 		wait := c.retryWait(n, hdr)
-		if st.waited+wait > maxRetryWait || !fitsDeadline(ctx, wait) {
+		if st.waited+wait > maxRetryWait || !fitsDeadline(ctx, wait) || !st.fits(wait) {
 			return resp, err
 		}
 		if resp != nil {
