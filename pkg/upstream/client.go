@@ -83,6 +83,7 @@ type Client struct {
 	identifiers credentials.Identifier
 	now         func() time.Time
 	sleep       SleepFunc
+	guard       *guard
 	budget      time.Duration // first-response budget; NoLimit: none
 	stall       time.Duration // NoLimit: bodies are not watched
 	stallTimers blobio.AfterFunc
@@ -104,13 +105,15 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.guard = newGuard(cfg.endpointClasses)
 	rt := cfg.transport
 	if rt == nil {
 		rt = newTransport(cfg)
 	}
 	c := &Client{
 		endpoints:   eps,
-		http:        &http.Client{Transport: rt, CheckRedirect: checkRedirect},
+		http:        &http.Client{Transport: rt, CheckRedirect: cfg.guard.checkRedirect},
+		guard:       cfg.guard,
 		userAgent:   cfg.userAgent,
 		tokens:      newTokenCache(cfg.now),
 		creds:       cfg.creds,
@@ -154,17 +157,20 @@ func newTransport(cfg config) *http.Transport {
 	return t
 }
 
-// tune applies the timeouts, pool sizes and dial hook to t.
+// tune applies the timeouts, pool sizes, dial hook and the guard against
+// internal addresses reached by redirect to t.
 func (cfg config) tune(t *http.Transport) {
 	dialer := &net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}
-	dial := dialer.DialContext
-	if hook := cfg.dialHook; hook != nil {
-		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	hook, g := cfg.dialHook, cfg.guard
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if hook != nil {
 			hook(ctx, network, addr)
-			return dialer.DialContext(ctx, network, addr)
 		}
+		return g.dial(ctx, dialer, network, addr)
 	}
-	t.DialContext = dial
+	if t.Proxy != nil {
+		t.Proxy = proxy(t.Proxy)
+	}
 	t.TLSHandshakeTimeout = cfg.tlsHandshakeTimeout
 	t.ResponseHeaderTimeout = cfg.responseHeaderTimeout
 	t.MaxIdleConnsPerHost = defaultMaxIdleConnsPerHost
@@ -185,7 +191,7 @@ func (cfg config) wrapHostClient(hc *http.Client) *http.Client {
 		cfg.tune(t)
 		rt = t
 	}
-	return &http.Client{Transport: rt, CheckRedirect: checkRedirect}
+	return &http.Client{Transport: rt, CheckRedirect: cfg.guard.checkRedirect}
 }
 
 // Endpoint returns the base URL requests for registry go to when no hosts
@@ -298,7 +304,11 @@ func (c *Client) endpointsFor(ctx context.Context, r Request) ([]endpoint, error
 }
 
 // attempt makes one request to ep, answering one challenge.
+//
+// Every connection it makes, to a redirect target or a token realm,
+// must be to a public address or one of the endpoint's own class.
 func (c *Client) attempt(ctx context.Context, r Request, ep endpoint, cr creds) (*Response, error) {
+	ctx = c.guard.withPolicy(ctx, ep.base)
 	repo := normalizeRepo(r.Registry, r.Repo)
 	target := ep.requestURL(repo, r)
 	key := tokenKey{registry: r.Registry, host: ep.base.Host, scope: pullScope(repo), identity: cr.identity}

@@ -14,7 +14,10 @@
 //     token sent as it is; tokens are cached per endpoint, scope and
 //     credential identity until they expire, and concurrent fetches
 //     coalesced;
-//   - redirects, never carrying Authorization to another origin;
+//   - redirects, never carrying Authorization to another origin, never
+//     from https to http, and never (checked at dial time, after
+//     resolution) to a loopback, link-local, private, unspecified or
+//     multicast address outside the endpoint's own address class;
 //   - retries of 5xx, 429 and failed connections within a budget, all
 //     of a request's attempts within one first-response budget, and
 //     resumption of broken blob transfers with Range requests, a body

@@ -87,6 +87,8 @@ type config struct {
 	firstResponseBudget   time.Duration
 	stallTimeout          time.Duration
 	stallTimers           blobio.AfterFunc
+	endpointClasses       endpointClassesFunc
+	guard                 *guard // built by New from endpointClasses
 	userAgent             string
 	dialHook              DialHook
 	transport             http.RoundTripper
@@ -105,6 +107,7 @@ func defaultConfig() config {
 		firstResponseBudget:   DefaultFirstResponseBudget,
 		stallTimeout:          DefaultStallTimeout,
 		stallTimers:           blobio.RealTimers,
+		endpointClasses:       resolvedClasses,
 		userAgent:             DefaultUserAgent,
 		now:                   time.Now,
 		sleep:                 sleepCtx,
@@ -174,6 +177,12 @@ func withStallTimers(f blobio.AfterFunc) Option {
 	return func(c *config) { c.stallTimers = f }
 }
 
+// withEndpointClasses replaces how the address classes of an endpoint
+// are found; tests force a loopback registry to count as public.
+func withEndpointClasses(f endpointClassesFunc) Option {
+	return func(c *config) { c.endpointClasses = f }
+}
+
 // timeout applies the zero rule to a timeout option: zero is def, a
 // negative value is net/http's "no limit", which is zero.
 func timeout(d, def time.Duration) time.Duration {
@@ -199,7 +208,9 @@ func WithDialHook(h DialHook) Option {
 }
 
 // WithTransport replaces the default transport, and with it the timeout
-// options. Redirect handling and auth still apply.
+// options and the dial-time refusal of internal addresses reached by
+// redirect (the transport dials as it likes). Redirect handling, the
+// refusal of https to http redirects and auth still apply.
 func WithTransport(rt http.RoundTripper) Option {
 	return func(c *config) { c.transport = rt }
 }

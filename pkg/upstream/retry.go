@@ -95,10 +95,11 @@ func (c *Client) retrying(ctx context.Context, registry string, st *retryState, 
 }
 
 // retryable: no response came back (but the caller is still waiting, and
-// it was not a redirect loop), or the registry is overloaded or failing.
+// it was not a redirect loop or a refused redirect), or the registry is overloaded or failing.
 func retryable(ctx context.Context, resp *Response, err error) bool {
 	if err != nil {
-		return ctx.Err() == nil && errors.Is(err, ErrUnreachable) && !errors.Is(err, errTooManyRedirects)
+		return ctx.Err() == nil && errors.Is(err, ErrUnreachable) &&
+			!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused)
 	}
 	return retryableStatus(resp.StatusCode)
 }
