@@ -205,13 +205,25 @@ func (p *dialPolicy) check(ctx context.Context, address string) error {
 	return fmt.Errorf("%w: %s is a %s address, and the endpoint %s is not", ErrRedirectRefused, ap.Addr(), c, p.host)
 }
 
-// checkRedirect is checkRedirect, refusing https to http downgrades.
+// checkRedirect is checkRedirect, refusing https to http downgrades, and
+// targets given as an internal IP address the dial check would refuse:
+// checked here too, since a connection the transport already holds to
+// that address would be reused without a dial. Names are checked when
+// dialled.
 func (g *guard) checkRedirect(req *http.Request, via []*http.Request) error {
 	if req.URL.Scheme == "http" {
 		for _, v := range via {
 			if v.URL.Scheme == "https" {
 				g.refused.WithLabelValues(refusedDowngrade).Inc()
 				return fmt.Errorf("%w: from https to http", ErrRedirectRefused)
+			}
+		}
+	}
+	if p, ok := policyFrom(req.Context()); ok && !p.trusted(hostPort(req.URL)) {
+		if a, err := netip.ParseAddr(req.URL.Hostname()); err == nil {
+			if err := p.check(req.Context(), netip.AddrPortFrom(a, 0).String()); err != nil {
+				g.refused.WithLabelValues(refusedInternal).Inc()
+				return err
 			}
 		}
 	}

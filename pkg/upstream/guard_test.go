@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"sync/atomic"
 	"testing"
 
@@ -135,26 +136,40 @@ func TestRedirectWithinLoopback(t *testing.T) {
 // (forced here, since tests run on loopback) that redirects to an
 // internal address gets no connection made to it, whatever the route:
 // tags/list would otherwise relay the internal body in full.
+//
+// A target named by its IP address is refused before the redirect is
+// followed (a pooled connection to it would skip the dial); a target
+// named by a host name is refused at dial time, on the address it
+// resolves to.
 func TestRedirectToInternalRefused(t *testing.T) {
-	tg := newTarget(t, "127.0.0.1:0")
-	reg := redirector(t, tg.srv.URL+"/list")
-	c := newTestClient(t, reg.URL, withEndpointClasses(func(context.Context, string) (classSet, error) {
-		return classSet(0).with(classPublic), nil
-	}))
-	resp, err := c.Fetch(testCtx(t), tagsRequest())
-	if err == nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		t.Fatalf("Fetch followed the redirect: status %d, body %q", resp.StatusCode, body)
-	}
-	if !errors.Is(err, ErrRedirectRefused) || !errors.Is(err, ErrUnreachable) {
-		t.Errorf("err = %v, want ErrRedirectRefused and ErrUnreachable", err)
-	}
-	if n := tg.accepts.Load(); n != 0 {
-		t.Errorf("the internal target accepted %d connections, want 0", n)
-	}
-	if got := testutil.ToFloat64(c.guard.refused.WithLabelValues(refusedInternal)); got != 1 {
-		t.Errorf("refusals counted: %v, want 1 (a refusal is not retried)", got)
+	for _, name := range []string{"127.0.0.1", "localhost"} {
+		t.Run(name, func(t *testing.T) {
+			tg := newTarget(t, "127.0.0.1:0")
+			u, err := url.Parse(tg.srv.URL + "/list")
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.Host = net.JoinHostPort(name, u.Port())
+			reg := redirector(t, u.String())
+			c := newTestClient(t, reg.URL, withEndpointClasses(func(context.Context, string) (classSet, error) {
+				return classSet(0).with(classPublic), nil
+			}))
+			resp, err := c.Fetch(testCtx(t), tagsRequest())
+			if err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				t.Fatalf("Fetch followed the redirect: status %d, body %q", resp.StatusCode, body)
+			}
+			if !errors.Is(err, ErrRedirectRefused) || !errors.Is(err, ErrUnreachable) {
+				t.Errorf("err = %v, want ErrRedirectRefused and ErrUnreachable", err)
+			}
+			if n := tg.accepts.Load(); n != 0 {
+				t.Errorf("the internal target accepted %d connections, want 0", n)
+			}
+			if got := testutil.ToFloat64(c.guard.refused.WithLabelValues(refusedInternal)); got != 1 {
+				t.Errorf("refusals counted: %v, want 1 (a refusal is not retried)", got)
+			}
+		})
 	}
 }
 
@@ -178,5 +193,47 @@ func TestRedirectDowngradeRefused(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(c.guard.refused.WithLabelValues(refusedDowngrade)); got != 1 {
 		t.Errorf("refusals counted: %v, want 1", got)
+	}
+}
+
+// TestRedirectToPooledInternalRefused: the node holds an idle connection
+// to an internal registry it is configured for; a public registry that
+// redirects to that address must not get it reused, which no dial check
+// would see.
+func TestRedirectToPooledInternalRefused(t *testing.T) {
+	tg := newTarget(t, "127.0.0.2:0")
+	reg := redirector(t, tg.srv.URL+"/list")
+	const internal = "internal.test"
+	c, err := New(map[string]string{testRegistry: reg.URL, internal: tg.srv.URL},
+		WithSleep(new(sleeps).sleep),
+		withEndpointClasses(func(ctx context.Context, host string) (classSet, error) {
+			if host == "127.0.0.1" { // the redirecting registry counts as public
+				return classSet(0).with(classPublic), nil
+			}
+			return resolvedClasses(ctx, host)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := tagsRequest()
+	r.Registry = internal
+	resp, err := c.Fetch(testCtx(t), r)
+	if err != nil {
+		t.Fatalf("the internal registry itself: %v", err)
+	}
+	_, _ = io.ReadAll(resp.Body) // read to the end, so the connection is pooled
+	resp.Body.Close()
+
+	resp, err = c.Fetch(testCtx(t), tagsRequest())
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("Fetch followed the redirect: status %d, body %q", resp.StatusCode, body)
+	}
+	if !errors.Is(err, ErrRedirectRefused) {
+		t.Errorf("err = %v, want ErrRedirectRefused", err)
+	}
+	if n := tg.accepts.Load(); n != 1 {
+		t.Errorf("the internal registry accepted %d connections, want 1 (its own fetch)", n)
 	}
 }
