@@ -209,7 +209,9 @@ func (p *dialPolicy) check(ctx context.Context, address string) error {
 // targets given as an internal IP address the dial check would refuse:
 // checked here too, since a connection the transport already holds to
 // that address would be reused without a dial. Names are checked when
-// dialled.
+// dialled; a redirect to a name the transport already holds an idle
+// connection to (dialled for an endpoint of that address's class) reuses
+// it unchecked, the one gap left.
 func (g *guard) checkRedirect(req *http.Request, via []*http.Request) error {
 	if req.URL.Scheme == "http" {
 		for _, v := range via {

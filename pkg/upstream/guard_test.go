@@ -3,18 +3,21 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"nodecache/internal/ociref"
+	"nodecache/internal/registrytest"
 )
 
 func TestClassify(t *testing.T) {
@@ -235,5 +238,42 @@ func TestRedirectToPooledInternalRefused(t *testing.T) {
 	}
 	if n := tg.accepts.Load(); n != 1 {
 		t.Errorf("the internal registry accepted %d connections, want 1 (its own fetch)", n)
+	}
+}
+
+// TestHostsMirrorRedirectToInternalRefused: a hosts.toml mirror (public,
+// as forced here) that redirects to an internal address gets no
+// connection made there; the registry's server is asked instead.
+func TestHostsMirrorRedirectToInternalRefused(t *testing.T) {
+	tg := newTarget(t, "127.0.0.1:0")
+	mirror := redirector(t, tg.srv.URL+"/list")
+	server := registrytest.Start(t)
+	server.PushSingleImage(t, "team/app", "v1", 10)
+	dir := writeHosts(t, testRegistry, fmt.Sprintf(`server = %q
+
+[host.%q]
+  capabilities = ["pull", "resolve"]
+`, server.URL(), mirror.URL))
+	c, err := New(nil, WithHostsDir(dir, nil), WithSleep(new(sleeps).sleep),
+		withEndpointClasses(func(context.Context, string) (classSet, error) {
+			return classSet(0).with(classPublic), nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Fetch(testCtx(t), tagsRequest())
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.Contains(string(body), "secret") {
+		t.Fatalf("status %d, body %q: want the server's tags", resp.StatusCode, body)
+	}
+	if n := tg.accepts.Load(); n != 0 {
+		t.Errorf("the internal target accepted %d connections, want 0", n)
+	}
+	if got := testutil.ToFloat64(c.guard.refused.WithLabelValues(refusedInternal)); got != 1 {
+		t.Errorf("refusals counted: %v, want 1", got)
 	}
 }
