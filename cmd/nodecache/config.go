@@ -13,6 +13,7 @@ import (
 	"nodecache/pkg/daemon"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
+	"nodecache/pkg/upstream"
 )
 
 // Config is everything serve needs, from flags, the environment and
@@ -63,6 +64,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	idleTTL := fs.Duration("ttl", daemon.DefaultTTL, "remove content unused for this long; 0 keeps it until evicted for space")
 	tagTTL := fs.Duration("tag-ttl", mirror.DefaultTagTTL, "how long a tag's digest is reused without asking upstream; 0 asks every time")
 	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest one upstream download may take")
+	stall := fs.Duration("upstream-stall-timeout", upstream.DefaultStallTimeout, "an upstream body that sends nothing this long is a broken transfer: a blob resumes by Range, else its fill fails; 0 means the default")
 	grace := fs.Duration("shutdown-grace", daemon.DefaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
 	scrub := fs.Duration("scrub-interval", diskstore.DefaultScrubInterval, "how often the store re-hashes every entry, at a low rate, removing bad ones; 0 turns it off")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -79,7 +81,8 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 			TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace,
 			Registries: map[string]string{}, MetricsListen: *metricsListen,
 			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
-			ScrubInterval: *scrub,
+			ScrubInterval:        *scrub,
+			UpstreamStallTimeout: *stall,
 		}}
 		if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
 			return Config{}, err

@@ -71,6 +71,10 @@ type Config struct {
 	PeerSecretFile string   // --peer-secret-file: the shared secret
 	// Version goes into the upstream User-Agent, nodecache/<Version>.
 	Version string
+
+	// UpstreamStallTimeout (--upstream-stall-timeout) ends an upstream
+	// body that sends nothing this long; 0 means upstream.DefaultStallTimeout.
+	UpstreamStallTimeout time.Duration
 }
 
 // PeersEnabled reports whether any peer discovery setting is set.
@@ -119,7 +123,8 @@ func (cfg *Config) Validate() error {
 		flag string
 		v    time.Duration
 	}{{"--ttl", cfg.TTL}, {"--tag-ttl", cfg.TagTTL}, {"--fill-timeout", cfg.FillTimeout}, {"--shutdown-grace", cfg.ShutdownGrace},
-		{"--scrub-interval", cfg.ScrubInterval}} {
+		{"--scrub-interval", cfg.ScrubInterval},
+		{"--upstream-stall-timeout", cfg.UpstreamStallTimeout}} {
 		if d.v < 0 {
 			return fmt.Errorf("%s: must not be negative", d.flag)
 		}

@@ -99,6 +99,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		d.peers.mirrorOption(),
 	)
 	reg := newRegistry(metrics, d.store, d.maxSize)
+	reg.MustRegister(client) // the upstream client's refused redirects
 	probes := newProbes(&d.ready, reg)
 	d.servers.mirror = d.newServer(withMirror(probes, d.mirror))
 	d.servers.metrics = d.newServer(probes)

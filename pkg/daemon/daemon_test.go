@@ -127,6 +127,9 @@ func TestDaemonServesPullsAndShutsDownGracefully(t *testing.T) {
 	if code, body := get(t, metrics+"/metrics"); code != http.StatusOK || !strings.Contains(body, "nodecache_store_entries 1") {
 		t.Errorf("GET /metrics on the metrics listener: %d, store entries not 1", code)
 	}
+	if _, body := get(t, metrics+"/metrics"); !strings.Contains(body, `nodecache_upstream_redirects_refused_total{reason="internal_address"} 0`) {
+		t.Error("GET /metrics: the upstream client's refused redirects are not exported")
+	}
 	if code, _ := get(t, metrics+"/v2/"); code != http.StatusNotFound {
 		t.Errorf("the metrics listener served the mirror: GET /v2/ = %d", code)
 	}

@@ -67,7 +67,8 @@ func (d *Daemon) newUpstream() (*upstream.Client, error) {
 	if version == "" {
 		version = "dev"
 	}
-	opts := []upstream.Option{upstream.WithUserAgent("nodecache/" + version)}
+	opts := []upstream.Option{upstream.WithUserAgent("nodecache/" + version),
+		upstream.WithStallTimeout(cfg.UpstreamStallTimeout)}
 	if cfg.DockerConfig != "" || cfg.CredentialsFile != "" {
 		creds, err := credentials.Open(credentials.Files{DockerConfig: cfg.DockerConfig, CredentialsFile: cfg.CredentialsFile}, credentials.WithLogger(d.log))
 		if err != nil {

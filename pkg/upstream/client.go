@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
 
+	"nodecache/internal/blobio"
 	"nodecache/internal/ociref"
 	"nodecache/pkg/credentials"
 )
@@ -25,6 +26,11 @@ var (
 	// ErrAuth means the token server answered, but not with a usable
 	// token (a 5xx, a malformed body, a bad realm in the challenge).
 	ErrAuth = errors.New("upstream token fetch failed")
+
+	// ErrStalled means a response body sent nothing for the stall window
+	// (WithStallTimeout). A blob body resumes after a stall, and fails
+	// with ErrResume wrapping this once it cannot.
+	ErrStalled = blobio.ErrStalled
 
 	// ErrInvalidRequest means a Request field cannot be put in a URL.
 	ErrInvalidRequest = errors.New("invalid upstream request")
@@ -77,6 +83,10 @@ type Client struct {
 	identifiers credentials.Identifier
 	now         func() time.Time
 	sleep       SleepFunc
+	guard       *guard
+	budget      time.Duration // first-response budget; NoLimit: none
+	stall       time.Duration // NoLimit: bodies are not watched
+	stallTimers blobio.AfterFunc
 }
 
 // New returns a Client. endpoints maps registry names to base URLs such as
@@ -95,19 +105,24 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.guard = newGuard(cfg.endpointClasses)
 	rt := cfg.transport
 	if rt == nil {
 		rt = newTransport(cfg)
 	}
 	c := &Client{
 		endpoints:   eps,
-		http:        &http.Client{Transport: rt, CheckRedirect: checkRedirect},
+		http:        &http.Client{Transport: rt, CheckRedirect: cfg.guard.checkRedirect},
+		guard:       cfg.guard,
 		userAgent:   cfg.userAgent,
 		tokens:      newTokenCache(cfg.now),
 		creds:       cfg.creds,
 		identifiers: credentials.NewIdentifier(),
 		now:         cfg.now,
 		sleep:       cfg.sleep,
+		budget:      cfg.firstResponseBudget,
+		stall:       cfg.stallTimeout,
+		stallTimers: cfg.stallTimers,
 	}
 	if cfg.hostsDir != "" {
 		c.hosts = &hostsCache{
@@ -142,17 +157,20 @@ func newTransport(cfg config) *http.Transport {
 	return t
 }
 
-// tune applies the timeouts, pool sizes and dial hook to t.
+// tune applies the timeouts, pool sizes, dial hook and the guard against
+// internal addresses reached by redirect to t.
 func (cfg config) tune(t *http.Transport) {
 	dialer := &net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}
-	dial := dialer.DialContext
-	if hook := cfg.dialHook; hook != nil {
-		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	hook, g := cfg.dialHook, cfg.guard
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if hook != nil {
 			hook(ctx, network, addr)
-			return dialer.DialContext(ctx, network, addr)
 		}
+		return g.dial(ctx, dialer, network, addr)
 	}
-	t.DialContext = dial
+	if t.Proxy != nil {
+		t.Proxy = proxy(t.Proxy)
+	}
 	t.TLSHandshakeTimeout = cfg.tlsHandshakeTimeout
 	t.ResponseHeaderTimeout = cfg.responseHeaderTimeout
 	t.MaxIdleConnsPerHost = defaultMaxIdleConnsPerHost
@@ -173,7 +191,7 @@ func (cfg config) wrapHostClient(hc *http.Client) *http.Client {
 		cfg.tune(t)
 		rt = t
 	}
-	return &http.Client{Transport: rt, CheckRedirect: checkRedirect}
+	return &http.Client{Transport: rt, CheckRedirect: cfg.guard.checkRedirect}
 }
 
 // Endpoint returns the base URL requests for registry go to when no hosts
@@ -194,7 +212,8 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 
 // Fetch performs r: it answers the registry's Basic or Bearer challenge
 // with r's credentials (or the node's, or anonymously), retries 5xx, 429
-// and failed connections within the retry budget, and tries the
+// and failed connections within the retry budget and the first-response
+// budget (WithFirstResponseBudget), and tries the
 // registry's endpoints in order, moving on from one that is unreachable,
 // failing, or (a mirror) lacks the content. A whole-blob GET that answers
 // 200 gets a body that resumes with Range requests if the transfer breaks.
@@ -207,14 +226,20 @@ func (c *Client) Fetch(ctx context.Context, r Request) (*Response, error) {
 	if err := checkRequest(r); err != nil {
 		return nil, err
 	}
+	return c.firstResponse(ctx, r.Registry, func(ctx context.Context, st *retryState) (*Response, error) {
+		return c.fetch(ctx, r, st)
+	})
+}
+
+// fetch is Fetch within the first-response budget of st.
+func (c *Client) fetch(ctx context.Context, r Request, st *retryState) (*Response, error) {
 	eps, err := c.endpointsFor(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	var st retryState
 	for i, ep := range eps {
 		cr := c.chooseCreds(r, ep)
-		resp, err := c.retrying(ctx, r.Registry, &st, func() (*Response, error) {
+		resp, err := c.retrying(ctx, r.Registry, st, func() (*Response, error) {
 			return c.attempt(ctx, r, ep, cr)
 		})
 		if i < len(eps)-1 && tryNext(ctx, ep, resp, err) {
@@ -279,7 +304,11 @@ func (c *Client) endpointsFor(ctx context.Context, r Request) ([]endpoint, error
 }
 
 // attempt makes one request to ep, answering one challenge.
+//
+// Every connection it makes, to a redirect target or a token realm,
+// must be to a public address or one of the endpoint's own class.
 func (c *Client) attempt(ctx context.Context, r Request, ep endpoint, cr creds) (*Response, error) {
+	ctx = c.guard.withPolicy(ctx, ep.base)
 	repo := normalizeRepo(r.Registry, r.Repo)
 	target := ep.requestURL(repo, r)
 	key := tokenKey{registry: r.Registry, host: ep.base.Host, scope: pullScope(repo), identity: cr.identity}
@@ -337,10 +366,14 @@ func (c *Client) answer(resp *http.Response, authz string, cr creds) *Response {
 	return &Response{Response: resp, Auth: src}
 }
 
-// send makes one request to target (following redirects).
+// send makes one request to target (following redirects). The request
+// runs on a context of its own, which the body's stall watch ends
+// (watch) without ending ctx, so a blob body can resume on ctx.
 func (c *Client) send(ctx context.Context, r Request, ep endpoint, target *url.URL, authorization string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, r.Method, target.String(), nil)
+	rctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(rctx, r.Method, target.String(), nil)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	copyForwardable(req.Header, ep.header)
@@ -351,9 +384,34 @@ func (c *Client) send(ctx context.Context, r Request, ep endpoint, target *url.U
 	}
 	resp, err := ep.http.Do(req)
 	if err != nil {
+		cancel()
 		return nil, transportError(ctx, r.Registry, err)
 	}
+	resp.Body = c.watch(resp.Body, cancel)
 	return resp, nil
+}
+
+// watch returns body ending its request with cancel when closed and, unless
+// the watch is off, when it sends nothing for the stall window: the
+// Read in progress then fails with an error wrapping ErrStalled.
+func (c *Client) watch(body io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
+	if c.stall < 0 {
+		return &watchedBody{ReadCloser: body, cancel: cancel}
+	}
+	return &watchedBody{ReadCloser: blobio.NewStallReader(body, c.stall, cancel, c.stallTimers), cancel: cancel}
+}
+
+// watchedBody is a response body that ends its request's context when
+// closed, releasing it.
+type watchedBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *watchedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // transportError names the registry and classifies a failed exchange: the

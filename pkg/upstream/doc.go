@@ -14,9 +14,14 @@
 //     token sent as it is; tokens are cached per endpoint, scope and
 //     credential identity until they expire, and concurrent fetches
 //     coalesced;
-//   - redirects, never carrying Authorization to another origin;
-//   - retries of 5xx, 429 and failed connections within a budget, and
-//     resumption of broken blob transfers with Range requests;
+//   - redirects, never carrying Authorization to another origin, never
+//     from https to http, and never (checked at dial time, after
+//     resolution) to a loopback, link-local, private, unspecified or
+//     multicast address outside the endpoint's own address class;
+//   - retries of 5xx, 429 and failed connections within a budget, all
+//     of a request's attempts within one first-response budget, and
+//     resumption of broken blob transfers with Range requests, a body
+//     that sends nothing for the stall window counting as broken;
 //   - connection timeouts and the User-Agent.
 //
 // It does not: touch the disk, verify digests (the disk store does that

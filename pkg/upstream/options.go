@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"nodecache/internal/blobio"
 	"nodecache/pkg/credentials"
 )
 
@@ -24,6 +25,27 @@ const (
 	// 30 s to send headers, so a fresh connection's worst case (dial + TLS
 	// + headers = 25 s) must stay below that for our error to reach it.
 	DefaultResponseHeaderTimeout = 15 * time.Second
+
+	// DefaultFirstResponseBudget bounds everything before a request's
+	// first response: endpoints, token fetches, dials, TLS handshakes,
+	// waits for headers and the sleeps between retries, across every
+	// attempt and endpoint. containerd abandons a mirror that has not sent
+	// headers within 30 s; one attempt may take up to 25 s (dial, TLS,
+	// headers), so three could take 75 s, and our error would never reach
+	// it. 25 s leaves the mirror's own work before upstream (a peer asked
+	// first costs at most 2.3 s) and the answer's trip inside the 30 s.
+	DefaultFirstResponseBudget = 25 * time.Second
+
+	// DefaultStallTimeout ends an upstream body that sends nothing for
+	// 20 s: the transfer counts as broken, and a blob resumes by Range
+	// (else the fill fails and its clients are cut) instead of holding
+	// every client of the layer for the whole fill timeout. Healthy
+	// registries and CDNs pause for a few seconds at most. It is below
+	// peer.DefaultStallTimeout (30 s), so an owner whose own upstream
+	// stalls resumes before the peers reading from it give up on it, and
+	// below containerd's 30 s wait for a mirror's headers, so a client
+	// joining a stalled fill learns of it within that wait.
+	DefaultStallTimeout = 20 * time.Second
 
 	// DefaultUserAgent identifies the daemon when the caller does not say
 	// which version it is.
@@ -62,6 +84,11 @@ type config struct {
 	dialTimeout           time.Duration
 	tlsHandshakeTimeout   time.Duration
 	responseHeaderTimeout time.Duration
+	firstResponseBudget   time.Duration
+	stallTimeout          time.Duration
+	stallTimers           blobio.AfterFunc
+	endpointClasses       endpointClassesFunc
+	guard                 *guard // built by New from endpointClasses
 	userAgent             string
 	dialHook              DialHook
 	transport             http.RoundTripper
@@ -77,6 +104,10 @@ func defaultConfig() config {
 		dialTimeout:           DefaultDialTimeout,
 		tlsHandshakeTimeout:   DefaultTLSHandshakeTimeout,
 		responseHeaderTimeout: DefaultResponseHeaderTimeout,
+		firstResponseBudget:   DefaultFirstResponseBudget,
+		stallTimeout:          DefaultStallTimeout,
+		stallTimers:           blobio.RealTimers,
+		endpointClasses:       resolvedClasses,
 		userAgent:             DefaultUserAgent,
 		now:                   time.Now,
 		sleep:                 sleepCtx,
@@ -107,6 +138,51 @@ func WithResponseHeaderTimeout(d time.Duration) Option {
 	return func(c *config) { c.responseHeaderTimeout = timeout(d, DefaultResponseHeaderTimeout) }
 }
 
+// WithFirstResponseBudget bounds the wait for a request's first response,
+// retries and endpoints included: when it is spent, Fetch fails with
+// ErrUnreachable. It bounds nothing once the response is in: a body is
+// watched by the stall timeout instead. It is also the bound of each
+// Range request that resumes a blob. Zero means
+// DefaultFirstResponseBudget; a negative value (NoLimit) means no limit
+// other than the attempts' own timeouts and the caller's context. It
+// applies with WithTransport too.
+func WithFirstResponseBudget(d time.Duration) Option {
+	return func(c *config) { c.firstResponseBudget = orNoLimit(d, DefaultFirstResponseBudget) }
+}
+
+// orNoLimit applies the zero rule to a limit this package enforces
+// itself: zero is def, a negative value NoLimit.
+func orNoLimit(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return NoLimit
+	}
+	return d
+}
+
+// WithStallTimeout sets how long a response body may send nothing before
+// its transfer counts as broken: a blob body resumes by Range (within the
+// resume budget), any other body fails with an error wrapping ErrStalled.
+// Zero means DefaultStallTimeout; a negative value (NoLimit) turns the
+// watch off. It applies with WithTransport too. A transfer that makes
+// progress is never cut by it.
+func WithStallTimeout(d time.Duration) Option {
+	return func(c *config) { c.stallTimeout = orNoLimit(d, DefaultStallTimeout) }
+}
+
+// withStallTimers sets how stall timers start; tests fire them by hand.
+func withStallTimers(f blobio.AfterFunc) Option {
+	return func(c *config) { c.stallTimers = f }
+}
+
+// withEndpointClasses replaces how the address classes of an endpoint
+// are found; tests force a loopback registry to count as public.
+func withEndpointClasses(f endpointClassesFunc) Option {
+	return func(c *config) { c.endpointClasses = f }
+}
+
 // timeout applies the zero rule to a timeout option: zero is def, a
 // negative value is net/http's "no limit", which is zero.
 func timeout(d, def time.Duration) time.Duration {
@@ -132,7 +208,9 @@ func WithDialHook(h DialHook) Option {
 }
 
 // WithTransport replaces the default transport, and with it the timeout
-// options. Redirect handling and auth still apply.
+// options and the dial-time refusal of internal addresses reached by
+// redirect (the transport dials as it likes). Redirect handling, the
+// refusal of https to http redirects and auth still apply.
 func WithTransport(rt http.RoundTripper) Option {
 	return func(c *config) { c.transport = rt }
 }

@@ -82,8 +82,9 @@ func (s *endpointSource) Name() string {
 	return "registry " + s.r.Registry + ": blob " + s.r.Ref
 }
 
-// Open asks the endpoint, with the same credentials and retries as the
-// first request, for the bytes from offset on.
+// Open asks the endpoint, with the same credentials, retries and
+// first-response budget as the first request, for the bytes from offset
+// on.
 func (s *endpointSource) Open(ctx context.Context, offset int64) (io.ReadCloser, error) {
 	r := s.r
 	r.Header = r.Header.Clone()
@@ -91,9 +92,10 @@ func (s *endpointSource) Open(ctx context.Context, offset int64) (io.ReadCloser,
 		r.Header = http.Header{}
 	}
 	r.Header.Set("Range", blobio.RangeFrom(offset))
-	var st retryState
-	resp, err := s.c.retrying(ctx, r.Registry, &st, func() (*Response, error) {
-		return s.c.attempt(ctx, r, s.ep, s.cr)
+	resp, err := s.c.firstResponse(ctx, r.Registry, func(ctx context.Context, st *retryState) (*Response, error) {
+		return s.c.retrying(ctx, r.Registry, st, func() (*Response, error) {
+			return s.c.attempt(ctx, r, s.ep, s.cr)
+		})
 	})
 	if err != nil {
 		return nil, err

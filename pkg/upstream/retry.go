@@ -56,6 +56,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // retryState is the retry budget of one request.
 type retryState struct {
 	waited time.Duration
+	// deadline is when the first-response budget runs out; zero if none.
+	deadline time.Time
+}
+
+// fits reports whether the first-response budget leaves room to wait d
+// and still make a request.
+func (st *retryState) fits(d time.Duration) bool {
+	return st.deadline.IsZero() || time.Until(st.deadline) > d
 }
 
 // retrying runs attempt until it returns an answer that should not be
@@ -73,7 +81,7 @@ func (c *Client) retrying(ctx context.Context, registry string, st *retryState, 
 			hdr = resp.Header
 		}
 		wait := c.retryWait(n, hdr)
-		if st.waited+wait > maxRetryWait || !fitsDeadline(ctx, wait) {
+		if st.waited+wait > maxRetryWait || !fitsDeadline(ctx, wait) || !st.fits(wait) {
 			return resp, err
 		}
 		if resp != nil {
@@ -87,10 +95,11 @@ func (c *Client) retrying(ctx context.Context, registry string, st *retryState, 
 }
 
 // retryable: no response came back (but the caller is still waiting, and
-// it was not a redirect loop), or the registry is overloaded or failing.
+// it was not a redirect loop or a refused redirect), or the registry is overloaded or failing.
 func retryable(ctx context.Context, resp *Response, err error) bool {
 	if err != nil {
-		return ctx.Err() == nil && errors.Is(err, ErrUnreachable) && !errors.Is(err, errTooManyRedirects)
+		return ctx.Err() == nil && errors.Is(err, ErrUnreachable) &&
+			!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused)
 	}
 	return retryableStatus(resp.StatusCode)
 }
