@@ -48,7 +48,7 @@ func (s *Server) headUpstream(q *request, ref string, header http.Header) (*upst
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode)
+		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode, resp.Header)
 	}
 	return resp, nil
 }

@@ -98,7 +98,7 @@ func (s *Server) askTag(ctx context.Context, q *request, accept []string) (tagRe
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode)
+		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode, resp.Header)
 	}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
@@ -120,7 +120,7 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode)
+		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode, resp.Header)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
