@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -120,18 +121,32 @@ func (c *fillingContent) close() {
 type uncachedStream struct {
 	contentInfo
 	body    io.Reader // verified
-	release func()    // closes the download
+	release func()    // closes the download; safe to call more than once
+	stop    func() bool
 }
 
 func (c *uncachedStream) info() contentInfo { return c.contentInfo }
 
-func (c *uncachedStream) open(*request, int64) (io.Reader, error) { return c.body, nil }
+// open returns the download. It runs on the fill's context, not the
+// request's (a flight may have started it for another caller), so the
+// client hanging up closes it here: a read blocked on a silent upstream
+// then ends at once instead of holding the connection until the fill
+// timeout.
+func (c *uncachedStream) open(q *request, _ int64) (io.Reader, error) {
+	c.stop = context.AfterFunc(q.r.Context(), c.release)
+	return c.body, nil
+}
 
 func (c *uncachedStream) markSource(rec *recorder) {
 	rec.source, rec.result = "upstream", resultUpstream
 }
 
-func (c *uncachedStream) close() { c.release() }
+func (c *uncachedStream) close() {
+	if c.stop != nil {
+		c.stop()
+	}
+	c.release()
+}
 
 // serve serves content from obtain. A fill that lost its disk before this
 // client could join it streams only to the clients it already had; this
