@@ -176,7 +176,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 	if s.metrics != nil {
 		s.up = countingUpstream{Upstream: s.up, m: s.metrics}
 	}
-	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, s.tagMaxStale, 0, s.now)
+	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, s.tagMaxStale, maxTagRecords, s.now)
 	s.access = ttl.NewMap[accessKey, struct{}](s.accessTTL, s.accessTTL, maxAccessEntries, s.now)
 	return s
 }
