@@ -31,7 +31,11 @@ func (s *Server) serveManifest(q *request) error {
 		}
 		d, tag = rec.digest, &rec
 	}
-	c, ok, err := s.lookup(d)
+	lookup := s.lookup
+	if q.r.Method == http.MethodHead {
+		lookup = func(d digest.Digest) (content, bool, error) { return s.lookupSized(q, d) }
+	}
+	c, ok, err := lookup(d)
 	if err != nil {
 		return err
 	}
