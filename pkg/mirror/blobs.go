@@ -60,7 +60,7 @@ func (s *Server) lookupSized(q *request, d digest.Digest) (content, bool, error)
 	}
 	c.close()
 	if f, filling := c.(*fillingContent); filling {
-		ctx, cancel := context.WithTimeout(q.r.Context(), headSizeWait)
+		ctx, cancel := context.WithTimeout(q.r.Context(), s.headSizeWait)
 		waitForEnd(ctx, f.fill)
 		cancel()
 	}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 
 	"nodecache/internal/registrytest"
 )
@@ -48,5 +49,43 @@ func TestHeadDuringUnsizedFillHasLength(t *testing.T) {
 	}
 	if got := head.Header.Get("Content-Length"); got != strconv.Itoa(len(data)) {
 		t.Fatalf("HEAD during an unsized fill: Content-Length %q, want %d", got, len(data))
+	}
+}
+
+// TestHeadDuringEndlessUnsizedFillAsksUpstream: a fill of unknown size
+// that does not end within the wait is not waited for longer; the HEAD is
+// answered from upstream's HEAD, with its size.
+func TestHeadDuringEndlessUnsizedFillAsksUpstream(t *testing.T) {
+	e := newEnv(t, nil)
+	e.mirror.headSizeWait = 50 * time.Millisecond
+	data := registrytest.Random(42, 256<<10)
+	d := e.up.PushBlob(t, "test/app", data)
+	path := "/v2/test/app/blobs/" + d.String()
+	testEnd := make(chan struct{})
+	e.up.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || r.URL.Path != path {
+			return false
+		}
+		w.WriteHeader(http.StatusOK)
+		w.Write(data[:len(data)/2])
+		w.(http.Flusher).Flush() // chunked: no Content-Length
+		select {
+		case <-r.Context().Done():
+		case <-testEnd:
+		}
+		return true
+	})
+	resp, err := http.Get(e.url(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { close(testEnd); resp.Body.Close() })
+	heads := e.up.Count(http.MethodHead, registrytest.KindBlobs)
+	head, _ := e.do(http.MethodHead, e.url(path), nil)
+	if head.StatusCode != http.StatusOK || head.Header.Get("Content-Length") != strconv.Itoa(len(data)) {
+		t.Fatalf("HEAD: status %d, Content-Length %q; want 200, %d", head.StatusCode, head.Header.Get("Content-Length"), len(data))
+	}
+	if e.up.Count(http.MethodHead, registrytest.KindBlobs) != heads+1 {
+		t.Fatal("the HEAD was not answered from upstream's HEAD")
 	}
 }
