@@ -64,7 +64,8 @@ type entry struct {
 // (left out for a HEAD, with the Content-Length it would have). Headers
 // that described content (Content-Range, Docker-Content-Digest, Etag,
 // Accept-Ranges, Content-Length) are dropped, since the answer is not that
-// content; a 405 says which methods are allowed.
+// content; a 405 says which methods are allowed: GET and HEAD unless
+// e.Header names them (an empty Allow: the resource allows none).
 func Write(w http.ResponseWriter, r *http.Request, e *Error) {
 	b, err := json.Marshal(body{Errors: []entry{{Code: e.Code, Message: e.Message, Detail: e.Detail}}})
 	if err != nil {
@@ -81,7 +82,7 @@ func Write(w http.ResponseWriter, r *http.Request, e *Error) {
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
-	if e.Status == http.StatusMethodNotAllowed {
+	if _, set := e.Header["Allow"]; e.Status == http.StatusMethodNotAllowed && !set {
 		h.Set("Allow", "GET, HEAD")
 	}
 	w.WriteHeader(e.Status)

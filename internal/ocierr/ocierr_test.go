@@ -40,6 +40,13 @@ func TestWrite(t *testing.T) {
 			header: map[string]string{"Allow": "GET, HEAD"},
 		},
 		{
+			name: "405 of a resource that allows nothing", method: http.MethodGet,
+			err: &Error{Status: http.StatusMethodNotAllowed, Code: CodeUnsupported, Message: "no",
+				Header: http.Header{"Allow": {""}}},
+			body:   `{"errors":[{"code":"UNSUPPORTED","message":"no"}]}`,
+			header: map[string]string{"Allow": ""},
+		},
+		{
 			name: "HEAD has the length and no body", method: http.MethodHead,
 			err:    &Error{Status: http.StatusNotFound, Code: CodeManifestUnknown, Message: "m"},
 			header: map[string]string{"Content-Length": "54"},

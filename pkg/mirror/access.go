@@ -172,6 +172,6 @@ func (s *Server) authorize(q *request, c contentInfo) error {
 		}
 		return authRequired("%s did not confirm access to %s in %s with these credentials", q.registry, c.digest, q.route.name)
 	default:
-		return upstreamError(q.registry, q.route.kind, resp.StatusCode)
+		return upstreamError(q.registry, q.route.kind, resp.StatusCode, resp.Header)
 	}
 }

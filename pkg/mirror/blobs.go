@@ -1,8 +1,12 @@
 package mirror
 
 import (
+	"context"
 	"net/http"
 	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"nodecache/pkg/upstream"
 )
@@ -11,7 +15,7 @@ import (
 func (s *Server) serveBlob(q *request) error {
 	d := q.route.digest
 	if q.r.Method == http.MethodHead {
-		c, ok, err := s.lookup(d)
+		c, ok, err := s.lookupSized(q, d)
 		if err != nil {
 			return err
 		}
@@ -39,6 +43,34 @@ func (s *Server) serveBlob(q *request) error {
 	return s.serve(q, c, nil)
 }
 
+// headSizeWait bounds how long a HEAD waits for a fill of unknown size
+// to end, so that its answer can carry a Content-Length (containerd takes
+// a manifest's size from it). It stays well inside containerd's 30 s wait
+// for headers; past it, upstream's HEAD answers.
+const headSizeWait = 10 * time.Second
+
+// lookupSized is lookup for a HEAD. A fill whose source sent no size is
+// waited for, at most headSizeWait, and the committed content returned;
+// a fill that does not end in time, or fails, is not found, so that the
+// caller answers from upstream.
+func (s *Server) lookupSized(q *request, d digest.Digest) (content, bool, error) {
+	c, ok, err := s.lookup(d)
+	if !ok || err != nil || c.info().size >= 0 {
+		return c, ok, err
+	}
+	c.close()
+	if f, filling := c.(*fillingContent); filling {
+		ctx, cancel := context.WithTimeout(q.r.Context(), s.headSizeWait)
+		waitForEnd(ctx, f.fill)
+		cancel()
+	}
+	if c, ok, err = s.lookup(d); ok && c.info().size < 0 {
+		c.close()
+		return nil, false, nil
+	}
+	return c, ok, err
+}
+
 // headUpstream answers a HEAD for content the store lacks from upstream's
 // own HEAD, without fetching the content.
 func (s *Server) headUpstream(q *request, ref string, header http.Header) (*upstream.Response, error) {
@@ -48,7 +80,7 @@ func (s *Server) headUpstream(q *request, ref string, header http.Header) (*upst
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode)
+		return nil, upstreamError(q.registry, q.route.kind, resp.StatusCode, resp.Header)
 	}
 	return resp, nil
 }

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -21,9 +22,10 @@ import (
 // whether or not open was called. A content serves one request.
 type content interface {
 	info() contentInfo
-	// open returns the bytes from start on, for this request. They stay
-	// valid until close.
-	open(q *request, start int64) (io.Reader, error)
+	// open returns the bytes from start on, for this request, of which
+	// the answer sends length (-1: to the end). They stay valid until
+	// close.
+	open(q *request, start, length int64) (io.Reader, error)
 	// markSource notes where the bytes come from, for the access log and
 	// the metrics.
 	markSource(rec *recorder)
@@ -53,7 +55,7 @@ type storedFile struct {
 
 func (c *storedFile) info() contentInfo { return c.contentInfo }
 
-func (c *storedFile) open(_ *request, start int64) (io.Reader, error) {
+func (c *storedFile) open(_ *request, start, _ int64) (io.Reader, error) {
 	if _, err := c.file.Seek(start, io.SeekStart); err != nil {
 		return nil, err
 	}
@@ -85,10 +87,13 @@ func newFillingContent(run fillRun) *fillingContent {
 
 func (c *fillingContent) info() contentInfo { return c.contentInfo }
 
-// open returns a reader of the fill. A fill that lost its disk before this
-// request joined it answers diskstore.ErrSpilled: the caller then fetches
-// its own copy.
-func (c *fillingContent) open(q *request, start int64) (io.Reader, error) {
+// open returns a reader of the fill. The fill's reader holds back the
+// fill's last byte until the commit; a part that ends before it holds
+// back its own last byte the same way, so that no answer completes with
+// bytes that fail verification later. A fill that lost its disk before
+// this request joined it answers diskstore.ErrSpilled: the caller then
+// fetches its own copy.
+func (c *fillingContent) open(q *request, start, length int64) (io.Reader, error) {
 	r, err := c.fill.NewReader(q.r.Context(), start)
 	if errors.Is(err, diskstore.ErrAborted) {
 		return nil, ocierr.Errorf(http.StatusBadGateway, ocierr.CodeUnavailable, "fetch of %s from %s failed", c.digest, q.registry)
@@ -97,7 +102,26 @@ func (c *fillingContent) open(q *request, start int64) (io.Reader, error) {
 		return nil, err
 	}
 	c.reader = r
+	if length >= 0 && start+length < c.size {
+		return blobio.HoldBack(r, length, func() error { return committed(q.r.Context(), c.fill) }), nil
+	}
 	return r, nil
+}
+
+// committed waits until f is committed, and fails if it is aborted (or
+// ctx ends): it reads f's last byte, which a reader of a fill gets only
+// after the commit.
+func committed(ctx context.Context, f *diskstore.Fill) error {
+	r, err := f.NewReader(ctx, f.Size()-1)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	n, err := io.Copy(io.Discard, r)
+	if err == nil && n != 1 {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // markSource: a fill is a miss, or a peer's if its bytes come from a peer.
@@ -120,18 +144,32 @@ func (c *fillingContent) close() {
 type uncachedStream struct {
 	contentInfo
 	body    io.Reader // verified
-	release func()    // closes the download
+	release func()    // closes the download; safe to call more than once
+	stop    func() bool
 }
 
 func (c *uncachedStream) info() contentInfo { return c.contentInfo }
 
-func (c *uncachedStream) open(*request, int64) (io.Reader, error) { return c.body, nil }
+// open returns the download. It runs on the fill's context, not the
+// request's (a flight may have started it for another caller), so the
+// client hanging up closes it here: a read blocked on a silent upstream
+// then ends at once instead of holding the connection until the fill
+// timeout.
+func (c *uncachedStream) open(q *request, _, _ int64) (io.Reader, error) {
+	c.stop = context.AfterFunc(q.r.Context(), c.release)
+	return c.body, nil
+}
 
 func (c *uncachedStream) markSource(rec *recorder) {
 	rec.source, rec.result = "upstream", resultUpstream
 }
 
-func (c *uncachedStream) close() { c.release() }
+func (c *uncachedStream) close() {
+	if c.stop != nil {
+		c.stop()
+	}
+	c.release()
+}
 
 // serve serves content from obtain. A fill that lost its disk before this
 // client could join it streams only to the clients it already had; this
@@ -197,7 +235,7 @@ func serveContent(q *request, c content) error {
 		q.rec.WriteHeader(status)
 		return nil
 	}
-	body, err := c.open(q, start)
+	body, err := c.open(q, start, length)
 	if err != nil {
 		return err // nothing sent yet: the client gets an error answer
 	}

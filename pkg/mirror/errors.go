@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"nodecache/internal/ocierr"
 	"nodecache/internal/ociref"
@@ -12,25 +15,63 @@ import (
 	"nodecache/pkg/upstream"
 )
 
+// Retry-After on a 429 to the client.
+const (
+	// DefaultRetryAfter is what a 429 tells the client when upstream gave
+	// no usable Retry-After: long enough for a rate limit's window to
+	// move, short enough that containerd's own backoff is not outwaited.
+	DefaultRetryAfter = 10 * time.Second
+	// MaxRetryAfter bounds upstream's Retry-After as passed on: a
+	// registry asking for an hour should not park a node's pulls for an
+	// hour when the limit may be per credential or lifted sooner.
+	MaxRetryAfter = 60 * time.Second
+)
+
 // upstreamError turns a non-success upstream answer into the error the
-// client gets. kind is "manifests" or "blobs", for the *_UNKNOWN codes.
-func upstreamError(registry string, kind ociref.Kind, status int) *ocierr.Error {
+// client gets. kind is the route's, for the *_UNKNOWN codes; header is
+// the answer's headers (nil if none), for Retry-After.
+func upstreamError(registry string, kind ociref.Kind, status int, header http.Header) *ocierr.Error {
 	switch {
-	case status == http.StatusNotFound && kind == ociref.KindManifests:
+	case status == http.StatusNotFound && (kind == ociref.KindManifests || kind == ociref.KindReferrers):
 		return ocierr.Errorf(http.StatusNotFound, ocierr.CodeManifestUnknown, "manifest unknown to %s", registry)
+	case status == http.StatusNotFound && kind == ociref.KindTags:
+		return ocierr.Errorf(http.StatusNotFound, ocierr.CodeNameUnknown, "repository unknown to %s", registry)
 	case status == http.StatusNotFound:
 		return ocierr.Errorf(http.StatusNotFound, ocierr.CodeBlobUnknown, "blob unknown to %s", registry)
+	case status == http.StatusBadRequest:
+		return ocierr.Errorf(http.StatusBadRequest, ocierr.CodeUnsupported, "%s refused the request as invalid", registry)
 	case status == http.StatusUnauthorized:
 		return ocierr.Errorf(http.StatusUnauthorized, ocierr.CodeUnauthorized, "%s requires authentication", registry)
 	case status == http.StatusForbidden:
 		return ocierr.Errorf(http.StatusForbidden, ocierr.CodeDenied, "%s denied access", registry)
 	case status == http.StatusTooManyRequests:
-		return ocierr.Errorf(http.StatusTooManyRequests, ocierr.CodeTooManyRequests, "%s is rate limiting requests", registry)
+		e := ocierr.Errorf(http.StatusTooManyRequests, ocierr.CodeTooManyRequests, "%s is rate limiting requests", registry)
+		e.Header = http.Header{"Retry-After": {retryAfter(header.Get("Retry-After"))}}
+		return e
 	case status >= 500:
 		return ocierr.Errorf(http.StatusBadGateway, ocierr.CodeUnavailable, "%s answered %d", registry, status)
 	default:
 		return ocierr.Errorf(http.StatusBadGateway, ocierr.CodeUnavailable, "%s answered an unexpected %d", registry, status)
 	}
+}
+
+// retryAfter is the Retry-After passed to the client for upstream's v:
+// its delay in seconds, at most MaxRetryAfter, or DefaultRetryAfter if v
+// is absent or not a number of seconds (an HTTP date would need a clock
+// shared with upstream's to mean anything).
+func retryAfter(v string) string {
+	d := DefaultRetryAfter
+	if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n >= 0 {
+		d = min(time.Duration(min(n, int64(MaxRetryAfter/time.Second)))*time.Second, MaxRetryAfter)
+	}
+	return strconv.FormatInt(int64(d/time.Second), 10)
+}
+
+// unreachable is the answer when registry could not be reached. It names
+// the registry the client asked for and nothing of the endpoint dialled
+// for it (an internal mirror, an address), which the log keeps.
+func unreachable(registry string) *ocierr.Error {
+	return ocierr.Errorf(http.StatusServiceUnavailable, ocierr.CodeUnavailable, "registry %s is unreachable", registry)
 }
 
 // asError is the answer a client gets for err: an *ocierr.Error as it
@@ -42,7 +83,7 @@ func asError(err error) *ocierr.Error {
 	case errors.As(err, &e):
 		return e
 	case errors.Is(err, upstream.ErrUnreachable):
-		return &ocierr.Error{Status: http.StatusServiceUnavailable, Code: ocierr.CodeUnavailable, Message: err.Error()}
+		return unreachable("upstream")
 	case errors.Is(err, context.DeadlineExceeded):
 		// The fill ran out of its --fill-timeout: the upstream's failure,
 		// said without its internal URL.

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -28,11 +29,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.metrics.observeRequest(kind, rec, took)
 		}
 	}()
+	rt, e := parseRoute(r.URL.Path)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		writeError(rec, r, ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "%s is not supported by a pull-through mirror", r.Method))
+		refused := ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "%s is not supported by a pull-through mirror", r.Method)
+		if e != nil && e.Status == http.StatusMethodNotAllowed {
+			refused.Header = e.Header // a path that allows no method
+		}
+		writeError(rec, r, refused)
 		return
 	}
-	rt, e := parseRoute(r.URL.Path)
 	if e != nil {
 		writeError(rec, r, e)
 		return
@@ -62,6 +67,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = s.passThrough(req)
 	}
 	if err != nil {
+		if errors.Is(err, upstream.ErrUnreachable) {
+			// The answer names the registry; the endpoint and address
+			// dialled for it are for the operator's eyes only.
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "registry unreachable",
+				slog.String("registry", registry), slog.Any("error", err))
+			err = unreachable(registry)
+		}
 		writeError(rec, r, err)
 	}
 }

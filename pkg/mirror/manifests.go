@@ -31,7 +31,11 @@ func (s *Server) serveManifest(q *request) error {
 		}
 		d, tag = rec.digest, &rec
 	}
-	c, ok, err := s.lookup(d)
+	lookup := s.lookup
+	if q.r.Method == http.MethodHead {
+		lookup = func(d digest.Digest) (content, bool, error) { return s.lookupSized(q, d) }
+	}
+	c, ok, err := lookup(d)
 	if err != nil {
 		return err
 	}
@@ -70,28 +74,60 @@ func headFromRecord(q *request, rec tagRecord) error {
 	return nil
 }
 
-// parseAccept returns the media types a client accepts, without
-// parameters, sorted and deduplicated, so that equivalent headers share a
-// tag cache entry.
+// manifestTypes are the media types of manifests a client can name in
+// Accept, and the wildcards that match them (as acceptable reads them).
+// Only these are kept from a client's Accept: they are what upstream
+// chooses among, and the set of them is the key of a tag record, so a
+// client cannot grow the records by sending other types.
+var manifestTypes = map[string]bool{
+	"application/vnd.oci.image.index.v1+json":                   true,
+	"application/vnd.oci.image.manifest.v1+json":                true,
+	"application/vnd.docker.distribution.manifest.list.v2+json": true,
+	"application/vnd.docker.distribution.manifest.v2+json":      true,
+	"application/vnd.docker.distribution.manifest.v1+json":      true,
+	"application/vnd.docker.distribution.manifest.v1+prettyjws": true,
+	"*/*":           true,
+	"application/*": true,
+}
+
+// acceptNoManifest stands for an Accept that names types, none of them a
+// manifest's: such a client accepts no stored manifest (unlike a client
+// that sent no Accept, which accepts any), its tag records are its own,
+// and upstream is asked without an Accept. It is not a media type, so
+// acceptable matches nothing with it.
+const acceptNoManifest = "none"
+
+// parseAccept returns the manifest media types a client accepts
+// (manifestTypes), without parameters, sorted and deduplicated, so that
+// equivalent headers share a tag record; acceptNoManifest alone if the
+// client named only other types.
 func parseAccept(h http.Header) []string {
 	var types []string
+	named := false
 	for _, v := range h.Values("Accept") {
 		for part := range strings.SplitSeq(v, ",") {
 			mt, _, _ := strings.Cut(part, ";")
-			if mt = strings.ToLower(strings.TrimSpace(mt)); mt != "" {
+			mt = strings.ToLower(strings.TrimSpace(mt))
+			named = named || mt != ""
+			if manifestTypes[mt] {
 				types = append(types, mt)
 			}
 		}
+	}
+	if named && len(types) == 0 {
+		return []string{acceptNoManifest}
 	}
 	slices.Sort(types)
 	return slices.Compact(types)
 }
 
+// acceptHeader is the Accept sent upstream for accept: its types, or none.
 func acceptHeader(accept []string) http.Header {
-	if len(accept) == 0 {
+	types := slices.DeleteFunc(slices.Clone(accept), func(t string) bool { return t == acceptNoManifest })
+	if len(types) == 0 {
 		return nil
 	}
-	return http.Header{"Accept": {strings.Join(accept, ", ")}}
+	return http.Header{"Accept": {strings.Join(types, ", ")}}
 }
 
 // acceptable reports whether a stored media type satisfies accept. No

@@ -117,7 +117,7 @@ func (u *upstreamRest) Open(ctx context.Context, offset int64) (io.ReadCloser, e
 	if resp.StatusCode != want {
 		resp.Body.Close()
 		return nil, fmt.Errorf("blob %s: continuing from upstream: %w", u.d,
-			upstreamError(u.q.registry, ociref.KindBlobs, resp.StatusCode))
+			upstreamError(u.q.registry, ociref.KindBlobs, resp.StatusCode, resp.Header))
 	}
 	return resp.Body, nil
 }

@@ -43,7 +43,7 @@ func (s *Server) relay(q *request, req upstream.Request, d digest.Digest, header
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return upstreamError(q.registry, q.route.kind, resp.StatusCode)
+		return upstreamError(q.registry, q.route.kind, resp.StatusCode, resp.Header)
 	}
 	q.rec.source = "upstream"
 	copyHeaders(q.rec.Header(), resp.Header, headers...)

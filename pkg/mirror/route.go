@@ -33,7 +33,7 @@ func parseRoute(path string) (route, *ocierr.Error) {
 		return route{kind: ociref.KindBase}, nil
 	}
 	if rest == "_catalog" {
-		return route{}, ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "the catalog is not served by a mirror")
+		return route{}, allowsNothing("the catalog is not served by a mirror")
 	}
 	if rest == "tags/list" || strings.HasSuffix(rest, "/tags/list") {
 		name := strings.TrimSuffix(rest, "/tags/list")
@@ -55,7 +55,7 @@ func parseRoute(path string) (route, *ocierr.Error) {
 	switch rt.kind {
 	case ociref.KindManifests, ociref.KindBlobs, ociref.KindReferrers:
 	case "uploads":
-		return route{}, ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "pushing is not supported by a mirror")
+		return route{}, allowsNothing("pushing is not supported by a mirror")
 	default:
 		return route{}, ocierr.Errorf(http.StatusNotFound, ocierr.CodeNameUnknown, "not a pull path")
 	}
@@ -64,7 +64,9 @@ func parseRoute(path string) (route, *ocierr.Error) {
 	}
 	if rt.kind == ociref.KindManifests && !strings.Contains(ref, ":") {
 		if ociref.CheckTag(ref) != nil {
-			return route{}, ocierr.Errorf(http.StatusBadRequest, ocierr.CodeManifestInvalid, "invalid tag %q", truncate(ref))
+			// A tag that cannot exist is unknown, as registries answer it
+			// (and the distribution-spec conformance suite checks).
+			return route{}, ocierr.Errorf(http.StatusNotFound, ocierr.CodeManifestUnknown, "invalid tag %q", truncate(ref))
 		}
 		rt.tag = ref
 		return rt, nil
@@ -74,6 +76,17 @@ func parseRoute(path string) (route, *ocierr.Error) {
 	}
 	rt.digest = digest.Digest(ref)
 	return rt, nil
+}
+
+// allowsNothing is the 405 of a resource a mirror serves to no method
+// (the catalog, uploads): its Allow is empty, which RFC 9110 (10.2.1)
+// gives for a resource that allows no method, rather than naming GET for
+// the GET it refuses. A 404 would tell a push client that the repository
+// does not exist, where the truth is that this server does not push.
+func allowsNothing(msg string) *ocierr.Error {
+	e := ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "%s", msg)
+	e.Header = http.Header{"Allow": {""}}
+	return e
 }
 
 func checkName(name string) *ocierr.Error {

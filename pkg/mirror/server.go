@@ -141,6 +141,7 @@ type Server struct {
 	accessTTL       time.Duration
 	ids             credentials.Identifier // names client credentials in caches
 	peers           *Peers                 // nil: no peers, every fill goes to upstream
+	headSizeWait    time.Duration          // headSizeWait; tests shorten it
 
 	// fillCtx is the parent of every fill, so Close can end them; fills
 	// counts the fills still copying.
@@ -164,6 +165,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 		tagTTL:          DefaultTagTTL,
 		fillTimeout:     DefaultFillTimeout,
 		accessTTL:       DefaultAccessTTL,
+		headSizeWait:    headSizeWait,
 		ids:             credentials.NewIdentifier(),
 		log:             slog.New(slog.DiscardHandler),
 		now:             time.Now,
@@ -176,7 +178,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 	if s.metrics != nil {
 		s.up = countingUpstream{Upstream: s.up, m: s.metrics}
 	}
-	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, s.tagMaxStale, 0, s.now)
+	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, s.tagMaxStale, maxTagRecords, s.now)
 	s.access = ttl.NewMap[accessKey, struct{}](s.accessTTL, s.accessTTL, maxAccessEntries, s.now)
 	return s
 }

@@ -168,7 +168,9 @@ func TestErrorAnswerBytes(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || len(body) != 0 || resp.ContentLength != int64(len(want)) {
 		t.Fatalf("HEAD: %d, %d bytes, Content-Length %d; want 404, none, %d", resp.StatusCode, len(body), resp.ContentLength, len(want))
 	}
-	resp, body = e.do(http.MethodPost, e.url("/v2/x/blobs/uploads/"), nil)
+	// A pull path, which allows GET and HEAD (uploads allow nothing:
+	// TestMethodNotAllowedAllow).
+	resp, body = e.do(http.MethodPost, e.url("/v2/x/manifests/latest"), nil)
 	want = `{"errors":[{"code":"UNSUPPORTED","message":"POST is not supported by a pull-through mirror","detail":null}]}`
 	if resp.StatusCode != http.StatusMethodNotAllowed || string(body) != want || resp.Header.Get("Allow") != "GET, HEAD" {
 		t.Fatalf("POST: %d %s, Allow %q; want 405 %s, GET, HEAD", resp.StatusCode, body, resp.Header.Get("Allow"), want)

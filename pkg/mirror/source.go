@@ -92,7 +92,7 @@ func checkFillResponse(q *request, resp *http.Response) error {
 	var err error
 	switch {
 	case resp.StatusCode != http.StatusOK:
-		err = upstreamError(q.registry, q.route.kind, resp.StatusCode)
+		err = upstreamError(q.registry, q.route.kind, resp.StatusCode, resp.Header)
 	case q.route.kind == ociref.KindManifests && resp.ContentLength > maxManifestSize:
 		err = ocierr.Errorf(http.StatusBadGateway, ocierr.CodeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
 	}

@@ -24,6 +24,18 @@ const (
 	// its own context so that one client hanging up does not fail the
 	// others waiting on it. It stays below containerd's 30 s header wait.
 	tagResolveTimeout = 20 * time.Second
+	// maxTagRecords bounds the tag records, and so their memory: a key is
+	// at most a registry, a 255-byte name, a 128-byte tag, the manifest
+	// types of Accept (parseAccept) and a 64-byte identity, a record a
+	// digest and a media type of at most maxMediaTypeLength, under 2 KiB
+	// in all, so 16,384 records stay under 32 MiB however they are asked
+	// for (a few MiB in practice). A node pulls far fewer distinct tags
+	// within --ttl; the least recently used go first.
+	maxTagRecords = 1 << 14
+	// maxMediaTypeLength bounds a media type kept from upstream's
+	// Content-Type: RFC 6838 allows 127 characters for each of type and
+	// subtype. A longer one is not kept.
+	maxMediaTypeLength = 255
 	// staleWarning marks an answer served from a tag record that upstream
 	// could not confirm (RFC 9111's Warning code 110).
 	staleWarning = `110 nodecache "Response is Stale"`
@@ -98,14 +110,25 @@ func (s *Server) askTag(ctx context.Context, q *request, accept []string) (tagRe
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode)
+		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode, resp.Header)
 	}
-	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	mediaType := recordedMediaType(resp.Header)
 	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
 	if err == nil && diskstore.Check(d) == nil {
 		return tagRecord{digest: d, mediaType: mediaType, size: resp.ContentLength}, resp.Auth, nil
 	}
 	return s.getTag(ctx, q, req)
+}
+
+// recordedMediaType is the media type of upstream's Content-Type, as a
+// tag record keeps it: without parameters, "" if longer than
+// maxMediaTypeLength.
+func recordedMediaType(h http.Header) string {
+	mediaType, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	if len(mediaType) > maxMediaTypeLength {
+		return ""
+	}
+	return mediaType
 }
 
 // getTag resolves a tag with a GET, for registries whose HEAD gives no
@@ -120,7 +143,7 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode)
+		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode, resp.Header)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
@@ -129,7 +152,7 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 	if len(body) > maxManifestSize {
 		return tagRecord{}, 0, ocierr.Errorf(http.StatusBadGateway, ocierr.CodeManifestInvalid, "manifest from %s is larger than %d bytes", q.registry, maxManifestSize)
 	}
-	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	mediaType := recordedMediaType(resp.Header)
 	rec := tagRecord{digest: digest.FromBytes(body), mediaType: mediaType, size: int64(len(body))}
 	if resp.Auth != upstream.AuthAnonymous {
 		s.access.Set(q.accessKey(rec.digest), struct{}{})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
@@ -44,10 +45,10 @@ func uncachedContent(d digest.Digest, src fillSource, cancel context.CancelFunc)
 	return &uncachedStream{
 		contentInfo: contentInfo{digest: d, size: src.size, mediaType: src.mediaType, public: src.public, whole: true, arriving: true},
 		body:        blobio.NewVerifier(src.body, d, src.size),
-		release: func() {
+		release: sync.OnceFunc(func() {
 			src.body.Close()
 			cancel()
-		},
+		}),
 	}
 }
 
