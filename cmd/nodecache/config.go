@@ -62,6 +62,8 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	idleTTL := fs.Duration("ttl", daemon.DefaultTTL, "remove content unused for this long; 0 keeps it until evicted for space")
 	tagTTL := fs.Duration("tag-ttl", mirror.DefaultTagTTL, "how long a tag's digest is reused without asking upstream; 0 asks every time")
 	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest one upstream download may take")
+	maxFills := fs.Int("max-concurrent-fills", mirror.DefaultMaxConcurrentFills, "downloads into the store that run at once; more wait for one to end")
+	maxConns := fs.Int("max-connections", daemon.DefaultMaxConnections, "connections each listener serves at once; more wait to be accepted")
 	grace := fs.Duration("shutdown-grace", daemon.DefaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
@@ -75,6 +77,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 		cfg := Config{LogFormat: *logFormat, Config: daemon.Config{
 			Listen: listen.Values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
 			TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace,
+			MaxConcurrentFills: *maxFills, MaxConnections: *maxConns,
 			Registries: map[string]string{}, MetricsListen: *metricsListen,
 			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
 		}}
