@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"testing"
@@ -70,5 +71,69 @@ func TestFillsQueueBeyondCap(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(m.fillsWaiting); n != 0 {
 		t.Fatalf("fills waiting = %v after the queue drained, want 0", n)
+	}
+}
+
+// TestQueuedClientLeaves: a request that leaves while its fill waits for
+// a slot leaves the queue, and a request for the same digest that came
+// after it queues on its own and is served.
+func TestQueuedClientLeaves(t *testing.T) {
+	m := NewMetrics()
+	waiting := make(chan struct{}, 8)
+	e := newEnv(t, nil, WithMaxConcurrentFills(1), WithMetrics(m),
+		withFillWaitHook(func() { waiting <- struct{}{} }))
+	first := registrytest.Random(73, 1<<20)
+	second := registrytest.Random(74, 1<<20)
+	d1 := e.up.PushBlob(t, "test/app", first)
+	d2 := e.up.PushBlob(t, "test/app", second)
+	rest := make(chan struct{})
+	heldBlob(e, "test/app", d1, first, len(first)/4, rest)
+	resp1, err := http.Get(e.url("/v2/test/app/blobs/" + d1.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp1.Body.Close()
+
+	ctx, leave := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.url("/v2/test/app/blobs/"+d2.String()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	within(t, waiting, "the leaving client's fill to queue")
+	leave()
+	within(t, left, "the client to leave")
+
+	got := make(chan []byte, 1)
+	go func() {
+		_, body := e.do(http.MethodGet, e.url("/v2/test/app/blobs/"+d2.String()), nil)
+		got <- body
+	}()
+	// The later request waits in a flight of its own: the leaver's has
+	// ended, so only one fill waits.
+	within(t, waiting, "the later client's fill to queue")
+	if n := testutil.ToFloat64(m.fillsWaiting); n != 1 {
+		t.Fatalf("fills waiting = %v, want 1: the leaver is still queued", n)
+	}
+	close(rest)
+	if _, err := io.ReadAll(resp1.Body); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, second) {
+			t.Fatalf("later client got %d bytes, want the blob", len(b))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the later client was never served")
+	}
+	if n := e.up.BlobGets(d2); n != 1 {
+		t.Fatalf("upstream GETs of the queued digest = %d, want 1", n)
 	}
 }
