@@ -157,6 +157,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		defer s.fills.Done()
 		defer release()
 		defer s.running.remove(fill)
+		defer run.clients.ended()
 		s.copyFill(ctx, cancel, q.registry, run, src)
 	}()
 	return landing{kind: landedFill, fill: &run, began: true}, nil

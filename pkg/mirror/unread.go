@@ -71,11 +71,12 @@ type fillClients struct {
 	stop      context.CancelCauseFunc // stops the fill
 	written   atomic.Int64            // bytes the fill has taken in
 
-	// mu guards n, disarm and armed.
+	// mu guards n, disarm, armed and over.
 	mu     sync.Mutex
 	n      int
 	disarm func() bool // stops the pending timer; nil if none
 	armed  uint64      // numbers the timers, so a late one can tell it is stale
+	over   bool        // the fill has ended: no timer is armed any more
 }
 
 // newFillClients returns the count of a fill that has just begun, with
@@ -114,9 +115,25 @@ func (c *fillClients) leave() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.n--
-	if c.n == 0 {
+	if c.n == 0 && !c.over {
 		c.armLocked()
 	}
+}
+
+// ended disarms the grace timer of a fill that has ended, so no timer
+// outlives it.
+func (c *fillClients) ended() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.armed++
+	if c.disarm != nil {
+		c.disarm()
+		c.disarm = nil
+	}
+	c.over = true
 }
 
 func (c *fillClients) armLocked() {

@@ -258,3 +258,25 @@ func TestUnreadFillGraceOff(t *testing.T) {
 		t.Fatal("fill clients counted with the grace off")
 	}
 }
+
+// TestEndedFillArmsNoTimer: once a fill has ended, its pending timer is
+// disarmed and a client leaving arms none.
+func TestEndedFillArmsNoTimer(t *testing.T) {
+	timers := newManualTimers()
+	s := New(nil, nil, withGraceTimer(timers.afterFunc))
+	var stops int
+	c := s.newFillClients(1<<30, func(error) { stops++ })
+	<-timers.armed
+	c.join()
+	c.ended()
+	c.leave()
+	select {
+	case <-timers.armed:
+		t.Fatal("a client leaving an ended fill armed a timer")
+	default:
+	}
+	timers.fireAll()
+	if stops != 0 {
+		t.Fatalf("an ended fill was stopped %d times", stops)
+	}
+}
