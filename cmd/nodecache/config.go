@@ -65,6 +65,8 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	tagTTL := fs.Duration("tag-ttl", mirror.DefaultTagTTL, "how long a tag's digest is reused without asking upstream; 0 asks every time")
 	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest one upstream download may take")
 	stall := fs.Duration("upstream-stall-timeout", upstream.DefaultStallTimeout, "an upstream body that sends nothing this long is a broken transfer: a blob resumes by Range, else its fill fails; 0 means the default")
+	maxFills := fs.Int("max-concurrent-fills", mirror.DefaultMaxConcurrentFills, "downloads into the store that run at once; more wait for one to end")
+	maxConns := fs.Int("max-connections", daemon.DefaultMaxConnections, "connections each listener serves at once; more wait to be accepted")
 	grace := fs.Duration("shutdown-grace", daemon.DefaultShutdownGrace, "how long in-flight requests may finish after SIGTERM")
 	scrub := fs.Duration("scrub-interval", diskstore.DefaultScrubInterval, "how often the store re-hashes every entry, at a low rate, removing bad ones; 0 turns it off")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -79,6 +81,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 		cfg := Config{LogFormat: *logFormat, Config: daemon.Config{
 			Listen: listen.Values, DataDir: *dataDir, DefaultRegistry: strings.ToLower(*defaultRegistry),
 			TTL: *idleTTL, TagTTL: *tagTTL, FillTimeout: *fillTimeout, ShutdownGrace: *grace,
+			MaxConcurrentFills: *maxFills, MaxConnections: *maxConns,
 			Registries: map[string]string{}, MetricsListen: *metricsListen,
 			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
 			ScrubInterval:        *scrub,

@@ -69,6 +69,12 @@ type Config struct {
 	Advertise      string   // --advertise: this node's peer address as the others know it
 	PeerListen     string   // --peer-listen: where to serve the peer API
 	PeerSecretFile string   // --peer-secret-file: the shared secret
+	// MaxConcurrentFills (--max-concurrent-fills) bounds the fills that run
+	// at once; 0 means mirror.DefaultMaxConcurrentFills.
+	MaxConcurrentFills int
+	// MaxConnections (--max-connections) bounds the connections each
+	// listener serves at once; 0 means DefaultMaxConnections.
+	MaxConnections int
 	// Version goes into the upstream User-Agent, nodecache/<Version>.
 	Version string
 
@@ -128,6 +134,12 @@ func (cfg *Config) Validate() error {
 		if d.v < 0 {
 			return fmt.Errorf("%s: must not be negative", d.flag)
 		}
+	}
+	if cfg.MaxConcurrentFills < 0 {
+		return fmt.Errorf("--max-concurrent-fills: must not be negative")
+	}
+	if cfg.MaxConnections < 0 {
+		return fmt.Errorf("--max-connections: must not be negative")
 	}
 	return cfg.validatePeers()
 }

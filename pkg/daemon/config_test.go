@@ -40,6 +40,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"no data dir", func(c *Config) { c.DataDir = "" }, "--data-dir"},
 		{"negative ttl", func(c *Config) { c.TTL = -time.Second }, "--ttl"},
 		{"negative grace", func(c *Config) { c.ShutdownGrace = -time.Second }, "--shutdown-grace"},
+		{"negative fills", func(c *Config) { c.MaxConcurrentFills = -1 }, "--max-concurrent-fills"},
+		{"negative connections", func(c *Config) { c.MaxConnections = -1 }, "--max-connections"},
 		{"bad peer dns", func(c *Config) { c.PeerDNS = "peers" }, "--peer-dns"},
 		{"advertise alone", func(c *Config) { c.Advertise = "10.0.0.1:5051" }, "--advertise: needs --peers"},
 		{"no secret", func(c *Config) { peers(c); c.PeerSecretFile = "" }, "--peer-secret-file: required"},

@@ -94,6 +94,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		mirror.WithTagTTL(zeroMeans(cfg.TagTTL, mirror.AlwaysAsk)),
 		mirror.WithTagMaxStale(zeroMeans(cfg.TTL, mirror.NoLimit)),
 		mirror.WithFillTimeout(cfg.FillTimeout),
+		mirror.WithMaxConcurrentFills(cfg.MaxConcurrentFills),
 		mirror.WithLogger(log),
 		mirror.WithMetrics(metrics),
 		d.peers.mirrorOption(),
@@ -173,12 +174,18 @@ func (d *Daemon) runParts(ctx context.Context, g *errgroup.Group) {
 	}
 }
 
-// serve serves each server on its listeners.
+// serve serves each server on its listeners, each bounded in connections
+// and in how long a write to a client may wait (boundedListener).
 func (d *Daemon) serve(g *errgroup.Group) {
+	maxConns := d.cfg.MaxConnections
+	if maxConns == 0 {
+		maxConns = DefaultMaxConnections
+	}
 	serve := func(srv *http.Server, ls []net.Listener) {
 		for _, l := range ls {
 			g.Go(func() error {
-				if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				bl := newBoundedListener(l, maxConns, writeProgressTimeout)
+				if err := srv.Serve(bl); !errors.Is(err, http.ErrServerClosed) {
 					return err
 				}
 				return nil

@@ -72,16 +72,18 @@ func (c *storedFile) close() { c.file.Close() }
 // come from peer, or from upstream if peer is "".
 type fillingContent struct {
 	contentInfo
-	fill   *diskstore.Fill
-	peer   string
-	reader *diskstore.Reader // once opened
+	fill    *diskstore.Fill
+	peer    string
+	reader  *diskstore.Reader // once opened
+	clients *fillClients      // counts this request in until close
 }
 
 func newFillingContent(run fillRun) *fillingContent {
 	f := run.fill
+	run.clients.join()
 	return &fillingContent{
 		contentInfo: contentInfo{digest: f.Digest(), size: f.Size(), mediaType: f.MediaType(), public: f.Public(), arriving: true},
-		fill:        f, peer: run.peer,
+		fill:        f, peer: run.peer, clients: run.clients,
 	}
 }
 
@@ -137,6 +139,8 @@ func (c *fillingContent) close() {
 	if c.reader != nil {
 		c.reader.Close()
 	}
+	c.clients.leave()
+	c.clients = nil
 }
 
 // uncachedStream is a download the store could not take, streamed to one

@@ -36,7 +36,10 @@
 //     else a GET upstream through ask (access.go). It begins a
 //     diskstore.Fill sized by the answer and runs copyFill in a goroutine
 //     of its own, on the Server's context and fill timeout rather than the
-//     request's, so a client hanging up ends no fill. The flight then lands
+//     request's, so a client hanging up ends no fill; once no client is
+//     left for a grace period, the fill stops (fillClients, unread.go).
+//     A slot (slots.go) is taken first: at most so many fills run at
+//     once, and the rest wait in their flights. The flight then lands
 //     (landedFill): it lasts one round trip, not the download.
 //  4. copyFill copies the source into the fill. The store hashes the bytes
 //     as they arrive, and Fill.Commit checks the digest and size, fsyncs

@@ -46,7 +46,7 @@ func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
 		info := found.Info
 		return &storedFile{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, file: found.File}, true, nil
 	case diskstore.BeingFilled:
-		return newFillingContent(fillRun{fill: found.Fill, peer: s.fromPeer.of(d)}), true, nil
+		return newFillingContent(s.running.of(found.Fill)), true, nil
 	}
 	return nil, false, nil
 }
@@ -57,6 +57,9 @@ func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
 func (s *Server) obtain(q *request, d digest.Digest, header http.Header) (content, error) {
 	ownFlights := 0
 	for range maxLooks {
+		if err := q.r.Context().Err(); err != nil {
+			return nil, err // gone while its flight waited for a fill slot
+		}
 		c, ok, err := s.lookup(d)
 		if ok || err != nil {
 			if _, filling := c.(*fillingContent); filling {
@@ -105,26 +108,41 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 	case err != nil:
 		return landing{}, err
 	case found.Presence == diskstore.BeingFilled:
-		return landing{kind: landedFill, fill: &fillRun{fill: found.Fill, peer: s.fromPeer.of(d)}}, nil
+		run := s.running.of(found.Fill)
+		return landing{kind: landedFill, fill: &run}, nil
 	case found.Presence == diskstore.Committed:
 		found.File.Close()
 		return landing{kind: landedLookAgain}, nil
 	}
 	// The fill outlives the request that started it: one client hanging up
-	// must not cancel it for the others. Close ends it.
-	ctx, cancel := context.WithTimeout(s.fillCtx, s.fillTimeout)
+	// must not cancel it for the others. Close ends it, and so does the
+	// grace timer of a fill nobody reads (fillClients).
+	timeoutCtx, cancelTimeout := context.WithTimeout(s.fillCtx, s.fillTimeout)
+	ctx, stop := context.WithCancelCause(timeoutCtx)
+	cancel := func() { stop(nil); cancelTimeout() }
+	release, err := s.takeFillSlot(q.r.Context(), ctx)
+	if err != nil {
+		cancel()
+		if q.r.Context().Err() != nil {
+			return landing{kind: landedLookAgain}, nil // its other callers start over
+		}
+		return landing{}, err
+	}
 	src, err := open(ctx)
 	if err != nil {
+		release()
 		cancel()
 		return landing{}, err
 	}
 	fill, err := s.store.Begin(d, src.size, diskstore.Meta{MediaType: src.mediaType, Public: src.public})
 	if cannotCache(err) {
+		release() // streamed to one client, which bounds it
 		s.log.LogAttrs(ctx, slog.LevelInfo, "streaming uncached", slog.String("registry", q.registry),
 			slog.String("digest", d.String()), slog.Int64("bytes", src.size), slog.Any("reason", err))
 		return landing{kind: landedUncached, stream: &uncached{src: src, cancel: cancel}}, nil
 	}
 	if err != nil {
+		release()
 		src.body.Close()
 		cancel()
 		if errors.Is(err, diskstore.ErrExists) || errors.Is(err, diskstore.ErrFilling) {
@@ -132,28 +150,36 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		}
 		return landing{}, err
 	}
-	if src.peer != "" {
-		s.fromPeer.set(d, src.peer)
-	}
+	run := fillRun{fill: fill, peer: src.peer, clients: s.newFillClients(src.size, stop)}
+	s.running.add(run)
 	s.fills.Add(1)
 	go func() {
 		defer s.fills.Done()
-		defer s.fromPeer.remove(d)
-		s.copyFill(ctx, cancel, q.registry, fill, src)
+		defer release()
+		defer s.running.remove(fill)
+		defer run.clients.ended()
+		s.copyFill(ctx, cancel, q.registry, run, src)
 	}()
-	return landing{kind: landedFill, fill: &fillRun{fill: fill, peer: src.peer}, began: true}, nil
+	return landing{kind: landedFill, fill: &run, began: true}, nil
 }
 
 // copyFill copies a source into a fill and commits it, or aborts it if
 // the bytes do not match.
-func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, fill *diskstore.Fill, src fillSource) {
-	body := src.body
+func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, run fillRun, src fillSource) {
+	body, fill := src.body, run.fill
 	s.metrics.fillStarted()
 	defer s.metrics.fillEnded()
 	defer cancel()
 	defer body.Close()
 	start := time.Now()
-	n, err := io.CopyBuffer(fill, body, make([]byte, fillBufferSize))
+	var dst io.Writer = fill
+	if run.clients != nil {
+		dst = countingWriter{w: fill, n: &run.clients.written}
+	}
+	n, err := io.CopyBuffer(dst, body, make([]byte, fillBufferSize))
+	if err != nil && errors.Is(context.Cause(ctx), errNoClients) {
+		err = errNoClients
+	}
 	if err == nil {
 		err = fill.Commit()
 	} else {
@@ -167,6 +193,9 @@ func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, regist
 	case src.peer != "" && (errors.Is(err, diskstore.ErrDigestMismatch) || errors.Is(err, diskstore.ErrSizeMismatch)):
 		s.peerCorrupt(src.peer, fill.Digest())
 		s.log.LogAttrs(ctx, slog.LevelWarn, "peer sent content not matching its digest", append(attrs, slog.String("peer", src.peer), slog.Any("error", err))...)
+	case errors.Is(err, errNoClients):
+		s.metrics.fillUnread()
+		s.log.LogAttrs(ctx, slog.LevelInfo, "fill stopped: nobody read it", attrs...)
 	case errors.Is(err, diskstore.ErrNoSpace):
 		s.log.LogAttrs(ctx, slog.LevelInfo, "fill streamed uncached", append(attrs, slog.Any("reason", err))...)
 	case err != nil:

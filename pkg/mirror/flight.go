@@ -45,8 +45,9 @@ type landing struct {
 
 // fillRun is a fill in progress and where its bytes come from.
 type fillRun struct {
-	fill *diskstore.Fill
-	peer string // the peer it reads from; "" for upstream
+	fill    *diskstore.Fill
+	peer    string       // the peer it reads from; "" for upstream
+	clients *fillClients // nil if this server does not run it, or lets it run unread
 }
 
 // flights runs at most one flight per digest at a time, over

@@ -31,6 +31,8 @@ type Metrics struct {
 	upstreamBytes *prometheus.CounterVec
 	fillsInFlight prometheus.Gauge
 	fillJoins     prometheus.Counter
+	fillsWaiting  prometheus.Gauge
+	fillsUnread   prometheus.Counter
 	staleTags     prometheus.Counter
 }
 
@@ -67,6 +69,14 @@ func NewMetrics() *Metrics {
 			Name: "nodecache_fill_waiters_joined_total",
 			Help: "Requests that joined a fill another request started: upstream fetches saved.",
 		}),
+		fillsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nodecache_fills_waiting",
+			Help: "Fills waiting for a slot, beyond the bound on fills running at once.",
+		}),
+		fillsUnread: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodecache_fills_stopped_unread_total",
+			Help: "Fills stopped because no client read them for the grace period.",
+		}),
 		staleTags: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodecache_tag_stale_answers_total",
 			Help: "Tag lookups answered from the last known digest because upstream failed.",
@@ -76,7 +86,7 @@ func NewMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.duration, m.servedBytes, m.upstreamTime,
-		m.upstreamBytes, m.fillsInFlight, m.fillJoins, m.staleTags}
+		m.upstreamBytes, m.fillsInFlight, m.fillJoins, m.fillsWaiting, m.fillsUnread, m.staleTags}
 }
 
 // Describe implements prometheus.Collector.
@@ -175,6 +185,19 @@ func (m *Metrics) fillStarted() {
 func (m *Metrics) fillEnded() {
 	if m != nil {
 		m.fillsInFlight.Dec()
+	}
+}
+
+// fillWaiting adds delta to the fills waiting for a slot.
+func (m *Metrics) fillWaiting(delta float64) {
+	if m != nil {
+		m.fillsWaiting.Add(delta)
+	}
+}
+
+func (m *Metrics) fillUnread() {
+	if m != nil {
+		m.fillsUnread.Inc()
 	}
 }
 

@@ -148,7 +148,13 @@ type Server struct {
 	fillCtx   context.Context
 	stopFills context.CancelFunc
 	fills     sync.WaitGroup
-	fromPeer  peerFills // the peer each fill in progress reads from, if any
+	running   runningFills // what the store does not know of the fills this server runs
+
+	unreadGrace time.Duration                           // WithUnreadFillGrace
+	afterFunc   func(time.Duration, func()) func() bool // arms the grace timers
+	maxFills    int                                     // WithMaxConcurrentFills
+	slots       *fillSlots                              // nil: no bound
+	onFillWait  func()                                  // withFillWaitHook
 
 	tags    *ttl.Map[string, tagRecord]
 	access  *ttl.Map[accessKey, struct{}] // confirmed reads of private content
@@ -169,12 +175,16 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 		ids:             credentials.NewIdentifier(),
 		log:             slog.New(slog.DiscardHandler),
 		now:             time.Now,
+		unreadGrace:     DefaultUnreadFillGrace,
+		afterFunc:       timeAfterFunc,
+		maxFills:        DefaultMaxConcurrentFills,
 	}
 	WithAllowList(DefaultAllowList)(s)
 	for _, o := range opts {
 		o(s)
 	}
 	s.fillCtx, s.stopFills = context.WithCancel(context.Background())
+	s.slots = newFillSlots(s.maxFills)
 	if s.metrics != nil {
 		s.up = countingUpstream{Upstream: s.up, m: s.metrics}
 	}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 
@@ -110,35 +109,4 @@ func mediaTypeOf(q *request, resp *http.Response) string {
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	return mt
-}
-
-// peerFills names, for each fill in progress whose bytes come from a
-// peer, that peer: a request that joins such a fill is served by the peer,
-// for the access log and the metrics. The zero value is empty.
-type peerFills struct {
-	// mu guards byDigest.
-	mu       sync.Mutex
-	byDigest map[digest.Digest]string
-}
-
-func (p *peerFills) set(d digest.Digest, peer string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.byDigest == nil {
-		p.byDigest = make(map[digest.Digest]string)
-	}
-	p.byDigest[d] = peer
-}
-
-func (p *peerFills) remove(d digest.Digest) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.byDigest, d)
-}
-
-// of returns the peer that d's fill in progress reads from, or "".
-func (p *peerFills) of(d digest.Digest) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.byDigest[d]
 }

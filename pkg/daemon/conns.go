@@ -1,0 +1,153 @@
+package daemon
+
+import (
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// DefaultMaxConnections bounds the connections each listener serves at
+// once; the next ones wait in the kernel's accept queue until one closes.
+// containerd opens a few connections per image it pulls (three layers at
+// a time), and each peer node a few: a busy node needs tens. 512 leaves
+// ample room, while connections that hold a file, a fill reader and an
+// upstream connection each stay well below the daemon's file limit.
+const DefaultMaxConnections = 512
+
+// writeProgressTimeout is how long one write to a client may wait for the
+// client to take bytes. A whole-response WriteTimeout would cut a long
+// blob download that is making progress; this cuts only a client that
+// stopped reading: a minute with its receive window shut.
+const writeProgressTimeout = time.Minute
+
+// sendfileChunk is what one deadline covers when a file goes out by
+// sendfile, which writes a whole file in one call: a client must take
+// 256 KiB a minute (about 4 KiB/s) to keep its connection.
+const sendfileChunk = 256 << 10
+
+// boundedListener caps the connections served at once and gives each a
+// write progress deadline. It is written here rather than taken from
+// golang.org/x/net/netutil.LimitListener, whose connection type hides
+// *net.TCPConn's ReadFrom and so turns sendfile off.
+type boundedListener struct {
+	net.Listener
+	slots    chan struct{} // one per connection open; nil: no cap
+	progress time.Duration // per write; 0: no deadline
+	onFull   func()        // test hook: Accept waits for a slot
+	done     chan struct{} // closed by Close
+	stop     sync.Once
+}
+
+func newBoundedListener(l net.Listener, maxConns int, progress time.Duration) *boundedListener {
+	b := &boundedListener{Listener: l, progress: progress, done: make(chan struct{})}
+	if maxConns > 0 {
+		b.slots = make(chan struct{}, maxConns)
+	}
+	return b
+}
+
+// Accept waits for a free slot, then for a connection.
+func (l *boundedListener) Accept() (net.Conn, error) {
+	if l.slots != nil {
+		select {
+		case l.slots <- struct{}{}:
+		default:
+			if l.onFull != nil {
+				l.onFull()
+			}
+			select {
+			case l.slots <- struct{}{}:
+			case <-l.done:
+				return nil, net.ErrClosed
+			}
+		}
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		l.release()
+		return nil, err
+	}
+	return &boundedConn{Conn: c, progress: l.progress, release: sync.OnceFunc(l.release)}, nil
+}
+
+func (l *boundedListener) release() {
+	if l.slots != nil {
+		<-l.slots
+	}
+}
+
+// Close stops Accept, including one waiting for a slot.
+func (l *boundedListener) Close() error {
+	l.stop.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// boundedConn is a connection of a boundedListener: each write must make
+// progress within its deadline, and Close frees its slot.
+type boundedConn struct {
+	net.Conn
+	progress time.Duration
+	release  func()
+}
+
+func (c *boundedConn) extend() {
+	if c.progress > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.progress))
+	}
+}
+
+func (c *boundedConn) Write(p []byte) (int, error) {
+	c.extend()
+	return c.Conn.Write(p)
+}
+
+// ReadFrom keeps sendfile: net/http hands a file to the connection's
+// ReadFrom, which a wrapper would otherwise hide. The file goes out in
+// chunks of sendfileChunk, each with its own deadline; each chunk is still
+// an *io.LimitedReader of the file, which *net.TCPConn sends by sendfile.
+func (c *boundedConn) ReadFrom(r io.Reader) (int64, error) {
+	rf, ok := c.Conn.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(writerOnly{c}, r)
+	}
+	src, left := r, int64(-1)
+	if lr, ok := r.(*io.LimitedReader); ok {
+		src, left = lr.R, lr.N
+		defer func() { lr.N = left }()
+	}
+	var total int64
+	for left != 0 {
+		want := int64(sendfileChunk)
+		if left > 0 {
+			want = min(want, left)
+		}
+		c.extend()
+		n, err := rf.ReadFrom(&io.LimitedReader{R: src, N: want})
+		total += n
+		if left > 0 {
+			left -= n
+		}
+		if err != nil || n < want {
+			return total, err // an error, or the end of src
+		}
+	}
+	return total, nil
+}
+
+// CloseWrite passes through to the connection, for net/http's graceful
+// close.
+func (c *boundedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *boundedConn) Close() error {
+	c.release()
+	return c.Conn.Close()
+}
+
+// writerOnly hides a writer's ReadFrom, so io.Copy does not call it back.
+type writerOnly struct{ io.Writer }

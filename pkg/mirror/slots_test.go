@@ -1,0 +1,139 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"nodecache/internal/registrytest"
+)
+
+// TestFillsQueueBeyondCap: with room for one fill, a second cold digest
+// waits, visibly, until the first fill ends, and then fills.
+func TestFillsQueueBeyondCap(t *testing.T) {
+	m := NewMetrics()
+	waiting := make(chan struct{}, 8)
+	e := newEnv(t, nil, WithMaxConcurrentFills(1), WithMetrics(m),
+		withFillWaitHook(func() { waiting <- struct{}{} }))
+	first := registrytest.Random(71, 1<<20)
+	second := registrytest.Random(72, 1<<20)
+	d1 := e.up.PushBlob(t, "test/app", first)
+	d2 := e.up.PushBlob(t, "test/app", second)
+	rest := make(chan struct{})
+	heldBlob(e, "test/app", d1, first, len(first)/4, rest)
+
+	resp1, err := http.Get(e.url("/v2/test/app/blobs/" + d1.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp1.Body.Close()
+	type answer struct {
+		body []byte
+		err  error
+	}
+	got2 := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(e.url("/v2/test/app/blobs/" + d2.String()))
+		if err != nil {
+			got2 <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got2 <- answer{b, err}
+	}()
+	within(t, waiting, "the second fill to queue")
+	if n := testutil.ToFloat64(m.fillsWaiting); n != 1 {
+		t.Fatalf("fills waiting = %v, want 1", n)
+	}
+	if n := e.up.BlobGets(d2); n != 0 {
+		t.Fatalf("upstream GETs of the queued digest = %d, want 0", n)
+	}
+
+	close(rest)
+	b1, err := io.ReadAll(resp1.Body)
+	if err != nil || !bytes.Equal(b1, first) {
+		t.Fatalf("first: %d bytes, %v", len(b1), err)
+	}
+	var a answer
+	select {
+	case a = <-got2:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queued fill never ran")
+	}
+	if a.err != nil || !bytes.Equal(a.body, second) {
+		t.Fatalf("second: %d bytes, %v", len(a.body), a.err)
+	}
+	if n := testutil.ToFloat64(m.fillsWaiting); n != 0 {
+		t.Fatalf("fills waiting = %v after the queue drained, want 0", n)
+	}
+}
+
+// TestQueuedClientLeaves: a request that leaves while its fill waits for
+// a slot leaves the queue, and a request for the same digest that came
+// after it queues on its own and is served.
+func TestQueuedClientLeaves(t *testing.T) {
+	m := NewMetrics()
+	waiting := make(chan struct{}, 8)
+	e := newEnv(t, nil, WithMaxConcurrentFills(1), WithMetrics(m),
+		withFillWaitHook(func() { waiting <- struct{}{} }))
+	first := registrytest.Random(73, 1<<20)
+	second := registrytest.Random(74, 1<<20)
+	d1 := e.up.PushBlob(t, "test/app", first)
+	d2 := e.up.PushBlob(t, "test/app", second)
+	rest := make(chan struct{})
+	heldBlob(e, "test/app", d1, first, len(first)/4, rest)
+	resp1, err := http.Get(e.url("/v2/test/app/blobs/" + d1.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp1.Body.Close()
+
+	ctx, leave := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.url("/v2/test/app/blobs/"+d2.String()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	within(t, waiting, "the leaving client's fill to queue")
+	leave()
+	within(t, left, "the client to leave")
+
+	got := make(chan []byte, 1)
+	go func() {
+		_, body := e.do(http.MethodGet, e.url("/v2/test/app/blobs/"+d2.String()), nil)
+		got <- body
+	}()
+	// The later request waits in a flight of its own: the leaver's has
+	// ended, so only one fill waits.
+	within(t, waiting, "the later client's fill to queue")
+	if n := testutil.ToFloat64(m.fillsWaiting); n != 1 {
+		t.Fatalf("fills waiting = %v, want 1: the leaver is still queued", n)
+	}
+	close(rest)
+	if _, err := io.ReadAll(resp1.Body); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, second) {
+			t.Fatalf("later client got %d bytes, want the blob", len(b))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the later client was never served")
+	}
+	if n := e.up.BlobGets(d2); n != 1 {
+		t.Fatalf("upstream GETs of the queued digest = %d, want 1", n)
+	}
+}
