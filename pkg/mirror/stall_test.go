@@ -57,7 +57,7 @@ func TestStalledUpstreamResumes(t *testing.T) {
 	path := "/v2/test/app/blobs/" + d.String()
 	var mu sync.Mutex // guards ranges
 	var ranges []string
-	hold := e.up.HoldAfter(300_000, nil, nil)
+	hold := e.up.Stall(300_000, registrytest.NewGate(), nil)
 	e.up.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodGet || r.URL.Path != path {
 			return false
@@ -89,7 +89,7 @@ func TestStalledUpstreamAbortsClients(t *testing.T) {
 	e := newStallEnv(t)
 	data := registrytest.Random(43, 1<<20)
 	d := e.up.PushBlob(t, "test/app", data)
-	e.up.SetFault(e.up.HoldAfter(100_000, nil, registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
+	e.up.SetFault(e.up.Stall(100_000, registrytest.NewGate(), registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
 	ctx, cancel := context.WithTimeout(t.Context(), stallTestBound)
 	defer cancel()
 	const clients = 3

@@ -48,7 +48,7 @@ func TestNeverEndingBlobStaysWithinMaxSize(t *testing.T) {
 	const maxSize = 1 << 20
 	ended := make(chan struct{}, 1)
 	e := newEnvStore(t, []diskstore.Option{diskstore.WithMaxSize(maxSize)},
-		[]registrytest.Option{registrytest.WithFault(registrytest.NeverEndingBody(registrytest.Route(http.MethodGet, registrytest.KindBlobs), ended))})
+		[]registrytest.Option{registrytest.WithFault(notifyEnd(registrytest.Endless(registrytest.Route(http.MethodGet, registrytest.KindBlobs)), ended))})
 	t.Cleanup(e.mirror.Close) // before the upstream stops: ends the fill even if the test fails
 	d := digest.FromString("a layer that never ends")
 	resp, err := http.Get(e.url("/v2/team/app/blobs/" + d.String()))
@@ -107,5 +107,21 @@ func TestUnsizedManifestIsCapped(t *testing.T) {
 	e.mirror.Close() // waits for the fill to end
 	if _, err := e.store.Stat(d); !errors.Is(err, diskstore.ErrNotFound) {
 		t.Fatalf("a %d-byte manifest was cached (%v)", len(big), err)
+	}
+}
+
+// notifyEnd passes requests to f and, each time f has answered one (an
+// Endless body ends only when its client goes), sends on ended without
+// blocking.
+func notifyEnd(f registrytest.Fault, ended chan<- struct{}) registrytest.Fault {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if !f(w, r) {
+			return false
+		}
+		select {
+		case ended <- struct{}{}:
+		default:
+		}
+		return true
 	}
 }

@@ -108,7 +108,7 @@ func stallFixture(t *testing.T, from int64, holds func(n int) bool, opts ...Opti
 	d := reg.PushBlob(t, "team/app", data)
 	log := &rangeLog{}
 	isBlobGet := registrytest.Route(http.MethodGet, registrytest.KindBlobs)
-	hold := reg.HoldAfter(from, nil, nil)
+	hold := reg.Stall(from, registrytest.NewGate(), nil)
 	reg.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
 		if !isBlobGet(r) || !holds(log.add(r)) {
 			return false
@@ -192,7 +192,7 @@ func TestStalledBodyFails(t *testing.T) {
 func TestStalledManifestBody(t *testing.T) {
 	reg := registrytest.Start(t)
 	img := reg.PushSingleImage(t, "team/app", "v1", 10)
-	reg.SetFault(reg.HoldAfter(0, nil, registrytest.Route(http.MethodGet, registrytest.KindManifests)))
+	reg.SetFault(reg.Stall(0, registrytest.NewGate(), registrytest.Route(http.MethodGet, registrytest.KindManifests)))
 	timers := newStallTimers()
 	c := newTestClient(t, reg.URL(), withStallTimers(timers.afterFunc))
 	resp, err := c.Fetch(testCtx(t), manifestRequest("team/app", img.Tag))
