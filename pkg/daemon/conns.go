@@ -3,6 +3,7 @@ package daemon
 import (
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -23,8 +24,10 @@ const writeProgressTimeout = time.Minute
 
 // sendfileChunk is what one deadline covers when a file goes out by
 // sendfile, which writes a whole file in one call: a client must take
-// 256 KiB a minute (about 4 KiB/s) to keep its connection.
-const sendfileChunk = 256 << 10
+// 1 MiB a minute (about 17 KiB/s) to keep its connection. Each chunk is
+// one more sendfile call and a little garbage; at 256 KiB, 64 clients of
+// a 256 MiB blob raised the daemon's peak RSS by 5 MiB, at 1 MiB by 2.
+const sendfileChunk = 1 << 20
 
 // boundedListener caps the connections served at once and gives each a
 // write progress deadline. It is written here rather than taken from
@@ -108,12 +111,16 @@ func (c *boundedConn) Write(p []byte) (int, error) {
 // an *io.LimitedReader of the file, which *net.TCPConn sends by sendfile.
 func (c *boundedConn) ReadFrom(r io.Reader) (int64, error) {
 	rf, ok := c.Conn.(io.ReaderFrom)
-	if !ok {
-		return io.Copy(writerOnly{c}, r)
-	}
 	src, left := r, int64(-1)
 	if lr, ok := r.(*io.LimitedReader); ok {
 		src, left = lr.R, lr.N
+	}
+	if _, file := src.(*os.File); !ok || !file {
+		// Not sendfile: one copy whose every Write extends the deadline.
+		// Chunking it would cost a new copy buffer per chunk.
+		return io.Copy(writerOnly{c}, r)
+	}
+	if lr, ok := r.(*io.LimitedReader); ok {
 		defer func() { lr.N = left }()
 	}
 	var total int64
