@@ -206,12 +206,11 @@ func (p *dialPolicy) check(ctx context.Context, address string) error {
 }
 
 // checkRedirect is checkRedirect, refusing https to http downgrades, and
-// targets given as an internal IP address the dial check would refuse:
-// checked here too, since a connection the transport already holds to
-// that address would be reused without a dial. Names are checked when
-// dialled; a redirect to a name the transport already holds an idle
-// connection to (dialled for an endpoint of that address's class) reuses
-// it unchecked, the one gap left.
+// targets the dial check would refuse: checked here too, since a
+// connection the transport already holds to the target (dialled for an
+// endpoint of its class) would be reused without a dial. A target given
+// by name is resolved for the check; a new connection is checked again
+// at its dial, on the address it then resolves to.
 func (g *guard) checkRedirect(req *http.Request, via []*http.Request) error {
 	if req.URL.Scheme == "http" {
 		for _, v := range via {
@@ -222,14 +221,30 @@ func (g *guard) checkRedirect(req *http.Request, via []*http.Request) error {
 		}
 	}
 	if p, ok := policyFrom(req.Context()); ok && !p.trusted(hostPort(req.URL)) {
-		if a, err := netip.ParseAddr(req.URL.Hostname()); err == nil {
-			if err := p.check(req.Context(), netip.AddrPortFrom(a, 0).String()); err != nil {
-				g.refused.WithLabelValues(refusedInternal).Inc()
-				return err
-			}
+		if err := p.checkHost(req.Context(), req.URL.Hostname()); err != nil {
+			g.refused.WithLabelValues(refusedInternal).Inc()
+			return err
 		}
 	}
 	return checkRedirect(req, via)
+}
+
+// checkHost applies check to every address host (a name or an address)
+// resolves to. A name that does not resolve is left to the dial, which
+// fails on it.
+func (p *dialPolicy) checkHost(ctx context.Context, host string) error {
+	addrs := []netip.Addr{}
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = append(addrs, a)
+	} else if addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		if err := p.check(ctx, netip.AddrPortFrom(a.Unmap(), 0).String()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Describe implements prometheus.Collector.

@@ -241,6 +241,50 @@ func TestRedirectToPooledInternalRefused(t *testing.T) {
 	}
 }
 
+// TestRedirectByNameToPooledInternalRefused: as above, with the redirect
+// naming the internal registry's host rather than its address. The
+// transport holds an idle connection to that name (the internal registry's
+// own fetch, allowed for it), so no dial would check it: the name is
+// resolved and checked before the redirect is followed.
+func TestRedirectByNameToPooledInternalRefused(t *testing.T) {
+	tg := newTarget(t, "127.0.0.1:0")
+	byName := "http://localhost:" + tg.srv.URL[strings.LastIndexByte(tg.srv.URL, ':')+1:]
+	reg := redirector(t, byName+"/list")
+	const internal = "internal.test"
+	c, err := New(map[string]string{testRegistry: reg.URL, internal: byName},
+		WithSleep(new(sleeps).sleep),
+		withEndpointClasses(func(ctx context.Context, host string) (classSet, error) {
+			if host == "127.0.0.1" { // the redirecting registry counts as public
+				return classSet(0).with(classPublic), nil
+			}
+			return resolvedClasses(ctx, host)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := tagsRequest()
+	r.Registry = internal
+	resp, err := c.Fetch(testCtx(t), r)
+	if err != nil {
+		t.Fatalf("the internal registry itself: %v", err)
+	}
+	_, _ = io.ReadAll(resp.Body) // read to the end, so the connection is pooled
+	resp.Body.Close()
+
+	resp, err = c.Fetch(testCtx(t), tagsRequest())
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("Fetch followed the redirect: status %d, body %q", resp.StatusCode, body)
+	}
+	if !errors.Is(err, ErrRedirectRefused) {
+		t.Errorf("err = %v, want ErrRedirectRefused", err)
+	}
+	if n := tg.accepts.Load(); n != 1 {
+		t.Errorf("the internal registry accepted %d connections, want 1 (its own fetch)", n)
+	}
+}
+
 // TestHostsMirrorRedirectToInternalRefused: a hosts.toml mirror (public,
 // as forced here) that redirects to an internal address gets no
 // connection made there; the registry's server is asked instead.
