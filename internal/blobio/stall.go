@@ -24,12 +24,15 @@ type AfterFunc func(d time.Duration, f func()) Timer
 // RealTimers is time.AfterFunc as an AfterFunc.
 func RealTimers(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
-// StallReader ends a transfer that sends nothing for a while. Every read
-// that returns bytes restarts a timer of after; if it fires, stop is
-// called, which must make a Read in progress return (for an HTTP body:
-// cancel the request's context), and that Read's error then wraps
-// ErrStalled. No wall-clock limit applies to a transfer that makes
-// progress.
+// StallReader ends a transfer that sends nothing for a while. The timer
+// of after runs only while a Read waits for rc: it starts with the reader
+// (the wait for the first bytes), is Reset as each later Read begins and
+// stopped as each Read returns, so time the consumer spends between Reads
+// (a slow client downstream, a writer held up) never counts as silence of
+// the source. If it fires, stop is called, which must make the Read in
+// progress return (for an HTTP body: cancel the request's context), and
+// that Read's error then wraps ErrStalled. No wall-clock limit applies to
+// a transfer that makes progress.
 //
 // Read must not be called concurrently; Close may be called from any
 // goroutine.
@@ -37,6 +40,7 @@ type StallReader struct {
 	rc      io.ReadCloser
 	after   time.Duration
 	timer   Timer
+	running bool        // the timer is armed; only Read uses it
 	stalled atomic.Bool // set by the timer's goroutine
 }
 
@@ -47,7 +51,7 @@ func NewStallReader(rc io.ReadCloser, after time.Duration, stop func(), afterFun
 	if afterFunc == nil {
 		afterFunc = RealTimers
 	}
-	s := &StallReader{rc: rc, after: after}
+	s := &StallReader{rc: rc, after: after, running: true}
 	s.timer = afterFunc(after, func() {
 		s.stalled.Store(true)
 		stop()
@@ -57,10 +61,12 @@ func NewStallReader(rc io.ReadCloser, after time.Duration, stop func(), afterFun
 
 // Read implements io.Reader.
 func (s *StallReader) Read(p []byte) (int, error) {
-	n, err := s.rc.Read(p)
-	if n > 0 {
+	if !s.running {
 		s.timer.Reset(s.after)
 	}
+	n, err := s.rc.Read(p)
+	s.timer.Stop()
+	s.running = false
 	if err != nil && err != io.EOF && s.stalled.Load() {
 		err = fmt.Errorf("%w: nothing for %s: %w", ErrStalled, s.after, err)
 	}
