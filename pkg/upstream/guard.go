@@ -26,7 +26,7 @@ type addrClass uint8
 const (
 	classPublic      addrClass = iota
 	classLoopback              // 127/8, ::1
-	classPrivate               // 10/8, 172.16/12, 192.168/16, fc00::/7
+	classPrivate               // 10/8, 172.16/12, 192.168/16, 100.64/10, 192.0.0/24, 198.18/15, fc00::/7
 	classLinkLocal             // 169.254/16 (cloud metadata), fe80::/10
 	classUnspecified           // 0/8, ::
 	classMulticast             // 224/4, 255.255.255.255, ff00::/8
@@ -36,10 +36,28 @@ func (c addrClass) String() string {
 	return [...]string{"public", "loopback", "private", "link-local", "unspecified", "multicast"}[c]
 }
 
-// classify returns a's class; an IPv4-mapped IPv6 address is the IPv4
-// address it carries.
+// Blocks that are not public although netip does not call them private:
+// shared address space (RFC 6598, carrier-grade NAT, and where some clouds
+// put their metadata service: Alibaba's is 100.100.100.200), IETF protocol
+// assignments (RFC 6890) and benchmarking (RFC 2544).
+var privateV4 = []netip.Prefix{
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+}
+
+// nat64 is the well-known NAT64 prefix (RFC 6052): its addresses reach the
+// IPv4 address in their last 32 bits.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// classify returns a's class; an IPv4-mapped IPv6 address, or a NAT64 one,
+// is the IPv4 address it carries.
 func classify(a netip.Addr) addrClass {
 	a = a.Unmap()
+	if nat64.Contains(a) {
+		b := a.As16()
+		a = netip.AddrFrom4([4]byte(b[12:]))
+	}
 	switch {
 	case a.IsLoopback():
 		return classLoopback
@@ -49,10 +67,19 @@ func classify(a netip.Addr) addrClass {
 		return classLinkLocal
 	case a.IsMulticast(), a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return classMulticast
-	case a.IsPrivate():
+	case a.IsPrivate(), inAny(privateV4, a):
 		return classPrivate
 	}
 	return classPublic
+}
+
+func inAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // classSet is a set of address classes.

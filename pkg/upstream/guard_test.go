@@ -63,6 +63,30 @@ func TestClassify(t *testing.T) {
 		{"::ffff:0.0.0.0", classUnspecified},
 		{"::ffff:224.0.0.1", classMulticast},
 		{"::ffff:8.8.8.8", classPublic},
+		// Shared address space (CGNAT; Alibaba Cloud's metadata service is
+		// 100.100.100.200), IETF protocol assignments, benchmarking.
+		{"100.64.0.1", classPrivate},
+		{"100.100.100.200", classPrivate},
+		{"100.127.255.255", classPrivate},
+		{"100.63.255.255", classPublic},
+		{"100.128.0.0", classPublic},
+		{"192.0.0.1", classPrivate},
+		{"192.0.0.170", classPrivate},
+		{"192.0.1.1", classPublic},
+		{"198.18.0.1", classPrivate},
+		{"198.19.255.255", classPrivate},
+		{"198.17.255.255", classPublic},
+		{"198.20.0.0", classPublic},
+		{"::ffff:100.100.100.200", classPrivate},
+		// NAT64 (64:ff9b::/96) is the IPv4 address it carries.
+		{"64:ff9b::a9fe:a9fe", classLinkLocal},
+		{"64:ff9b::7f00:1", classLoopback},
+		{"64:ff9b::10.0.0.1", classPrivate},
+		{"64:ff9b::100.100.100.200", classPrivate},
+		{"64:ff9b::0.0.0.0", classUnspecified},
+		{"64:ff9b::224.0.0.1", classMulticast},
+		{"64:ff9b::8.8.8.8", classPublic},
+		{"64:ff9b:0:0:0:1::1", classPublic},
 	}
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
