@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -148,6 +149,7 @@ type Store struct {
 	scrubRate     int64              // bytes per second
 	scrubTicks    <-chan time.Time   // tests: drives the scrub instead of a ticker
 	scrubTicked   func(hashed int64) // tests: after each scrub tick
+	flock         func(fd, how int) error
 
 	// mu guards the fields below.
 	mu         sync.Mutex
@@ -176,9 +178,11 @@ type Stats struct {
 // Open opens or creates the store rooted at dir, removes leftovers of fills
 // interrupted by a crash, and loads the index from the files on disk.
 // The store holds an exclusive lock on dir until Close: a second Open of
-// the same directory fails with an error matching ErrLocked. If the last
-// store on dir did not Close (a crash), the entries written in the
-// minute before it are re-hashed before Open returns (see crashWindow).
+// the same directory fails with an error matching ErrLocked. On a
+// filesystem without flock the store logs a warning and runs unlocked,
+// and nothing keeps a second store out. If the last store on dir did not
+// Close (a crash), the entries written in the minute before it are
+// re-hashed before Open returns (see crashWindow).
 func Open(dir string, opts ...Option) (*Store, error) {
 	s := &Store{
 		root:       dir,
@@ -191,6 +195,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 
 		scrubInterval: DefaultScrubInterval,
 		scrubRate:     DefaultScrubRate,
+		flock:         syscall.Flock,
 	}
 	for _, o := range opts {
 		o(s)
@@ -203,7 +208,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	}
 	// The lock comes before anything is removed: the leftovers could be
 	// another store's fills in progress.
-	lock, err := lockDir(dir)
+	lock, err := s.lockDir()
 	if err != nil {
 		return nil, err
 	}
