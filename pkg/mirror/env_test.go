@@ -71,6 +71,13 @@ func newEnvClient(t *testing.T, store *diskstore.Store, upOpts []registrytest.Op
 	}
 	m := New(e.store, client, append(base, opts...)...)
 	e.mirror = m
+	// After the server below stops and before the upstream does: end the
+	// fills still running and close the store, so nothing writes into the
+	// test's directory while it is removed.
+	t.Cleanup(func() {
+		m.Close()
+		e.store.Close()
+	})
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case e.arrived <- struct{}{}:
