@@ -120,7 +120,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 	timeoutCtx, cancelTimeout := context.WithTimeout(s.fillCtx, s.fillTimeout)
 	ctx, stop := context.WithCancelCause(timeoutCtx)
 	cancel := func() { stop(nil); cancelTimeout() }
-	release, err := s.takeFillSlot(q.r.Context(), ctx)
+	release, err := s.fillSlot(q, ctx)
 	if err != nil {
 		cancel()
 		if q.r.Context().Err() != nil {
