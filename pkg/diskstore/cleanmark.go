@@ -17,7 +17,10 @@ const cleanName = "clean"
 // committed entry is whole unless the disk lost writes it had
 // acknowledged, and those are the last ones before the crash. A minute
 // is also the resolution of an entry's mtime as its last use
-// (touchInterval), and bounds the work to what one minute of fills wrote.
+// (touchInterval). Since a serve updates the mtime too, the window takes
+// in every entry written or served in the last minute, not only the
+// writes: the work is bounded by what one minute of fills and hits
+// touched.
 const crashWindow = time.Minute
 
 // takeCleanMark removes the clean mark and reports whether it was there.
@@ -46,7 +49,8 @@ func (s *Store) leaveCleanMark() error {
 //
 // It runs inside Open, before anything can be served, rather than in the
 // background after: an entry found bad then was never served, and the
-// work is bounded by what one minute of fills wrote. A daemon that is
+// work is bounded by what one minute of fills and hits touched (the mtime
+// is the last use as well as the write). A daemon that is
 // not listening yet costs its clients little, as containerd pulls from
 // the registry itself when its mirror does not answer.
 func (s *Store) verifyRecent(found []loaded) {
@@ -64,6 +68,6 @@ func (s *Store) verifyRecent(found []loaded) {
 			s.removeCorrupt(d, nil, err)
 		}
 	}
-	s.log.Info("re-verified the entries written just before an unclean stop",
+	s.log.Info("re-verified the entries written or used just before an unclean stop",
 		"entries", entries, "bytes", bytes, "took", s.now().Sub(start))
 }

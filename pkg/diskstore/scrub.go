@@ -1,7 +1,6 @@
 package diskstore
 
 import (
-	"errors"
 	"hash"
 	"io"
 	"os"
@@ -193,31 +192,33 @@ func (s *Store) shardDirs() []string {
 }
 
 // removeCorrupt removes d, found not to match its digest, and counts it.
-// fi is the file that was hashed: if d's file is another one by now (d
-// was evicted and filled again meanwhile), it is left alone.
+// fi is the file that was hashed (nil: the file now at d's path): if d's
+// file is another one by now (d was evicted and filled again meanwhile),
+// it is left alone.
+//
+// Only an entry in the index is removed, and it is checked and taken out
+// of the index under the lock: while d is indexed no new fill of d can
+// put its file in place, so the file checked is the file removed. An
+// entry not in the index is left alone: it is being evicted (the
+// eviction unlinks it) or a new fill of d is committing it, and removing
+// its path here could remove that new, good file once it is indexed.
 func (s *Store) removeCorrupt(d digest.Digest, fi os.FileInfo, why error) {
-	p := s.path(d)
-	if now, err := os.Stat(p); err != nil || (fi != nil && !os.SameFile(now, fi)) {
-		return
-	}
-	s.log.Warn("cache entry does not match its digest; removed", "digest", d, "error", why)
 	k, _, _ := keyOf(d)
 	s.mu.Lock()
-	s.counts.Corrupt++
 	r, ok := s.index.Peek(k)
-	var victims []victim
-	if ok {
-		victims = append(victims, s.takeLocked(k, r))
+	if ok && fi != nil {
+		now, err := os.Stat(s.path(d))
+		ok = err == nil && os.SameFile(now, fi)
 	}
-	s.mu.Unlock()
-	if ok {
-		s.removeVictims(victims, "corrupt")
+	if !ok {
+		s.mu.Unlock()
 		return
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("remove corrupt cache entry", "digest", d, "error", err)
-	}
-	os.Remove(p + typeSuffix)
+	s.counts.Corrupt++
+	victims := []victim{s.takeLocked(k, r)}
+	s.mu.Unlock()
+	s.log.Warn("cache entry does not match its digest; removed", "digest", d, "error", why)
+	s.removeVictims(victims, "corrupt")
 }
 
 // closeScrub lets go of the file a pass was reading.

@@ -233,6 +233,11 @@ func TestNoJoiningAPrivateFill(t *testing.T) {
 		t.Errorf("anonymous during alice's fill: status %d, want 401", resp.StatusCode)
 	}
 	close(rest)
+	// Read alice's answer to its end: the last byte waits for the commit,
+	// so the fill is done with the store's directory before it is removed.
+	if b, err := io.ReadAll(resp.Body); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("alice: %d bytes, %v", len(b), err)
+	}
 }
 
 // tokenSubject returns the user a request's bearer token was minted for.

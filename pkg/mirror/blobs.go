@@ -45,9 +45,10 @@ func (s *Server) serveBlob(q *request) error {
 
 // headSizeWait bounds how long a HEAD waits for a fill of unknown size
 // to end, so that its answer can carry a Content-Length (containerd takes
-// a manifest's size from it). It stays well inside containerd's 30 s wait
-// for headers; past it, upstream's HEAD answers.
-const headSizeWait = 10 * time.Second
+// a manifest's size from it). Past it, upstream's HEAD answers, and that
+// may take up to upstream.DefaultFirstResponseBudget (25 s): 3 s + 25 s
+// stays below containerd's 30 s wait for headers.
+const headSizeWait = 3 * time.Second
 
 // lookupSized is lookup for a HEAD. A fill whose source sent no size is
 // waited for, at most headSizeWait, and the committed content returned;

@@ -38,8 +38,9 @@
 //     of its own, on the Server's context and fill timeout rather than the
 //     request's, so a client hanging up ends no fill; once no client is
 //     left for a grace period, the fill stops (fillClients, unread.go).
-//     A slot (slots.go) is taken first: at most so many fills run at
-//     once, and the rest wait in their flights. The flight then lands
+//     A blob fill takes a slot (slots.go) first: at most so many run at
+//     once, and the rest wait in their flights; manifest fills, small and
+//     needed before any layer, take none. The flight then lands
 //     (landedFill): it lasts one round trip, not the download.
 //  4. copyFill copies the source into the fill. The store hashes the bytes
 //     as they arrive, and Fill.Commit checks the digest and size, fsyncs

@@ -120,7 +120,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 	timeoutCtx, cancelTimeout := context.WithTimeout(s.fillCtx, s.fillTimeout)
 	ctx, stop := context.WithCancelCause(timeoutCtx)
 	cancel := func() { stop(nil); cancelTimeout() }
-	release, err := s.takeFillSlot(q.r.Context(), ctx)
+	release, err := s.fillSlot(q, ctx)
 	if err != nil {
 		cancel()
 		if q.r.Context().Err() != nil {
@@ -136,10 +136,13 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 	}
 	fill, err := s.store.Begin(d, src.size, diskstore.Meta{MediaType: src.mediaType, Public: src.public})
 	if cannotCache(err) {
-		release() // streamed to one client, which bounds it
+		// The download keeps its slot until the stream is closed: it is
+		// an upstream connection like any fill, and freeing the slot here
+		// would let a flood of large blobs start one download each.
 		s.log.LogAttrs(ctx, slog.LevelInfo, "streaming uncached", slog.String("registry", q.registry),
 			slog.String("digest", d.String()), slog.Int64("bytes", src.size), slog.Any("reason", err))
-		return landing{kind: landedUncached, stream: &uncached{src: src, cancel: cancel}}, nil
+		end := func() { cancel(); release() }
+		return landing{kind: landedUncached, stream: &uncached{src: src, cancel: end}}, nil
 	}
 	if err != nil {
 		release()

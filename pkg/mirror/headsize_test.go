@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"nodecache/internal/registrytest"
+	"nodecache/pkg/upstream"
 )
 
 // TestHeadDuringUnsizedFillHasLength: upstream streams a blob without
@@ -87,5 +88,16 @@ func TestHeadDuringEndlessUnsizedFillAsksUpstream(t *testing.T) {
 	}
 	if e.up.Count(http.MethodHead, registrytest.KindBlobs) != heads+1 {
 		t.Fatal("the HEAD was not answered from upstream's HEAD")
+	}
+}
+
+// TestHeadSizeWaitFitsContainerdsWait: a HEAD may wait headSizeWait for a
+// fill and then ask upstream, within its first-response budget; both
+// together must answer before containerd gives up on headers (30 s).
+func TestHeadSizeWaitFitsContainerdsWait(t *testing.T) {
+	const containerdHeaderWait = 30 * time.Second
+	if worst := headSizeWait + upstream.DefaultFirstResponseBudget; worst >= containerdHeaderWait {
+		t.Fatalf("headSizeWait %v + first-response budget %v = %v, not below containerd's %v",
+			headSizeWait, upstream.DefaultFirstResponseBudget, worst, containerdHeaderWait)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"nodecache/internal/ocierr"
+	"nodecache/internal/ociref"
 )
 
 // DefaultMaxConcurrentFills bounds the fills that run at once; the rest
@@ -17,6 +18,12 @@ import (
 // fills, peers' requests included. 64 leaves room for that, and holds a
 // flood of cold requests to 64 downloads: 64 copy buffers (16 MiB), 64
 // temporary files and 64 upstream connections.
+//
+// Only blob fills take a slot (fillSlot). A manifest fill, by tag (its
+// body already read into memory) or by digest (capped at
+// maxManifestSize), is small and short, and an image cannot start without
+// its manifests: queued behind slow layer downloads during a rollout, it
+// would miss containerd's 30 s for the answer.
 const DefaultMaxConcurrentFills = 64
 
 // WithMaxConcurrentFills bounds how many fills run at once (see
@@ -51,6 +58,16 @@ func newFillSlots(n int) *fillSlots {
 // errFillTimeout answers a request whose fill waited for a slot for the
 // whole fill timeout.
 var errFillTimeout = ocierr.Errorf(http.StatusServiceUnavailable, ocierr.CodeUnavailable, "too many downloads in progress; try again")
+
+// fillSlot takes a slot for q's fill if it needs one: only blob fills
+// do (see DefaultMaxConcurrentFills). A fill that needs none gets a
+// release that does nothing.
+func (s *Server) fillSlot(q *request, fillCtx context.Context) (release func(), err error) {
+	if q.route.kind != ociref.KindBlobs {
+		return func() {}, nil
+	}
+	return s.takeFillSlot(q.r.Context(), fillCtx)
+}
 
 // takeFillSlot waits for a slot for a fill, as long as both the request (reqCtx)
 // and the fill (fillCtx: its timeout, the server's Close) do. It returns

@@ -18,9 +18,14 @@ import (
 // one client, verified, and not kept. Other clients that joined the same
 // flight fetch their own copy: the blob cannot be shared through the
 // store, and holding it in memory for them could be gigabytes.
+//
+// The download holds its fill slot (if it took one) until the stream is
+// closed: cancel frees it, and is called exactly once, by the client that
+// claimed the stream when it closes it (uncachedContent), or by release
+// when nobody claimed it.
 type uncached struct {
 	src     fillSource
-	cancel  context.CancelFunc
+	cancel  func() // ends the download's context and frees its slot
 	claimed atomic.Bool
 }
 
@@ -40,8 +45,10 @@ func cannotCache(err error) bool {
 	return errors.Is(err, diskstore.ErrTooLarge) || errors.Is(err, diskstore.ErrNoSpace)
 }
 
-// uncachedContent wraps a download of d as content to serve.
-func uncachedContent(d digest.Digest, src fillSource, cancel context.CancelFunc) *uncachedStream {
+// uncachedContent wraps a download of d as content to serve. cancel
+// ends the download and frees its slot; it runs once, when the stream is
+// closed.
+func uncachedContent(d digest.Digest, src fillSource, cancel func()) *uncachedStream {
 	return &uncachedStream{
 		contentInfo: contentInfo{digest: d, size: src.size, mediaType: src.mediaType, public: src.public, whole: true, arriving: true},
 		body:        blobio.NewVerifier(src.body, d, src.size),
@@ -52,9 +59,17 @@ func uncachedContent(d digest.Digest, src fillSource, cancel context.CancelFunc)
 	}
 }
 
-// fetchUncached fetches d from upstream for this client alone.
+// fetchUncached fetches d from upstream for this client alone. A blob
+// download takes a fill slot like any fill, and holds it until the
+// stream is closed.
 func (s *Server) fetchUncached(q *request, d digest.Digest, header http.Header) (content, error) {
-	ctx, cancel := context.WithTimeout(q.r.Context(), s.fillTimeout)
+	ctx, cancelCtx := context.WithTimeout(q.r.Context(), s.fillTimeout)
+	release, err := s.fillSlot(q, ctx)
+	if err != nil {
+		cancelCtx()
+		return nil, err
+	}
+	cancel := func() { cancelCtx(); release() }
 	src, err := s.openUpstream(ctx, q, d, header)
 	if err != nil {
 		cancel()
