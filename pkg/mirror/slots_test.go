@@ -11,15 +11,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"nodecache/internal/registrytest"
+	"nodecache/pkg/diskstore"
 )
 
 // TestFillsQueueBeyondCap: with room for one fill, a second cold digest
 // waits, visibly, until the first fill ends, and then fills.
 func TestFillsQueueBeyondCap(t *testing.T) {
-	m := NewMetrics()
-	waiting := make(chan struct{}, 8)
-	e := newEnv(t, nil, WithMaxConcurrentFills(1), WithMetrics(m),
-		withFillWaitHook(func() { waiting <- struct{}{} }))
+	e, m, waiting := slotEnv(t)
 	first := registrytest.Random(71, 1<<20)
 	second := registrytest.Random(72, 1<<20)
 	d1 := e.up.PushBlob(t, "test/app", first)
@@ -32,21 +30,7 @@ func TestFillsQueueBeyondCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp1.Body.Close()
-	type answer struct {
-		body []byte
-		err  error
-	}
-	got2 := make(chan answer, 1)
-	go func() {
-		resp, err := http.Get(e.url("/v2/test/app/blobs/" + d2.String()))
-		if err != nil {
-			got2 <- answer{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		got2 <- answer{b, err}
-	}()
+	got2 := getLater(e.url("/v2/test/app/blobs/" + d2.String()))
 	within(t, waiting, "the second fill to queue")
 	if n := testutil.ToFloat64(m.fillsWaiting); n != 1 {
 		t.Fatalf("fills waiting = %v, want 1", n)
@@ -60,15 +44,7 @@ func TestFillsQueueBeyondCap(t *testing.T) {
 	if err != nil || !bytes.Equal(b1, first) {
 		t.Fatalf("first: %d bytes, %v", len(b1), err)
 	}
-	var a answer
-	select {
-	case a = <-got2:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the queued fill never ran")
-	}
-	if a.err != nil || !bytes.Equal(a.body, second) {
-		t.Fatalf("second: %d bytes, %v", len(a.body), a.err)
-	}
+	wantAnswer(t, got2, second, "the queued fill")
 	if n := testutil.ToFloat64(m.fillsWaiting); n != 0 {
 		t.Fatalf("fills waiting = %v after the queue drained, want 0", n)
 	}
@@ -78,10 +54,7 @@ func TestFillsQueueBeyondCap(t *testing.T) {
 // a slot leaves the queue, and a request for the same digest that came
 // after it queues on its own and is served.
 func TestQueuedClientLeaves(t *testing.T) {
-	m := NewMetrics()
-	waiting := make(chan struct{}, 8)
-	e := newEnv(t, nil, WithMaxConcurrentFills(1), WithMetrics(m),
-		withFillWaitHook(func() { waiting <- struct{}{} }))
+	e, m, waiting := slotEnv(t)
 	first := registrytest.Random(73, 1<<20)
 	second := registrytest.Random(74, 1<<20)
 	d1 := e.up.PushBlob(t, "test/app", first)
@@ -110,11 +83,7 @@ func TestQueuedClientLeaves(t *testing.T) {
 	leave()
 	within(t, left, "the client to leave")
 
-	got := make(chan []byte, 1)
-	go func() {
-		_, body := e.do(http.MethodGet, e.url("/v2/test/app/blobs/"+d2.String()), nil)
-		got <- body
-	}()
+	got := getLater(e.url("/v2/test/app/blobs/" + d2.String()))
 	// The later request waits in a flight of its own: the leaver's has
 	// ended, so only one fill waits.
 	within(t, waiting, "the later client's fill to queue")
@@ -125,15 +94,55 @@ func TestQueuedClientLeaves(t *testing.T) {
 	if _, err := io.ReadAll(resp1.Body); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case b := <-got:
-		if !bytes.Equal(b, second) {
-			t.Fatalf("later client got %d bytes, want the blob", len(b))
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the later client was never served")
-	}
+	wantAnswer(t, got, second, "the later client")
 	if n := e.up.BlobGets(d2); n != 1 {
 		t.Fatalf("upstream GETs of the queued digest = %d, want 1", n)
+	}
+}
+
+// slotEnv is an env with room for one fill and metrics, whose waiting
+// receives a value each time a fill queues for a slot.
+func slotEnv(t *testing.T, storeOpts ...diskstore.Option) (e *env, m *Metrics, waiting chan struct{}) {
+	m = NewMetrics()
+	waiting = make(chan struct{}, 8)
+	e = newEnvStore(t, storeOpts, nil, WithMaxConcurrentFills(1), WithMetrics(m),
+		withFillWaitHook(func() { waiting <- struct{}{} }))
+	return e, m, waiting
+}
+
+// answer is what a GET sent by getLater got.
+type answer struct {
+	body []byte
+	err  error
+}
+
+// getLater sends a GET of url in a goroutine; its answer arrives on the
+// channel once the body is read.
+func getLater(url string) <-chan answer {
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- answer{b, err}
+	}()
+	return got
+}
+
+// wantAnswer waits for got (bounded, to fail rather than hang) and checks
+// that its body is want.
+func wantAnswer(t *testing.T, got <-chan answer, want []byte, what string) {
+	t.Helper()
+	select {
+	case a := <-got:
+		if a.err != nil || !bytes.Equal(a.body, want) {
+			t.Fatalf("%s: %d bytes, %v", what, len(a.body), a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: never served", what)
 	}
 }

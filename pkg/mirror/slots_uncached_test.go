@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"testing"
-	"time"
 
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/diskstore"
@@ -18,10 +17,7 @@ import (
 // before, the slot was freed as soon as the download turned out
 // uncacheable, so every connection got its own upstream download.
 func TestUncachedStreamHoldsItsSlot(t *testing.T) {
-	m := NewMetrics()
-	waiting := make(chan struct{}, 8)
-	e := newEnvStore(t, []diskstore.Option{diskstore.WithMaxSize(1 << 20)}, nil,
-		WithMaxConcurrentFills(1), WithMetrics(m), withFillWaitHook(func() { waiting <- struct{}{} }))
+	e, _, waiting := slotEnv(t, diskstore.WithMaxSize(1<<20))
 	t.Cleanup(e.mirror.Close)
 	first := registrytest.Random(93, 2<<20)
 	second := registrytest.Random(94, 2<<20)
@@ -36,21 +32,7 @@ func TestUncachedStreamHoldsItsSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp1.Body.Close()
-	type answer struct {
-		body []byte
-		err  error
-	}
-	got2 := make(chan answer, 1)
-	go func() {
-		resp, err := http.Get(e.url("/v2/test/big/blobs/" + d2.String()))
-		if err != nil {
-			got2 <- answer{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		got2 <- answer{b, err}
-	}()
+	got2 := getLater(e.url("/v2/test/big/blobs/" + d2.String()))
 	within(t, waiting, "the second large blob to wait for a slot")
 	if n := e.up.BlobGets(d2); n != 0 {
 		t.Fatalf("upstream GETs of the waiting blob = %d, want 0", n)
@@ -62,15 +44,7 @@ func TestUncachedStreamHoldsItsSlot(t *testing.T) {
 		t.Fatalf("first: %d bytes, %v", len(b1), err)
 	}
 	resp1.Body.Close()
-	var a answer
-	select {
-	case a = <-got2:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the waiting blob was not served after the first stream closed")
-	}
-	if a.err != nil || !bytes.Equal(a.body, second) {
-		t.Fatalf("second: %d bytes, %v", len(a.body), a.err)
-	}
+	wantAnswer(t, got2, second, "the blob waiting for the first stream to close")
 	if _, err := e.store.Stat(d1); err == nil {
 		t.Fatal("a blob larger than the store's maximum was cached")
 	}
