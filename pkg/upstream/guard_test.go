@@ -225,87 +225,56 @@ func TestRedirectDowngradeRefused(t *testing.T) {
 
 // TestRedirectToPooledInternalRefused: the node holds an idle connection
 // to an internal registry it is configured for; a public registry that
-// redirects to that address must not get it reused, which no dial check
-// would see.
+// redirects to it must not get that connection reused, which no dial
+// check would see. The redirect names the internal registry by address,
+// or by a host name (resolved and checked before it is followed).
 func TestRedirectToPooledInternalRefused(t *testing.T) {
-	tg := newTarget(t, "127.0.0.2:0")
-	reg := redirector(t, tg.srv.URL+"/list")
-	const internal = "internal.test"
-	c, err := New(map[string]string{testRegistry: reg.URL, internal: tg.srv.URL},
-		WithSleep(new(sleeps).sleep),
-		withEndpointClasses(func(ctx context.Context, host string) (classSet, error) {
-			if host == "127.0.0.1" { // the redirecting registry counts as public
-				return classSet(0).with(classPublic), nil
+	for _, tc := range []struct {
+		name   string
+		listen string
+		url    func(srvURL string) string // the internal registry's URL, also the redirect's target
+	}{
+		{"by address", "127.0.0.2:0", func(u string) string { return u }},
+		{"by name", "127.0.0.1:0", func(u string) string { return "http://localhost:" + u[strings.LastIndexByte(u, ':')+1:] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := newTarget(t, tc.listen)
+			internalURL := tc.url(tg.srv.URL)
+			reg := redirector(t, internalURL+"/list")
+			const internal = "internal.test"
+			c, err := New(map[string]string{testRegistry: reg.URL, internal: internalURL},
+				WithSleep(new(sleeps).sleep),
+				withEndpointClasses(func(ctx context.Context, host string) (classSet, error) {
+					if host == "127.0.0.1" { // the redirecting registry counts as public
+						return classSet(0).with(classPublic), nil
+					}
+					return resolvedClasses(ctx, host)
+				}))
+			if err != nil {
+				t.Fatal(err)
 			}
-			return resolvedClasses(ctx, host)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := tagsRequest()
-	r.Registry = internal
-	resp, err := c.Fetch(testCtx(t), r)
-	if err != nil {
-		t.Fatalf("the internal registry itself: %v", err)
-	}
-	_, _ = io.ReadAll(resp.Body) // read to the end, so the connection is pooled
-	resp.Body.Close()
-
-	resp, err = c.Fetch(testCtx(t), tagsRequest())
-	if err == nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		t.Fatalf("Fetch followed the redirect: status %d, body %q", resp.StatusCode, body)
-	}
-	if !errors.Is(err, ErrRedirectRefused) {
-		t.Errorf("err = %v, want ErrRedirectRefused", err)
-	}
-	if n := tg.accepts.Load(); n != 1 {
-		t.Errorf("the internal registry accepted %d connections, want 1 (its own fetch)", n)
-	}
-}
-
-// TestRedirectByNameToPooledInternalRefused: as above, with the redirect
-// naming the internal registry's host rather than its address. The
-// transport holds an idle connection to that name (the internal registry's
-// own fetch, allowed for it), so no dial would check it: the name is
-// resolved and checked before the redirect is followed.
-func TestRedirectByNameToPooledInternalRefused(t *testing.T) {
-	tg := newTarget(t, "127.0.0.1:0")
-	byName := "http://localhost:" + tg.srv.URL[strings.LastIndexByte(tg.srv.URL, ':')+1:]
-	reg := redirector(t, byName+"/list")
-	const internal = "internal.test"
-	c, err := New(map[string]string{testRegistry: reg.URL, internal: byName},
-		WithSleep(new(sleeps).sleep),
-		withEndpointClasses(func(ctx context.Context, host string) (classSet, error) {
-			if host == "127.0.0.1" { // the redirecting registry counts as public
-				return classSet(0).with(classPublic), nil
+			r := tagsRequest()
+			r.Registry = internal
+			resp, err := c.Fetch(testCtx(t), r)
+			if err != nil {
+				t.Fatalf("the internal registry itself: %v", err)
 			}
-			return resolvedClasses(ctx, host)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := tagsRequest()
-	r.Registry = internal
-	resp, err := c.Fetch(testCtx(t), r)
-	if err != nil {
-		t.Fatalf("the internal registry itself: %v", err)
-	}
-	_, _ = io.ReadAll(resp.Body) // read to the end, so the connection is pooled
-	resp.Body.Close()
+			_, _ = io.ReadAll(resp.Body) // read to the end, so the connection is pooled
+			resp.Body.Close()
 
-	resp, err = c.Fetch(testCtx(t), tagsRequest())
-	if err == nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		t.Fatalf("Fetch followed the redirect: status %d, body %q", resp.StatusCode, body)
-	}
-	if !errors.Is(err, ErrRedirectRefused) {
-		t.Errorf("err = %v, want ErrRedirectRefused", err)
-	}
-	if n := tg.accepts.Load(); n != 1 {
-		t.Errorf("the internal registry accepted %d connections, want 1 (its own fetch)", n)
+			resp, err = c.Fetch(testCtx(t), tagsRequest())
+			if err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				t.Fatalf("Fetch followed the redirect: status %d, body %q", resp.StatusCode, body)
+			}
+			if !errors.Is(err, ErrRedirectRefused) {
+				t.Errorf("err = %v, want ErrRedirectRefused", err)
+			}
+			if n := tg.accepts.Load(); n != 1 {
+				t.Errorf("the internal registry accepted %d connections, want 1 (its own fetch)", n)
+			}
+		})
 	}
 }
 
