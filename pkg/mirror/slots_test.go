@@ -18,18 +18,11 @@ import (
 // waits, visibly, until the first fill ends, and then fills.
 func TestFillsQueueBeyondCap(t *testing.T) {
 	e, m, waiting := slotEnv(t)
-	first := registrytest.Random(71, 1<<20)
-	second := registrytest.Random(72, 1<<20)
-	d1 := e.up.PushBlob(t, "test/app", first)
+	first, second := registrytest.Random(71, 1<<20), registrytest.Random(72, 1<<20)
 	d2 := e.up.PushBlob(t, "test/app", second)
 	rest := make(chan struct{})
-	heldBlob(e, "test/app", d1, first, len(first)/4, rest)
+	resp1 := slotHolder(t, e, first, rest)
 
-	resp1, err := http.Get(e.url("/v2/test/app/blobs/" + d1.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp1.Body.Close()
 	got2 := getLater(e.url("/v2/test/app/blobs/" + d2.String()))
 	within(t, waiting, "the second fill to queue")
 	if n := testutil.ToFloat64(m.fillsWaiting); n != 1 {
@@ -55,17 +48,10 @@ func TestFillsQueueBeyondCap(t *testing.T) {
 // after it queues on its own and is served.
 func TestQueuedClientLeaves(t *testing.T) {
 	e, m, waiting := slotEnv(t)
-	first := registrytest.Random(73, 1<<20)
-	second := registrytest.Random(74, 1<<20)
-	d1 := e.up.PushBlob(t, "test/app", first)
+	first, second := registrytest.Random(73, 1<<20), registrytest.Random(74, 1<<20)
 	d2 := e.up.PushBlob(t, "test/app", second)
 	rest := make(chan struct{})
-	heldBlob(e, "test/app", d1, first, len(first)/4, rest)
-	resp1, err := http.Get(e.url("/v2/test/app/blobs/" + d1.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp1.Body.Close()
+	resp1 := slotHolder(t, e, first, rest)
 
 	ctx, leave := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.url("/v2/test/app/blobs/"+d2.String()), nil)
@@ -145,4 +131,19 @@ func wantAnswer(t *testing.T, got <-chan answer, want []byte, what string) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s: never served", what)
 	}
+}
+
+// slotHolder pushes data as a blob whose upstream body is held after its
+// first quarter until rest is closed, and starts a GET of it, which takes
+// the env's one fill slot and keeps it. The caller reads the answer.
+func slotHolder(t *testing.T, e *env, data []byte, rest <-chan struct{}) *http.Response {
+	t.Helper()
+	d := e.up.PushBlob(t, "test/app", data)
+	heldBlob(e, "test/app", d, data, len(data)/4, rest)
+	resp, err := http.Get(e.url("/v2/test/app/blobs/" + d.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }
