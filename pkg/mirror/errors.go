@@ -27,6 +27,12 @@ const (
 	MaxRetryAfter = 60 * time.Second
 )
 
+// statusClientClosed is what the access log and the metrics give a
+// request whose client hung up before its answer was complete: nginx's
+// 499, which log tools know. It is never sent (nobody is there to read
+// it), and it is no error of this server or of the registry.
+const statusClientClosed = 499
+
 // upstreamError turns a non-success upstream answer into the error the
 // client gets. kind is the route's, for the *_UNKNOWN codes; header is
 // the answer's headers (nil if none), for Retry-After.

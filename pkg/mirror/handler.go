@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -17,18 +18,34 @@ import (
 // ServeHTTP serves one pull-path request and logs one access line.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none"}
-	kind := "invalid"
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none", kind: "invalid"}
+	complete := false // stays false if handle panics: an aborted answer
 	defer func() {
+		if rec.canceled || (!complete && clientGone(r)) {
+			rec.status, rec.result = statusClientClosed, resultCanceled
+		}
 		took := time.Since(start)
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("method", r.Method), slog.String("route", kind),
-			slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
-			slog.String("source", rec.source), slog.Duration("duration", took))
+		s.logRequest(r, rec, took)
 		if s.metrics != nil {
-			s.metrics.observeRequest(kind, rec, took)
+			s.metrics.observeRequest(rec.kind, rec, took)
 		}
 	}()
+	s.handle(rec, r)
+	complete = true
+}
+
+// logRequest writes the access line of a request.
+func (s *Server) logRequest(r *http.Request, rec *recorder, took time.Duration) {
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("method", r.Method), slog.String("route", rec.kind),
+		slog.String("registry", rec.registry), slog.String("repository", rec.repo),
+		slog.String("reference", rec.ref), slog.String("digest", rec.digest()),
+		slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
+		slog.String("source", rec.source), slog.Duration("duration", took))
+}
+
+// handle answers r on rec, noting on rec what the access log says.
+func (s *Server) handle(rec *recorder, r *http.Request) {
 	rt, e := parseRoute(r.URL.Path)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		refused := ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "%s is not supported by a pull-through mirror", r.Method)
@@ -42,7 +59,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, e)
 		return
 	}
-	kind = string(rt.kind)
+	rec.kind = string(rt.kind)
 	if rt.kind == ociref.KindBase {
 		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 		rec.Header().Set("Content-Type", "application/json")
@@ -50,7 +67,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(rec, "{}")
 		return
 	}
-	registry, e := s.registryFor(r)
+	registry, e := s.registryFor(r, &rt)
+	rec.registry, rec.repo, rec.ref = registry, rt.name, rt.tag
+	if rt.digest != "" {
+		rec.ref = rt.digest.String()
+		if rt.kind != ociref.KindReferrers { // a referrers answer is not its subject
+			rec.wanted = rec.ref
+		}
+	}
 	if e != nil {
 		writeError(rec, r, e)
 		return
@@ -67,29 +91,45 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = s.passThrough(req)
 	}
 	if err != nil {
-		if errors.Is(err, upstream.ErrUnreachable) {
-			// The answer names the registry; the endpoint and address
-			// dialled for it are for the operator's eyes only.
-			s.log.LogAttrs(r.Context(), slog.LevelWarn, "registry unreachable",
-				slog.String("registry", registry), slog.Any("error", err))
-			err = unreachable(registry)
-		}
-		writeError(rec, r, err)
+		s.fail(req, err)
 	}
 }
 
-// registryFor picks the upstream registry from ?ns= and checks it against
-// the allow-list. Nothing is contacted for a registry that is not allowed.
-func (s *Server) registryFor(r *http.Request) (string, *ocierr.Error) {
+// fail answers q with err, unless its client has hung up: an answer
+// nobody reads is not sent, and the request is logged and counted as
+// canceled (499), not as an error of this server or of the registry.
+func (s *Server) fail(q *request, err error) {
+	if clientGone(q.r) {
+		q.rec.canceled = true
+		return
+	}
+	if errors.Is(err, upstream.ErrUnreachable) && !errors.Is(err, context.Canceled) {
+		// The answer names the registry; the endpoint and address
+		// dialled for it are for the operator's eyes only.
+		s.log.LogAttrs(q.r.Context(), slog.LevelWarn, "registry unreachable",
+			slog.String("registry", q.registry), slog.Any("error", err))
+		err = unreachable(q.registry)
+	}
+	writeError(q.rec, q.r, err)
+}
+
+// clientGone reports whether r's client has hung up: net/http cancels a
+// request's context when its connection closes or a write to it fails.
+func clientGone(r *http.Request) bool {
+	return errors.Is(r.Context().Err(), context.Canceled)
+}
+
+// registryFor picks the upstream registry from the path, ?ns= and the
+// default registry, checks it against the allow-list, and leaves rt's
+// name the repository at that registry (route.resolve). Nothing is
+// contacted for a registry that is not allowed. The registry asked for is
+// returned with a refusal too, for the log.
+func (s *Server) registryFor(r *http.Request, rt *route) (string, *ocierr.Error) {
 	ns := strings.ToLower(r.URL.Query().Get("ns"))
-	if ns == "" {
-		ns = s.defaultRegistry
+	if ns == "" && rt.host == "" {
+		s.metrics.requestWithoutRegistry()
 	}
-	if !s.allowed[ns] {
-		return "", ocierr.Errorf(http.StatusForbidden, ocierr.CodeDenied,
-			"registry %q is not allowed; allow it with --allow-registry %s", truncate(ns), truncate(ns))
-	}
-	return ns, nil
+	return rt.resolve(ns, s.allowed, s.defaultRegistry)
 }
 
 // request is one pull-path request being served.
@@ -113,10 +153,27 @@ func (q *request) upstreamRequest(method string, ref string, header http.Header)
 // ReadFrom through so that a file copied to it still goes out by sendfile.
 type recorder struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
-	source string // cache, upstream, none
-	result string // resultHit, resultMiss, ...; empty: resultUpstream
+	status   int
+	bytes    int64
+	source   string // cache, upstream, none
+	result   string // resultHit, resultMiss, ...; empty: resultUpstream
+	canceled bool   // the client hung up before its answer was sent
+
+	kind     string // the route's kind, "invalid" if it did not parse
+	registry string // the registry asked for, allowed or not; "" if none
+	repo     string // the repository at that registry
+	ref      string // the tag or digest of the path
+	wanted   string // the digest of the path, of a manifest or blob
+}
+
+// digest is the digest of what was served, or asked for: the answer's
+// Docker-Content-Digest, which for a tag is the digest it resolved to,
+// else the digest the path asked for.
+func (w *recorder) digest() string {
+	if d := w.Header().Get("Docker-Content-Digest"); d != "" {
+		return d
+	}
+	return w.wanted
 }
 
 func (w *recorder) WriteHeader(status int) {

@@ -18,6 +18,7 @@ const (
 	resultPeer     = "peer"     // served from a peer node
 	resultUpstream = "upstream" // relayed from upstream, not kept
 	resultError    = "error"    // an error answer (4xx, 5xx)
+	resultCanceled = "canceled" // the client hung up before its answer was complete
 )
 
 // Metrics are the mirror's Prometheus metrics. Labels are routes, results
@@ -34,6 +35,7 @@ type Metrics struct {
 	fillsWaiting  prometheus.Gauge
 	fillsUnread   prometheus.Counter
 	staleTags     prometheus.Counter
+	noRegistry    prometheus.Counter
 }
 
 // NewMetrics creates the mirror's metrics, unregistered.
@@ -41,7 +43,7 @@ func NewMetrics() *Metrics {
 	return &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodecache_http_requests_total",
-			Help: "Pull-path requests by route and result (hit, miss, peer, upstream, error).",
+			Help: "Pull-path requests by route and result (hit, miss, peer, upstream, error, canceled).",
 		}, []string{"route", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "nodecache_http_request_duration_seconds",
@@ -81,12 +83,16 @@ func NewMetrics() *Metrics {
 			Name: "nodecache_tag_stale_answers_total",
 			Help: "Tag lookups answered from the last known digest because upstream failed.",
 		}),
+		noRegistry: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodecache_requests_without_registry_total",
+			Help: "Pull-path requests that named no registry (no ns, none in the path), served from --default-registry or refused.",
+		}),
 	}
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.duration, m.servedBytes, m.upstreamTime,
-		m.upstreamBytes, m.fillsInFlight, m.fillJoins, m.fillsWaiting, m.fillsUnread, m.staleTags}
+		m.upstreamBytes, m.fillsInFlight, m.fillJoins, m.fillsWaiting, m.fillsUnread, m.staleTags, m.noRegistry}
 }
 
 // Describe implements prometheus.Collector.
@@ -106,7 +112,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 // observeRequest records one finished request.
 func (m *Metrics) observeRequest(route string, rec *recorder, took time.Duration) {
 	result := rec.result
-	if rec.status >= 400 {
+	if rec.status >= 400 && result != resultCanceled {
 		result = resultError
 	}
 	if result == "" {
@@ -204,5 +210,11 @@ func (m *Metrics) fillUnread() {
 func (m *Metrics) staleTag() {
 	if m != nil {
 		m.staleTags.Inc()
+	}
+}
+
+func (m *Metrics) requestWithoutRegistry() {
+	if m != nil {
+		m.noRegistry.Inc()
 	}
 }

@@ -46,6 +46,17 @@ func TestParseRoute(t *testing.T) {
 		{"/v2/nginx/blobs/" + strings.ToUpper(testDigest), "", "", http.StatusBadRequest, ocierr.CodeDigestInvalid},
 		{"/v2/nginx/other/x", "", "", http.StatusNotFound, ocierr.CodeNameUnknown},
 		{"/v3/nginx/manifests/latest", "", "", http.StatusNotFound, ocierr.CodeNameUnknown},
+		// A first component with the form of a registry is held apart; the
+		// name after it is checked either way (resolve decides).
+		{"/v2/docker.io/library/alpine/manifests/3", ociref.KindManifests, "library/alpine", 0, ""},
+		{"/v2/localhost:5000/app/blobs/" + testDigest, ociref.KindBlobs, "app", 0, ""},
+		{"/v2/[::1]:5000/a/b/tags/list", ociref.KindTags, "a/b", 0, ""},
+		{"/v2/up.test/demo/app/referrers/" + testDigest, ociref.KindReferrers, "demo/app", 0, ""},
+		{"/v2/up.test/Demo/manifests/v1", "", "", http.StatusBadRequest, ocierr.CodeNameInvalid},
+		{"/v2/up.test//app/manifests/v1", "", "", http.StatusBadRequest, ocierr.CodeNameInvalid},
+		{"/v2/up.test/" + strings.Repeat("a", 256) + "/manifests/v1", "", "", http.StatusBadRequest, ocierr.CodeNameInvalid},
+		{"/v2/bad_host:1/app/manifests/v1", "", "", http.StatusBadRequest, ocierr.CodeNameInvalid},
+		{"/v2/up.test/manifests/v1", ociref.KindManifests, "up.test", 0, ""},
 		{"/", "", "", http.StatusNotFound, ocierr.CodeNameUnknown},
 	}
 	for _, tt := range tests {
@@ -71,6 +82,8 @@ func FuzzParseRoute(f *testing.F) {
 	for _, s := range []string{
 		"/v2/", "/v2/library/nginx/manifests/latest", "/v2/a/b/blobs/" + testDigest,
 		"/v2/x/tags/list", "/v2/x/referrers/" + testDigest, "/v2/../../blobs/sha256:..",
+		"/v2/docker.io/library/alpine/manifests/3", "/v2/localhost:5000/a/blobs/" + testDigest,
+		"/v2/[::1]:5000/a/tags/list", "/v2/up.test/manifests/v1",
 	} {
 		f.Add(s)
 	}
@@ -87,6 +100,10 @@ func FuzzParseRoute(f *testing.F) {
 		}
 		if len(rt.name) > ociref.MaxNameLength || ociref.CheckName(rt.name) != nil || strings.Contains(rt.name, "..") {
 			t.Fatalf("accepted invalid name %q", rt.name)
+		}
+		if rt.host != "" && (!ociref.IsRegistryComponent(rt.first) || rt.host != strings.ToLower(rt.first) ||
+			!strings.Contains(path, "/"+rt.first+"/"+rt.name+"/")) {
+			t.Fatalf("registry %q (%q) not the first component of %q before name %q", rt.host, rt.first, path, rt.name)
 		}
 		switch {
 		case rt.tag != "":
