@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"nodecache/internal/ociref"
 	"nodecache/internal/settings"
 	"nodecache/pkg/daemon"
 	"nodecache/pkg/diskstore"
@@ -57,7 +58,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	fs.Var(listen, "listen", "address to serve on: host:port or unix:///path/to/sock; repeatable")
 	dataDir := fs.String("data-dir", daemon.DefaultDataDir(), "directory of the cache store")
 	fs.Var(registries, "registry", "NAME=URL: the endpoint of registry NAME (e.g. docker.io=https://registry-1.docker.io); repeatable")
-	defaultRegistry := fs.String("default-registry", mirror.DefaultRegistry, "registry for requests without ?ns=")
+	defaultRegistry := fs.String("default-registry", mirror.DefaultRegistry, "registry for requests that name none (no ?ns=, no registry first in the path); "+noDefaultRegistry+" refuses them")
 	fs.Var(allow, "allow-registry", "registry that may be contacted; repeatable; replaces the default list ("+strings.Join(mirror.DefaultAllowList, ",")+"), and every --registry and --default-registry name is added")
 	maxSize := fs.String("max-size", "", "largest size of the store: bytes (500MiB, 20GiB) or a percentage of the data directory's filesystem (15%); default the smaller of 20GiB and 15%")
 	minFree := fs.String("min-free", daemon.DefaultMinFree, "free space to keep on the data directory's filesystem, evicting as needed: bytes or a percentage")
@@ -88,6 +89,9 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 			UpstreamStallTimeout: *stall,
 		}}
 		if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
+			return Config{}, err
+		}
+		if err := cfg.checkDefaultRegistry(); err != nil {
 			return Config{}, err
 		}
 		if err := cfg.check(registries.Values, allow.Values, *logLevel); err != nil {
@@ -122,7 +126,9 @@ func (cfg *Config) check(registries, allow []string, logLevel string) error {
 	for name := range cfg.Registries {
 		cfg.AllowRegistries = append(cfg.AllowRegistries, name)
 	}
-	cfg.AllowRegistries = append(cfg.AllowRegistries, cfg.DefaultRegistry)
+	if cfg.DefaultRegistry != mirror.NoDefaultRegistry {
+		cfg.AllowRegistries = append(cfg.AllowRegistries, cfg.DefaultRegistry)
+	}
 	for i, a := range cfg.AllowRegistries {
 		cfg.AllowRegistries[i] = strings.ToLower(a)
 	}
@@ -133,6 +139,23 @@ func (cfg *Config) check(registries, allow []string, logLevel string) error {
 	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", cfg.LogFormat)
+	}
+	return nil
+}
+
+// noDefaultRegistry is the --default-registry value that refuses
+// requests naming no registry (mirror.NoDefaultRegistry).
+const noDefaultRegistry = "none"
+
+// checkDefaultRegistry checks --default-registry, a registry host or
+// none, and maps none to mirror.NoDefaultRegistry.
+func (cfg *Config) checkDefaultRegistry() error {
+	if cfg.DefaultRegistry == noDefaultRegistry {
+		cfg.DefaultRegistry = mirror.NoDefaultRegistry
+		return nil
+	}
+	if err := ociref.CheckRegistry(cfg.DefaultRegistry); err != nil {
+		return fmt.Errorf("--default-registry %q: want a registry host such as docker.io or localhost:5000, or %s", cfg.DefaultRegistry, noDefaultRegistry)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"nodecache/pkg/diskstore"
+	"nodecache/pkg/mirror"
 )
 
 func TestParseServe(t *testing.T) {
@@ -74,6 +75,8 @@ func TestBadSettingsNameTheFlag(t *testing.T) {
 		{[]string{"--registry", "x"}, "--registry"},
 		{[]string{"--registry", "x=ftp://y"}, "--registry"},
 		{[]string{"--allow-registry", "a/b"}, "--allow-registry"},
+		{[]string{"--default-registry", "a/b"}, "--default-registry"},
+		{[]string{"--default-registry", ""}, "--default-registry"},
 		{[]string{"--max-size", "huge"}, "--max-size"},
 		{[]string{"--min-free", "-3"}, "--min-free"},
 		{[]string{"--ttl", "-1h"}, "--ttl"},
@@ -94,6 +97,26 @@ func TestBadSettingsNameTheFlag(t *testing.T) {
 	t.Setenv("NODECACHE_TAG_TTL", "soon")
 	if _, err := parseServe(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "NODECACHE_TAG_TTL") {
 		t.Fatalf("bad environment value: %v, want an error naming NODECACHE_TAG_TTL", err)
+	}
+}
+
+// TestDefaultRegistryNone: --default-registry none leaves the default
+// registry empty, which the mirror takes as none, and puts no registry
+// named "none" on the allow-list.
+func TestDefaultRegistryNone(t *testing.T) {
+	cfg, err := parseServe([]string{"--default-registry", "none", "--allow-registry", "ghcr.io"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DefaultRegistry != mirror.NoDefaultRegistry {
+		t.Errorf("DefaultRegistry = %q, want mirror.NoDefaultRegistry", cfg.DefaultRegistry)
+	}
+	if got := strings.Join(cfg.AllowRegistries, ","); got != "ghcr.io" {
+		t.Errorf("AllowRegistries = %s, want ghcr.io alone", got)
+	}
+	t.Setenv("NODECACHE_DEFAULT_REGISTRY", "none")
+	if cfg, err := parseServe(nil, io.Discard); err != nil || cfg.DefaultRegistry != mirror.NoDefaultRegistry {
+		t.Errorf("NODECACHE_DEFAULT_REGISTRY=none: %q, %v; want none", cfg.DefaultRegistry, err)
 	}
 }
 

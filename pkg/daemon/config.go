@@ -48,7 +48,7 @@ type Config struct {
 	Listen          []string          // --listen: host:port or unix:///path
 	DataDir         string            // --data-dir: root of the store
 	Registries      map[string]string // --registry: registry name -> endpoint URL
-	DefaultRegistry string            // --default-registry: for requests without ?ns=
+	DefaultRegistry string            // --default-registry: for requests that name no registry; "" for none
 	AllowRegistries []string          // --allow-registry: registries that may be contacted
 	MaxSize         *Size             // --max-size; nil: the smaller of 20 GiB and 15%
 	MinFree         Size              // --min-free: free space to keep on the filesystem

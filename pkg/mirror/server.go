@@ -41,6 +41,11 @@ const (
 	// fill that stalls for good.
 	DefaultFillTimeout = time.Hour
 
+	// NoDefaultRegistry, passed to WithDefaultRegistry, serves only
+	// requests that name their registry (?ns= or the path): the others get
+	// a 404 that names --default-registry.
+	NoDefaultRegistry = ""
+
 	// NoLimit, passed to WithTagMaxStale, removes the bound.
 	NoLimit time.Duration = -1
 	// AlwaysAsk, passed to WithTagTTL, makes every tag request ask
@@ -66,7 +71,8 @@ func WithAllowList(names []string) Option {
 	}
 }
 
-// WithDefaultRegistry sets the registry for requests without ?ns=.
+// WithDefaultRegistry sets the registry for requests that name none: no
+// ?ns=, no registry first in the path. NoDefaultRegistry refuses them.
 func WithDefaultRegistry(name string) Option {
 	return func(s *Server) { s.defaultRegistry = strings.ToLower(name) }
 }
