@@ -158,6 +158,20 @@ func fuzzSeeds(host, index, manifest, layer string) [][5]string {
 		{"GET", "/v2/app/blobs/", "", "", ""},
 		{"GET", "/v2/app/manifests/", "", "", ""},
 		{"GET", "/metrics", "", "", ""},
+		// The registry in the path: allowed, with ns agreeing or not, not
+		// allowed, and a namespace that only looks like one.
+		{"GET", "/v2/" + host + "/app/manifests/v1", "", "", oci},
+		{"HEAD", "/v2/" + host + "/app/blobs/" + layer, ns, "", ""},
+		{"GET", "/v2/" + host + "/app/blobs/" + layer, "ns=other.test", "bytes=0-9", ""},
+		{"GET", "/v2/" + host + "/app/tags/list", "", "", ""},
+		{"GET", "/v2/" + host + "/app/referrers/" + manifest, "", "", ""},
+		{"GET", "/v2/evil.example/app/manifests/v1", "", "", oci},
+		{"GET", "/v2/evil.example:5000/app/manifests/v1", ns, "", oci},
+		{"GET", "/v2/my.team/app/manifests/v1", ns, "", oci},
+		{"GET", "/v2/localhost/app/manifests/v1", "", "", oci},
+		{"GET", "/v2/[::1]:5000/app/manifests/v1", "", "", oci},
+		{"GET", "/v2/" + strings.ToUpper(host) + "/app/manifests/v1", "", "", oci},
+		{"GET", "/v2/" + host + "/manifests/v1", "", "", oci},
 		{"GET", "/", "", "", ""},
 	}
 }

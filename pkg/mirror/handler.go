@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -21,7 +22,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none", kind: "invalid"}
 	complete := false // stays false if handle panics: an aborted answer
 	defer func() {
-		if rec.canceled || (!complete && clientGone(r)) {
+		if rec.canceled || (!complete && (rec.writeFailed || clientGone(r))) {
 			rec.status, rec.result = statusClientClosed, resultCanceled
 		}
 		took := time.Since(start)
@@ -158,6 +159,10 @@ type recorder struct {
 	source   string // cache, upstream, none
 	result   string // resultHit, resultMiss, ...; empty: resultUpstream
 	canceled bool   // the client hung up before its answer was sent
+	// writeFailed is set when a write to the client failed: it hung up,
+	// or stopped reading and was cut off. A write by sendfile fails
+	// without cancelling the request's context, so this is the only sign.
+	writeFailed bool
 
 	kind     string // the route's kind, "invalid" if it did not parse
 	registry string // the registry asked for, allowed or not; "" if none
@@ -184,12 +189,49 @@ func (w *recorder) WriteHeader(status int) {
 func (w *recorder) Write(p []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
+	w.writeFailed = w.writeFailed || err != nil
 	return n, err
 }
 
 func (w *recorder) ReadFrom(src io.Reader) (int64, error) {
-	n, err := io.Copy(w.ResponseWriter, src)
+	if sendsFile(src) {
+		n, err := io.Copy(w.ResponseWriter, src)
+		w.bytes += n
+		// A committed file fails to read only with its disk: an error
+		// here is the connection's.
+		w.writeFailed = w.writeFailed || err != nil
+		return n, err
+	}
+	r := &readErr{Reader: src}
+	n, err := io.Copy(w.ResponseWriter, r)
 	w.bytes += n
+	w.writeFailed = w.writeFailed || (err != nil && r.err == nil) // not the source's: the client's
+	return n, err
+}
+
+// sendsFile reports whether src is what net/http sends by sendfile: a
+// file, or part of one (copyBody's io.LimitReader). It must reach the
+// connection unwrapped.
+func sendsFile(src io.Reader) bool {
+	if l, ok := src.(*io.LimitedReader); ok {
+		src = l.R
+	}
+	_, ok := src.(*os.File)
+	return ok
+}
+
+// readErr keeps its reader's error other than io.EOF, so that a failed
+// copy can be told to be the source's or the client's.
+type readErr struct {
+	io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
 	return n, err
 }
 

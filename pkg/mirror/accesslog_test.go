@@ -1,0 +1,134 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"nodecache/internal/registrytest"
+)
+
+// TestAccessLogFields: every access line says what was pulled and from
+// where: the registry, the repository, the reference the path gave and
+// the digest served, which for a tag is the digest it resolved to.
+func TestAccessLogFields(t *testing.T) {
+	e := newTwoUp(t)
+	img := e.up.PushImage(t, "demo/app", "v1", 3000)
+	layer := img.Layers["linux/amd64"][0].String()
+	tests := []struct {
+		name, method, path         string
+		status                     int
+		route, registry, repo, ref string
+		digest                     string
+	}{
+		{"tag", "GET", "/v2/up.test/demo/app/manifests/v1", 200, "manifests", "up.test", "demo/app", "v1", img.Index.String()},
+		{"tag, HEAD, ns", "HEAD", "/v2/demo/app/manifests/v1?ns=up.test", 200, "manifests", "up.test", "demo/app", "v1", img.Index.String()},
+		{"manifest by digest", "GET", "/v2/up.test/demo/app/manifests/" + img.Index.String(), 200, "manifests", "up.test", "demo/app", img.Index.String(), img.Index.String()},
+		{"blob", "GET", "/v2/up.test/demo/app/blobs/" + layer, 200, "blobs", "up.test", "demo/app", layer, layer},
+		{"blob, HEAD", "HEAD", "/v2/up.test/demo/app/blobs/" + layer, 200, "blobs", "up.test", "demo/app", layer, layer},
+		{"unknown blob", "GET", "/v2/up.test/demo/app/blobs/" + zeroDigest, 404, "blobs", "up.test", "demo/app", zeroDigest, zeroDigest},
+		{"unknown tag", "GET", "/v2/up.test/demo/app/manifests/nope", 404, "manifests", "up.test", "demo/app", "nope", ""},
+		{"tags/list", "GET", "/v2/up.test/demo/app/tags/list", 200, "tags", "up.test", "demo/app", "", ""},
+		{"not allowed", "GET", "/v2/evil.test/demo/app/manifests/v1", 403, "manifests", "evil.test", "demo/app", "v1", ""},
+		{"base", "GET", "/v2/", 200, "base", "", "", "", ""},
+		{"invalid", "GET", "/v2/Demo/manifests/v1", 400, "invalid", "", "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, e.srv.URL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json")
+			resp, _ := send(t, req)
+			within(t, e.served, "the handler's return")
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			line := e.log.last(t)
+			want := map[string]string{"method": tt.method, "route": tt.route, "registry": tt.registry, "repository": tt.repo,
+				"reference": tt.ref, "digest": tt.digest, "status": strconv.Itoa(tt.status)}
+			for k, v := range want {
+				if line[k] != v {
+					t.Errorf("%s = %q, want %q", k, line[k], v)
+				}
+			}
+		})
+	}
+}
+
+const zeroDigest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+// TestHangUpIsCanceled: a client that hangs up before its answer is
+// complete, waiting for upstream's headers or in the middle of the body,
+// is logged and counted as 499 canceled, never as an error.
+func TestHangUpIsCanceled(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault func(up *registrytest.Registry, g *registrytest.Gate, match func(*http.Request) bool) registrytest.Fault
+		read  int // bytes the client reads before it hangs up; 0: it has no headers
+	}{
+		{"waiting for upstream", func(up *registrytest.Registry, g *registrytest.Gate, m func(*http.Request) bool) registrytest.Fault {
+			return up.NoHeaders(g, m)
+		}, 0},
+		{"in the body", func(up *registrytest.Registry, g *registrytest.Gate, m func(*http.Request) bool) registrytest.Fault {
+			return up.Stall(64<<10, g, m)
+		}, 1024},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTwoUp(t)
+			d := e.up.PushBlob(t, "demo/app", registrytest.Random(31, 1<<20))
+			// Never released: the mirror's Close ends the held fetch, so no
+			// fill writes into the store while the test's directory goes.
+			gate := registrytest.NewGate()
+			e.up.SetFault(tt.fault(e.up, gate, registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
+
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/v2/up.test/demo/app/blobs/"+d.String(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answered := make(chan error, 1)
+			go func() {
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					_, err = io.ReadFull(resp.Body, make([]byte, tt.read))
+					cancel() // hang up in the middle of the body
+					resp.Body.Close()
+				}
+				answered <- err
+			}()
+			waitCtx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+			defer stop()
+			if err := gate.WaitHeld(waitCtx, 1); err != nil {
+				t.Fatalf("upstream's GET never reached its hold: %v", err)
+			}
+			if tt.read == 0 {
+				cancel() // hang up before any header
+			}
+			if err := <-answered; tt.read > 0 && err != nil {
+				t.Fatalf("client read: %v", err)
+			} else if tt.read == 0 && !errors.Is(err, context.Canceled) {
+				t.Fatalf("client got %v, want its own cancellation", err)
+			}
+			within(t, e.served, "the handler's return")
+			line := e.log.last(t)
+			if line["status"] != "499" || line["registry"] != "up.test" || line["digest"] != d.String() {
+				t.Fatalf("access line %v, want status 499 for up.test's %s", line, d)
+			}
+			canceled := testutil.ToFloat64(e.metrics.requests.WithLabelValues("blobs", resultCanceled))
+			failed := testutil.ToFloat64(e.metrics.requests.WithLabelValues("blobs", resultError))
+			if canceled != 1 || failed != 0 {
+				t.Fatalf("requests{result=canceled} = %v, {result=error} = %v; want 1 and 0", canceled, failed)
+			}
+		})
+	}
+}
