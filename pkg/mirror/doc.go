@@ -22,9 +22,11 @@
 //
 // # A cold blob, from the handler to disk and back
 //
-//  1. [Server.ServeHTTP] (handler.go) parses the path (parseRoute), checks
-//     the registry against the allow-list (registryFor), and hands a
-//     request to serveBlob (blobs.go), which calls obtain (fill.go).
+//  1. [Server.ServeHTTP] (handler.go) parses the path (parseRoute), takes
+//     the registry from ?ns=, the path or the default and checks it
+//     against the allow-list (registryFor, route.resolve in route.go),
+//     and hands a request to serveBlob (blobs.go), which calls obtain
+//     (fill.go).
 //  2. obtain asks the store with lookup: a committed file would become a
 //     storedFile, a fill in progress a fillingContent (content.go). The
 //     blob is in neither, so obtain calls flights.fly (flight.go), which
