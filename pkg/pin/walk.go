@@ -30,6 +30,11 @@ const (
 // that does not parse or match its digest, or one past the bounds.
 var ErrImage = errors.New("invalid image")
 
+// ErrNotStored is what a Source of local content returns for a manifest
+// it lacks: Walk lists such a child of an index in Image.Missing and goes
+// on, so that a partly cached image can still be listed.
+var ErrNotStored = errors.New("not stored")
+
 // Manifest is a manifest as a Source gives it.
 type Manifest struct {
 	Digest    digest.Digest // from the answer's Docker-Content-Digest, or of Body
@@ -49,6 +54,7 @@ type Image struct {
 	Root      digest.Digest
 	Manifests []ocispec.Descriptor
 	Blobs     []ocispec.Descriptor
+	Missing   []digest.Digest // children the source does not hold (ErrNotStored)
 }
 
 // Digests returns every digest of the image, manifests first.
@@ -199,6 +205,10 @@ func (w *walker) index(ctx context.Context, b body, depth int) error {
 			return fmt.Errorf("%w: %s names %q: %v", ErrImage, w.ref, c.Digest, err)
 		}
 		m, err := w.fetch(ctx, c.Digest.String(), c.Digest)
+		if errors.Is(err, ErrNotStored) {
+			w.img.Missing = append(w.img.Missing, c.Digest)
+			continue
+		}
 		if err != nil {
 			return err
 		}
