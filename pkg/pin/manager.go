@@ -88,6 +88,14 @@ type Manager struct {
 	images  map[Ref]Image
 	state   State
 	started bool // a Reconcile has run: the over-bound warning is due once
+
+	reconciled func(error) // withReconciledHook: after each Reconcile of Run
+}
+
+// withReconciledHook calls hook with the result of each Reconcile Run
+// makes. Tests wait on it.
+func withReconciledHook(hook func(error)) Option {
+	return func(m *Manager) { m.reconciled = hook }
 }
 
 // State is the outcome of the last Reconcile, for metrics and ls.
@@ -127,7 +135,10 @@ func (m *Manager) Run(ctx context.Context) error {
 			case <-t.C:
 			case <-m.kick:
 			}
-			m.Reconcile(ctx) // logged inside; the next round tries again
+			err := m.Reconcile(ctx) // logged inside; the next round tries again
+			if m.reconciled != nil {
+				m.reconciled(err)
+			}
 		}
 	})
 	return g.Wait()
@@ -212,7 +223,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	if unknown {
 		keep = append(keep, m.store.Pins()...)
 	}
-	if err := m.store.SetPins(keep); err != nil {
+	if err := m.setPins(keep); err != nil {
 		m.log.Error("pins not saved", "error", err)
 		return err
 	}
@@ -233,7 +244,7 @@ func (m *Manager) apply(ctx context.Context, ref Ref) (Image, int, error) {
 	if err != nil {
 		return Image{}, 0, err
 	}
-	if err := m.store.SetPins(append(m.store.Pins(), img.Digests()...)); err != nil {
+	if err := m.setPins(append(m.store.Pins(), img.Digests()...)); err != nil {
 		return Image{}, 0, err
 	}
 	missing := 0
@@ -258,6 +269,25 @@ func (m *Manager) apply(ctx context.Context, ref Ref) (Image, int, error) {
 		}
 	}
 	return img, missing, nil
+}
+
+// setPins gives the store ds as its pinned set, unless that is the set
+// it has: each change is a write and an fsync, and a refresh that finds
+// nothing moved should cost neither.
+func (m *Manager) setPins(ds []digest.Digest) error {
+	want := map[digest.Digest]bool{}
+	for _, d := range ds {
+		want[d] = true
+	}
+	have := m.store.Pins()
+	same := len(have) == len(want)
+	for _, d := range have {
+		same = same && want[d]
+	}
+	if same {
+		return nil
+	}
+	return m.store.SetPins(ds)
 }
 
 // union is every digest of imgs, each once.

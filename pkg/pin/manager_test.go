@@ -289,3 +289,45 @@ func TestBadPinFileChangesNothing(t *testing.T) {
 		t.Fatal("a bad pin file dropped the pins")
 	}
 }
+
+// TestRunFollowsThePinFile: Run applies the file once its watch is in
+// place, and again when it changes.
+func TestRunFollowsThePinFile(t *testing.T) {
+	n := newNode(t)
+	a := n.up.PushSingleImage(t, "sys/a", "v1", 1000)
+	b := n.up.PushSingleImage(t, "sys/b", "v1", 1000)
+	file := n.pinFile(t, n.up.Host()+"/sys/a:v1")
+	done := make(chan error, 16)
+	m := New(file, n.store, n.src, withReconciledHook(func(err error) { done <- err }))
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-stopped; err != nil {
+			t.Error(err)
+		}
+	}()
+	wait := func() {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no Reconcile")
+		}
+	}
+	wait()
+	if !n.store.Pinned(a.Manifests["linux/amd64"]) {
+		t.Fatal("the pin file was not applied at start")
+	}
+	n.pinFile(t, n.up.Host()+"/sys/b:v1")
+	for !n.store.Pinned(b.Manifests["linux/amd64"]) {
+		wait() // a write may come as more than one change
+	}
+	if n.store.Pinned(a.Manifests["linux/amd64"]) {
+		t.Fatal("a reference removed from the file is still pinned")
+	}
+}
