@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,6 +201,15 @@ func TestPinnedImageIsMarkedAndKept(t *testing.T) {
 	}
 	if v.Digest != img.Manifests["linux/amd64"] {
 		t.Fatalf("pinned image %s, want %s", v.Digest, img.Manifests["linux/amd64"])
+	}
+	resp, err := http.Get("http://" + e.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), "\nnodecache_pin_images 1\n") || !strings.Contains(string(metrics), "\nnodecache_pins_over_max_size 0\n") {
+		t.Errorf("/metrics lacks the pin metrics:\n%s", metrics)
 	}
 	out, code := e.run(t, "evict", "--admin", e.admin, ref)
 	if code == 0 || !strings.Contains(out, "pinned") {

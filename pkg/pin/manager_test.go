@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"nodecache/internal/clocktest"
 	"nodecache/internal/registrytest"
@@ -219,6 +220,11 @@ func TestPinsOverMaxSize(t *testing.T) {
 	}
 	if s := n.store.Stats(); s.Bytes > 5000 {
 		t.Fatalf("the store grew past its bound: %+v", s)
+	}
+	want := "# HELP nodecache_pins_over_max_size 1 if the pinned images alone exceed --max-size: they are kept and other fills stream uncached.\n" +
+		"# TYPE nodecache_pins_over_max_size gauge\nnodecache_pins_over_max_size 1\n"
+	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "nodecache_pins_over_max_size"); err != nil {
+		t.Fatal(err)
 	}
 }
 
