@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/opencontainers/go-digest"
+
 	"nodecache/pkg/daemon"
 	"nodecache/pkg/pin"
 )
@@ -17,13 +19,16 @@ import (
 func evict(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("evict", flag.ContinueOnError)
 	admin := addAdminFlag(fs)
-	if err := parseFlags(fs, clientEnv, args, stderr, "nodecache evict [--admin ADDR] REF..."); err != nil {
+	if err := parseFlags(fs, clientEnv, args, stderr, "nodecache evict [--admin ADDR] REF...  (REF: registry/repository:tag, ...@digest, or a bare digest from ls --json)"); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		return usagef("an image reference is required: nodecache evict registry/repository:tag")
 	}
 	for _, a := range fs.Args() {
+		if _, err := digest.Parse(a); err == nil {
+			continue // a bare digest, as ls --json shows it
+		}
 		if _, err := pin.ParseRef(a); err != nil {
 			return usagef("%v", err)
 		}

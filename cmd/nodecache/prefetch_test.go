@@ -161,6 +161,15 @@ func TestPrefetchLsEvict(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "not cached") {
 		t.Fatalf("evict of an image not cached: exit %d\n%s", code, out)
 	}
+	// By bare digest, as ls --json shows it: A's index and everything
+	// under it go, since no other image uses them any more.
+	out, code = e.run(t, "evict", "--admin", e.admin, a.Index.String())
+	if code != 0 || !strings.Contains(out, "evicted "+a.Index.String()) {
+		t.Fatalf("evict by digest: exit %d\n%s", code, out)
+	}
+	if images := e.images(t); len(images) != 0 {
+		t.Fatalf("images left after evicting both: %+v", images)
+	}
 }
 
 // TestAdminIsNotOnTheMirrorListener: the admin API answers on the metrics

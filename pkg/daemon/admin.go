@@ -24,7 +24,8 @@ const maxAdminBody = 1 << 20
 // what a node holds is for its operators.
 //
 //	GET  /admin/images            cached images (ImageView)
-//	POST /admin/evict?ref=REF     remove an image's entries no other image uses
+//	POST /admin/evict?ref=REF     remove an image's entries no other image uses;
+//	                              REF is an image reference or a bare digest
 //	POST /admin/committed         {"digests":[...]} -> which are committed in the store
 type admin struct {
 	store  *diskstore.Store
@@ -58,7 +59,7 @@ func (a *admin) images(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) evict(w http.ResponseWriter, r *http.Request) {
-	ref, err := pin.ParseRef(r.URL.Query().Get("ref"))
+	ref, err := parseEvictRef(r.URL.Query().Get("ref"))
 	if err != nil {
 		ocierr.Write(w, r, ocierr.Errorf(http.StatusBadRequest, ocierr.CodeNameInvalid, "ref: %v", err))
 		return
@@ -114,4 +115,16 @@ func (a *admin) committed(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, res)
+}
+
+// parseEvictRef reads what evict names: an image reference, or a bare
+// digest (sha256:...), as ls --json shows it, for an image no tag names.
+func parseEvictRef(s string) (pin.Ref, error) {
+	if d, err := digest.Parse(s); err == nil {
+		if err := diskstore.Check(d); err != nil {
+			return pin.Ref{}, err
+		}
+		return pin.Ref{Digest: d}, nil
+	}
+	return pin.ParseRef(s)
 }
