@@ -14,6 +14,7 @@ import (
 	"nodecache/pkg/daemon"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
+	"nodecache/pkg/pin"
 	"nodecache/pkg/upstream"
 )
 
@@ -76,6 +77,10 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	dockerConfig := fs.String("docker-config", "", "Docker config.json whose auths are the node's own registry credentials; reloaded on change")
 	credentialsFile := fs.String("credentials-file", "", "TOML or YAML file of the node's registry credentials (registry -> username/password or token); reloaded on change")
 	hostsDir := fs.String("hosts-dir", "", "containerd hosts directory (e.g. /etc/containerd/certs.d) to read upstream settings from: server, mirrors, ca, client certificates, skip_verify, header")
+	pinFile := fs.String("pin-file", "", "file of image references to keep whatever else is pulled, one per line (registry/repo:tag or @digest, # comments); watched for changes")
+	pinPlatforms := &settings.List{}
+	fs.Var(pinPlatforms, "pin-platform", "platform of pinned images to fetch, such as linux/amd64; repeatable; default every platform")
+	pinRefresh := fs.Duration("pin-refresh", pin.DefaultRefresh, "how often pinned tags are resolved again; a moved tag's new image is fetched and the old one let go")
 	peers := addPeerFlags(fs)
 	fs.String("config", "", "TOML file of settings, keyed by flag name (data-dir = \"/var/lib/nodecache\"); flags and NODECACHE_* variables win over it")
 	return fs, func() (Config, error) {
@@ -87,6 +92,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
 			ScrubInterval:        *scrub,
 			UpstreamStallTimeout: *stall,
+			PinFile:              *pinFile, PinPlatforms: pinPlatforms.Values, PinRefresh: *pinRefresh,
 		}}
 		if err := cfg.checkSizes(*maxSize, *minFree); err != nil {
 			return Config{}, err

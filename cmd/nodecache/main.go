@@ -4,6 +4,9 @@
 //	nodecache serve [flags]     run the daemon
 //	nodecache hosts [flags]     write containerd hosts.toml files that use nodecache
 //	nodecache verify [flags]    re-hash the store offline, removing bad entries
+//	nodecache prefetch [flags] REF...  cache whole images through a running daemon
+//	nodecache ls [flags]        list the images a running daemon holds
+//	nodecache evict [flags] REF...     remove images from a running daemon's store
 //	nodecache version           print the version
 package main
 
@@ -59,7 +62,7 @@ func exitCode(err error) int {
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("a command is required: serve, hosts, verify or version")
+		return usagef("a command is required: serve, hosts, verify, prefetch, ls, evict or version")
 	}
 	switch args[0] {
 	case "serve":
@@ -72,13 +75,19 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return hosts(args[1:], stdout, stderr)
 	case "verify":
 		return verify(args[1:], stdout, stderr)
+	case "prefetch":
+		return prefetch(ctx, args[1:], stdout, stderr)
+	case "ls":
+		return ls(ctx, args[1:], stdout, stderr)
+	case "evict":
+		return evict(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "nodecache", version)
 		return nil
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: nodecache serve|hosts|verify|version [flags]; nodecache serve --help lists every flag")
+		fmt.Fprintln(stdout, "usage: nodecache serve|hosts|verify|version [flags]; nodecache prefetch|ls|evict [flags] talk to a running daemon; nodecache serve --help lists every flag")
 		return nil
 	default:
-		return usagef("unknown command %q: want serve, hosts, verify or version", args[0])
+		return usagef("unknown command %q: want serve, hosts, verify, prefetch, ls, evict or version", args[0])
 	}
 }

@@ -81,6 +81,14 @@ type Config struct {
 	// UpstreamStallTimeout (--upstream-stall-timeout) ends an upstream
 	// body that sends nothing this long; 0 means upstream.DefaultStallTimeout.
 	UpstreamStallTimeout time.Duration
+
+	// Pins (pins.go): PinFile (--pin-file) lists images kept whatever
+	// else is pulled, "" for none; PinPlatforms (--pin-platform) limits
+	// them to these platforms, none for all; PinRefresh (--pin-refresh)
+	// is how often pinned tags are resolved again, 0 for the default.
+	PinFile      string
+	PinPlatforms []string
+	PinRefresh   time.Duration
 }
 
 // PeersEnabled reports whether any peer discovery setting is set.
@@ -140,6 +148,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.MaxConnections < 0 {
 		return fmt.Errorf("--max-connections: must not be negative")
+	}
+	if err := cfg.validatePins(); err != nil {
+		return err
 	}
 	return cfg.validatePeers()
 }

@@ -28,6 +28,7 @@ import (
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
+	"nodecache/pkg/pin"
 )
 
 // Daemon is a nodecache ready to serve. Run it once.
@@ -40,6 +41,7 @@ type Daemon struct {
 	creds   *credentials.Store // nil without credentials
 	peers   *peerParts         // nil without peers
 	mirror  *mirror.Server
+	pins    *pin.Manager // nil without --pin-file
 	servers servers
 	// ready is /readyz: true from the moment every server serves until
 	// shutdown starts.
@@ -101,9 +103,18 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	)
 	reg := newRegistry(metrics, d.store, d.maxSize)
 	reg.MustRegister(client) // the upstream client's refused redirects
+	if d.pins, err = d.newPinManager(log); err != nil {
+		return nil, err
+	}
+	if d.pins != nil {
+		reg.MustRegister(d.pins)
+	}
 	probes := newProbes(&d.ready, reg)
 	d.servers.mirror = d.newServer(withMirror(probes, d.mirror))
-	d.servers.metrics = d.newServer(probes)
+	// The admin API is on the metrics listener alone, never the mirror's.
+	metricsMux := newProbes(&d.ready, reg)
+	(&admin{store: d.store, mirror: d.mirror, pins: d.pins}).register(metricsMux)
+	d.servers.metrics = d.newServer(metricsMux)
 	if d.peers != nil {
 		if err = openPeerListener(cfg, &d.ls); err != nil {
 			return nil, err
@@ -167,6 +178,9 @@ func (d *Daemon) runParts(ctx context.Context, g *errgroup.Group) {
 	g.Go(func() error { return d.store.Run(ctx) })
 	if d.creds != nil {
 		g.Go(func() error { return d.creds.Run(ctx) })
+	}
+	if d.pins != nil {
+		g.Go(func() error { return d.pins.Run(ctx) })
 	}
 	if d.peers != nil {
 		g.Go(func() error { return d.peers.members.Run(ctx) })

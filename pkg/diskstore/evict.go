@@ -79,9 +79,13 @@ func (s *Store) makeRoomLocked(need, avail int64) ([]victim, bool) {
 	if maxSize <= 0 {
 		maxSize = math.MaxInt64
 	}
-	// Evict nothing for a fill that could not fit even in an empty store:
-	// it will stream uncached, and the cache should stay.
-	if s.reserved+need > maxSize || (s.minFree > 0 && avail >= 0 && avail+s.used-s.reserved-need < s.minFree) {
+	// Evict nothing for a fill that could not fit even in a store holding
+	// only its pinned entries: it will stream uncached, and the cache
+	// should stay.
+	cannot := func(pinned int64) bool {
+		return pinned+s.reserved+need > maxSize || (s.minFree > 0 && avail >= 0 && avail+s.used-pinned-s.reserved-need < s.minFree)
+	}
+	if cannot(0) {
 		return nil, false
 	}
 	var victims []victim
@@ -92,8 +96,14 @@ func (s *Store) makeRoomLocked(need, avail int64) ([]victim, bool) {
 		}
 		return s.minFree <= 0 || avail < 0 || avail+freed-s.reserved-need >= s.minFree
 	}
+	// Pinned bytes cost a lookup per pin: asked only when a fill needs an
+	// eviction. With need 0 (a sweep, a commit), every unpinned entry may
+	// go to bring the store back within its bounds.
+	if need > 0 && len(s.pins) > 0 && !fits() && cannot(s.pinnedBytesLocked()) {
+		return nil, false
+	}
 	for !fits() {
-		k, r, ok := s.index.GetOldest()
+		k, r, ok := s.oldestUnpinnedLocked()
 		if !ok {
 			return victims, false
 		}
@@ -114,7 +124,7 @@ func (s *Store) Sweep() {
 		s.mu.Lock()
 		var victims []victim
 		for len(victims) < sweepBatch {
-			k, r, ok := s.index.GetOldest()
+			k, r, ok := s.oldestUnpinnedLocked()
 			if !ok || !expired.Expired(time.Unix(r.used, 0)) {
 				break
 			}

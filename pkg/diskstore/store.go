@@ -161,6 +161,9 @@ type Store struct {
 	used       int64                 // bytes of committed entries
 	reserved   int64                 // bytes reserved by fills in progress
 	counts     Stats                 // Evictions, Expirations, PassThrough, Corrupt, ScrubBytes
+	pins       map[key]digest.Digest // pinned digests (pin.go)
+
+	pinWrite sync.Mutex // serialises SetPins' writes of the pins file
 }
 
 // Stats is a snapshot of the store's size and activity.
@@ -226,6 +229,11 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if !clean {
 		s.verifyRecent(found)
 	}
+	// Pins before the first sweep: nothing pinned is evicted at start.
+	if err := s.loadPins(); err != nil {
+		s.unlock()
+		return nil, err
+	}
 	// The bounds may have shrunk since the last run.
 	s.Sweep()
 	return s, nil
@@ -260,7 +268,7 @@ func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
 	now := s.now()
 	s.mu.Lock()
 	r, ok := s.index.Peek(k)
-	if ok && s.idle().Expired(time.Unix(r.used, 0)) {
+	if ok && s.expiredLocked(k, r) {
 		s.counts.Expirations++
 		v := s.takeLocked(k, r)
 		s.mu.Unlock()

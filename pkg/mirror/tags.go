@@ -211,3 +211,27 @@ func isTransient(err error) bool {
 	}
 	return errors.Is(err, upstream.ErrUnreachable) || errors.Is(err, context.DeadlineExceeded)
 }
+
+// Tag is a tag record as the operations view lists it.
+type Tag struct {
+	Registry, Repository, Tag string
+	Digest                    digest.Digest
+	MediaType                 string
+}
+
+// Tags calls fn with every tag record any client may be told of: records
+// kept for one client's credentials are left out.
+func (s *Server) Tags(fn func(Tag)) {
+	s.tags.Each(func(k string, rec tagRecord) {
+		parts := strings.Split(k, "|")
+		if len(parts) != 2 { // registry/name:tag|accept; a third part is an identity
+			return
+		}
+		registry, nameTag, ok := strings.Cut(parts[0], "/")
+		i := strings.LastIndexByte(nameTag, ':')
+		if !ok || i < 0 {
+			return
+		}
+		fn(Tag{Registry: registry, Repository: nameTag[:i], Tag: nameTag[i+1:], Digest: rec.digest, MediaType: rec.mediaType})
+	})
+}

@@ -92,6 +92,27 @@ func (m *Map[K, V]) Delete(k K) {
 	m.mu.Unlock()
 }
 
+// Each calls fn with every key and value not past keep, from a copy
+// taken under the lock, without counting it as a use.
+func (m *Map[K, V]) Each(fn func(K, V)) {
+	now := m.now()
+	type kv struct {
+		k K
+		v V
+	}
+	m.mu.Lock()
+	all := make([]kv, 0, m.entries.Len())
+	for _, k := range m.entries.Keys() {
+		if e, ok := m.entries.Peek(k); ok && (m.keep <= 0 || now.Sub(e.set) <= m.keep) {
+			all = append(all, kv{k, e.value})
+		}
+	}
+	m.mu.Unlock()
+	for _, e := range all {
+		fn(e.k, e.v)
+	}
+}
+
 // Len returns the number of entries, fresh or stale.
 func (m *Map[K, V]) Len() int {
 	m.mu.Lock()

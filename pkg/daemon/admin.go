@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/ocierr"
+	"nodecache/pkg/diskstore"
+	"nodecache/pkg/mirror"
+	"nodecache/pkg/pin"
+)
+
+// maxAdminBody bounds a request body of the admin API: a list of
+// digests to check, 72 bytes each with JSON quoting, so 1 MiB holds over
+// 10,000, more than the blobs of any image set prefetched at once.
+const maxAdminBody = 1 << 20
+
+// admin is the operations API, served on the metrics listener only: the
+// mirror listener serves anyone who can pull, and listing or evicting
+// what a node holds is for its operators.
+//
+//	GET  /admin/images            cached images (ImageView)
+//	POST /admin/evict?ref=REF     remove an image's entries no other image uses;
+//	                              REF is an image reference or a bare digest
+//	POST /admin/committed         {"digests":[...]} -> which are committed in the store
+type admin struct {
+	store  *diskstore.Store
+	mirror *mirror.Server
+	pins   *pin.Manager // nil without --pin-file
+}
+
+func (a *admin) register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /admin/images", a.images)
+	mux.HandleFunc("POST /admin/evict", a.evict)
+	mux.HandleFunc("POST /admin/committed", a.committed)
+}
+
+func (a *admin) catalog(r *http.Request) *catalog {
+	var pins []pin.Image
+	if a.pins != nil {
+		pins = a.pins.Images()
+	}
+	return newCatalog(r.Context(), a.store, a.mirror, pins)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func (a *admin) images(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, struct {
+		Images []ImageView `json:"images"`
+	}{a.catalog(r).list()})
+}
+
+func (a *admin) evict(w http.ResponseWriter, r *http.Request) {
+	ref, err := parseEvictRef(r.URL.Query().Get("ref"))
+	if err != nil {
+		ocierr.Write(w, r, ocierr.Errorf(http.StatusBadRequest, ocierr.CodeNameInvalid, "ref: %v", err))
+		return
+	}
+	c := a.catalog(r)
+	roots := c.resolve(ref)
+	if len(roots) == 0 {
+		ocierr.Write(w, r, ocierr.Errorf(http.StatusNotFound, ocierr.CodeManifestUnknown, "%s is not cached", ref))
+		return
+	}
+	res, err := c.evict(roots)
+	if errors.Is(err, errPinned) {
+		ocierr.Write(w, r, ocierr.Errorf(http.StatusConflict, ocierr.CodeDenied, "%s: %v", ref, err))
+		return
+	}
+	if err != nil {
+		ocierr.Write(w, r, ocierr.Errorf(http.StatusInternalServerError, ocierr.CodeUnavailable, "%s: %v", ref, err))
+		return
+	}
+	writeJSON(w, res)
+}
+
+// CommittedRequest and CommittedResponse are the body and answer of
+// POST /admin/committed.
+type CommittedRequest struct {
+	Digests []digest.Digest `json:"digests"`
+}
+
+// CommittedResponse lists which digests the store holds, verified.
+type CommittedResponse struct {
+	Committed []digest.Digest `json:"committed"`
+	Missing   []digest.Digest `json:"missing"`
+}
+
+func (a *admin) committed(w http.ResponseWriter, r *http.Request) {
+	var req CommittedRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody+1))
+	if err := dec.Decode(&req); err != nil {
+		ocierr.Write(w, r, ocierr.Errorf(http.StatusBadRequest, ocierr.CodeDigestInvalid,
+			"want {\"digests\": [...]} of at most %d bytes: %v", maxAdminBody, err))
+		return
+	}
+	res := CommittedResponse{Committed: []digest.Digest{}, Missing: []digest.Digest{}}
+	for _, d := range req.Digests {
+		if err := diskstore.Check(d); err != nil {
+			ocierr.Write(w, r, ocierr.Errorf(http.StatusBadRequest, ocierr.CodeDigestInvalid, "%q: %v", d, err))
+			return
+		}
+		if _, err := a.store.Stat(d); err == nil {
+			res.Committed = append(res.Committed, d)
+		} else {
+			res.Missing = append(res.Missing, d)
+		}
+	}
+	writeJSON(w, res)
+}
+
+// parseEvictRef reads what evict names: an image reference, or a bare
+// digest (sha256:...), as ls --json shows it, for an image no tag names.
+func parseEvictRef(s string) (pin.Ref, error) {
+	if d, err := digest.Parse(s); err == nil {
+		if err := diskstore.Check(d); err != nil {
+			return pin.Ref{}, err
+		}
+		return pin.Ref{Digest: d}, nil
+	}
+	return pin.ParseRef(s)
+}

@@ -1,0 +1,141 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"nodecache/internal/registrytest"
+	"nodecache/pkg/pin"
+)
+
+func post(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestAdminRefusesBadInput: bad input to the admin API gets the OCI error
+// JSON, and the daemon keeps serving.
+func TestAdminRefusesBadInput(t *testing.T) {
+	up := registrytest.Start(t)
+	d := start(t, testConfig(t, up))
+	admin := "http://" + d.Addrs().Metrics[0]
+	for _, tc := range []struct {
+		path, body string
+		status     int
+		code       string
+	}{
+		{"/admin/committed", "not json", http.StatusBadRequest, "DIGEST_INVALID"},
+		{"/admin/committed", `{"digests":["sha256:nothex"]}`, http.StatusBadRequest, "DIGEST_INVALID"},
+		{"/admin/committed", `{"digests":["` + strings.Repeat("x", maxAdminBody) + `"]}`, http.StatusBadRequest, "DIGEST_INVALID"},
+		{"/admin/evict?ref=Not%20A%20Ref", "", http.StatusBadRequest, "NAME_INVALID"},
+		{"/admin/evict?ref=" + up.Host() + "/none:v1", "", http.StatusNotFound, "MANIFEST_UNKNOWN"},
+	} {
+		status, body := post(t, admin+tc.path, tc.body)
+		var e struct{ Errors []struct{ Code string } }
+		if status != tc.status || json.Unmarshal([]byte(body), &e) != nil || len(e.Errors) != 1 || e.Errors[0].Code != tc.code {
+			t.Errorf("POST %s: %d %.200s; want %d %s", tc.path, status, body, tc.status, tc.code)
+		}
+	}
+	status, body := post(t, admin+"/admin/committed", `{"digests":[]}`)
+	if status != http.StatusOK || !strings.Contains(body, `"missing":[]`) {
+		t.Errorf("an empty list: %d %s", status, body)
+	}
+	if code, _ := get(t, "http://"+d.Addrs().Mirror[0]+"/admin/images"); code == http.StatusOK {
+		t.Error("the mirror listener serves the admin API")
+	}
+}
+
+// TestAdminUnderConcurrentPulls lists and evicts while images are pulled
+// through the mirror, under the race detector.
+func TestAdminUnderConcurrentPulls(t *testing.T) {
+	up := registrytest.Start(t)
+	var imgs []registrytest.Image
+	for i := range 4 {
+		imgs = append(imgs, up.PushSingleImage(t, "apps/r", "v"+string(rune('0'+i)), 3000))
+	}
+	d := start(t, testConfig(t, up))
+	admin := "http://" + d.Addrs().Metrics[0]
+	src, err := pin.NewHTTPSource(d.Addrs().Mirror[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, img := range imgs {
+		wg.Go(func() {
+			ref := pin.Ref{Registry: up.Host(), Repository: img.Repo, Tag: img.Tag}
+			w, err := pin.Walk(context.Background(), src, ref, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, b := range w.Blobs {
+				if err := src.Pull(context.Background(), ref, b, nil); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		// Not get and post: they call Fatal, which only the test's own
+		// goroutine may.
+		for range 10 {
+			resp, err := http.Get(admin + "/admin/images")
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Errorf("GET /admin/images: %v %v", resp, err)
+				return
+			}
+			resp.Body.Close()
+			resp, err = http.Post(admin+"/admin/evict?ref="+up.Host()+"/apps/r:v0", "", nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+		}
+	})
+	wg.Wait()
+}
+
+func TestPinSettingsAreChecked(t *testing.T) {
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good"), filepath.Join(dir, "bad")
+	writeFile(t, good, "registry.k8s.io/pause:3.10\n")
+	writeFile(t, bad, "# pins\nregistry.k8s.io/pause:3.10\nNOT/a ref\n")
+	up := registrytest.Start(t)
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+		want string // in the error; "" for none
+	}{
+		{"a good file", func(c *Config) { c.PinFile = good; c.PinPlatforms = []string{"linux/arm64/v8"} }, ""},
+		{"a missing file", func(c *Config) { c.PinFile = filepath.Join(dir, "none") }, "--pin-file"},
+		{"a bad line", func(c *Config) { c.PinFile = bad }, "line 3"},
+		{"a bad platform", func(c *Config) { c.PinFile = good; c.PinPlatforms = []string{"linux/amd64/v1/x"} }, "--pin-platform"},
+		{"a platform without a file", func(c *Config) { c.PinPlatforms = []string{"linux/amd64"} }, "--pin-platform: needs --pin-file"},
+		{"a negative refresh", func(c *Config) { c.PinFile = good; c.PinRefresh = -1 }, "--pin-refresh"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, up)
+			tc.set(&cfg)
+			err := cfg.Validate()
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Validate = %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
