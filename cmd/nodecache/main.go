@@ -5,6 +5,7 @@
 //	nodecache hosts [flags]     write containerd hosts.toml files that use nodecache
 //	nodecache containers-conf [flags]
 //	                            write a containers-registries.conf drop-in that uses nodecache
+//	nodecache doctor [flags]    check that containerd's pulls would reach nodecache
 //	nodecache verify [flags]    re-hash the store offline, removing bad entries
 //	nodecache version           print the version
 package main
@@ -61,7 +62,7 @@ func exitCode(err error) int {
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("a command is required: serve, hosts, containers-conf, verify or version")
+		return usagef("a command is required: serve, hosts, containers-conf, doctor, verify or version")
 	}
 	switch args[0] {
 	case "serve":
@@ -74,15 +75,17 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return hosts(args[1:], stdout, stderr)
 	case "containers-conf":
 		return containersConfCmd(args[1:], stdout, stderr)
+	case "doctor":
+		return doctor(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return verify(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "nodecache", version)
 		return nil
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: nodecache serve|hosts|verify|version|containers-conf [flags]; nodecache serve --help lists every flag")
+		fmt.Fprintln(stdout, "usage: nodecache serve|hosts|verify|version|containers-conf|doctor [flags]; nodecache serve --help lists every flag")
 		return nil
 	default:
-		return usagef("unknown command %q: want serve, hosts, containers-conf, verify or version", args[0])
+		return usagef("unknown command %q: want serve, hosts, containers-conf, doctor, verify or version", args[0])
 	}
 }
