@@ -72,7 +72,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return run(ctx, cfg)
 	case "hosts":
-		return hosts(args[1:], stdout, stderr)
+		return hosts(ctx, args[1:], stdout, stderr)
 	case "containers-conf":
 		return containersConfCmd(args[1:], stdout, stderr)
 	case "doctor":
