@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 
 	"nodecache/internal/ctrdconf"
@@ -57,7 +58,7 @@ func hosts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: %s\n", path, result)
 	}
-	if !opts.remove {
+	if !opts.remove && onContainerdNode(opts.ctrdConfig, opts.ctrdBin) {
 		// The files are written either way: containerd may be
 		// reconfigured after them, and pulls fall back to the registry.
 		for _, p := range containerdProblems(ctx, opts.ctrdConfig, opts.ctrdBin, opts.dir, io.Discard) {
@@ -65,6 +66,22 @@ func hosts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// onContainerdNode reports whether hosts runs where containerd's
+// configuration can be judged: the file is there, or the binary is (then
+// a missing file means containerd's defaults). In a container that
+// mounts only the hosts directory, neither is, and nothing is said;
+// doctor, given the file, judges it there.
+func onContainerdNode(file, bin string) bool {
+	if _, err := os.Stat(file); err == nil {
+		return true
+	}
+	if bin == "" {
+		return false
+	}
+	_, err := exec.LookPath(bin)
+	return err == nil
 }
 
 // warnOldHostsVariables names on stderr each NODECACHE_<FLAG> variable

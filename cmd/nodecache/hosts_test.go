@@ -433,6 +433,9 @@ func TestHostsWarns(t *testing.T) {
 	}{
 		{colon, `nodecache hosts: warning: plugins."io.containerd.cri.v1.images".registry.config_path: "` + dir + `:/etc/docker/certs.d" is read as one directory`},
 		{writeContainerdConfig(t, dir), ""},
+		// Nothing to judge: no file and no binary, as in a container
+		// that mounts only the hosts directory.
+		{filepath.Join(t.TempDir(), "none.toml"), ""},
 	} {
 		var out, errOut bytes.Buffer
 		err := dispatch(context.Background(), []string{"hosts", "--dir", dir, "--registry", "docker.io",
