@@ -75,6 +75,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	dockerConfig := fs.String("docker-config", "", "Docker config.json whose auths are the node's own registry credentials; reloaded on change")
 	credentialsFile := fs.String("credentials-file", "", "TOML or YAML file of the node's registry credentials (registry -> username/password or token); reloaded on change")
 	hostsDir := fs.String("hosts-dir", "", "containerd hosts directory (e.g. /etc/containerd/certs.d) to read upstream settings from: server, mirrors, ca, client certificates, skip_verify, header")
+	ctrdConfig := fs.String("containerd-config", "", "containerd's config.toml: export nodecache_doctor_problems, its settings that would send CRI pulls around the hosts directory (--hosts-dir, else /etc/containerd/certs.d)")
 	peers := addPeerFlags(fs)
 	fs.String("config", "", "TOML file of settings, keyed by flag name (data-dir = \"/var/lib/nodecache\"); flags and NODECACHE_* variables win over it")
 	return fs, func() (Config, error) {
@@ -84,6 +85,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 			MaxConcurrentFills: *maxFills, MaxConnections: *maxConns,
 			Registries: map[string]string{}, MetricsListen: *metricsListen,
 			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
+			ContainerdConfig:     *ctrdConfig,
 			ScrubInterval:        *scrub,
 			UpstreamStallTimeout: *stall,
 		}}

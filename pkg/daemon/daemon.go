@@ -14,6 +14,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"nodecache/internal/ctrdconf"
+	"nodecache/internal/hostsdir"
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
@@ -101,6 +104,9 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	)
 	reg := newRegistry(metrics, d.store, d.maxSize)
 	reg.MustRegister(client) // the upstream client's refused redirects
+	if cfg.ContainerdConfig != "" {
+		reg.MustRegister(ctrdconf.NewCollector(cfg.ContainerdConfig, cmp.Or(cfg.HostsDir, hostsdir.DefaultDir)))
+	}
 	probes := newProbes(&d.ready, reg)
 	d.servers.mirror = d.newServer(withMirror(probes, d.mirror))
 	d.servers.metrics = d.newServer(probes)
