@@ -49,7 +49,7 @@ func ParseVersion(out string) (Version, error) {
 	}
 	major, err1 := strconv.Atoi(parts[0])
 	minor, err2 := strconv.Atoi(parts[1])
-	if err1 != nil || err2 != nil || major < 1 {
+	if err1 != nil || err2 != nil || major < 1 || minor < 0 {
 		return Version{}, fmt.Errorf("containerd --version: unexpected version %q", truncate(f[2]))
 	}
 	return Version{Major: major, Minor: minor}, nil

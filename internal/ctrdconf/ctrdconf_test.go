@@ -182,7 +182,7 @@ func TestParseVersion(t *testing.T) {
 			t.Errorf("%q: %v, %v; want %v", tt.out, got, err, tt.want)
 		}
 	}
-	for _, bad := range []string{"", "ctr 1.6", "containerd x vX.Y", "containerd x 0.1"} {
+	for _, bad := range []string{"", "ctr 1.6", "containerd x vX.Y", "containerd x 0.1", "containerd x 1.-1"} {
 		if _, err := ParseVersion(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
@@ -254,6 +254,20 @@ func FuzzParse(f *testing.F) {
 					t.Fatalf("problem without setting or fix: %+v", p)
 				}
 			}
+		}
+	})
+}
+
+func FuzzParseVersion(f *testing.F) {
+	f.Add("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n")
+	f.Add("containerd github.com/containerd/containerd/v2 2.4.2+unknown \n")
+	f.Fuzz(func(t *testing.T, out string) {
+		v, err := ParseVersion(out)
+		if err == nil && (!v.Known() || v.Major < 1 || v.Minor < 0) {
+			t.Fatalf("ParseVersion(%q) = %+v without an error", out, v)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Fatalf("error %q is not one line", err)
 		}
 	})
 }
