@@ -4,29 +4,20 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"nodecache/internal/daemontest"
 )
 
-// nodecacheStub answers /v2/ as nodecache does, on 127.0.0.1, until the
-// test ends; doctor only asks it whether it is there.
-func nodecacheStub(t *testing.T) string {
+// startNodecache runs the real nodecache on 127.0.0.1 until the test
+// ends and returns its URL, as doctor's --mirror takes it.
+func startNodecache(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v2/" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-		w.Write([]byte("{}"))
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return daemontest.MustStart(t, daemontest.Binary(t), "--data-dir", t.TempDir()).URL
 }
 
 // closedAddr is a 127.0.0.1 address nothing listens on.
@@ -65,7 +56,7 @@ func problemLines(out string) []string {
 func TestDoctor(t *testing.T) {
 	dir := t.TempDir()
 	hostsDir := filepath.Join(dir, "certs.d")
-	mirror := nodecacheStub(t)
+	mirror := startNodecache(t)
 	mustRunHosts(t, hostsDir, "--registry", "docker.io", "--registry", "quay.io", "--mirror", mirror)
 	good := "version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\nconfig_path = '" + hostsDir + "'\n"
 	unset := "version = 3\n"
@@ -119,7 +110,7 @@ func TestDoctorWithDebianContainerd(t *testing.T) {
 		t.Skip("no /usr/bin/containerd (Debian's containerd package)")
 	}
 	hostsDir := filepath.Join(t.TempDir(), "certs.d")
-	mirror := nodecacheStub(t)
+	mirror := startNodecache(t)
 	mustRunHosts(t, hostsDir, "--registry", "docker.io", "--mirror", mirror)
 	file := filepath.Join(t.TempDir(), "config.toml")
 	conf := "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"" + hostsDir + ":/etc/docker/certs.d\"\n"

@@ -189,36 +189,67 @@ func TestParseVersion(t *testing.T) {
 	}
 }
 
-// TestDebianContainerdDump runs the real `containerd config dump` of
-// Debian's containerd 1.6 as this package's callers do: no daemon runs,
-// and the dump is the file with every default filled in.
-func TestDebianContainerdDump(t *testing.T) {
-	bin, err := exec.LookPath("/usr/bin/containerd")
-	if err != nil {
-		t.Skip("no /usr/bin/containerd (Debian's containerd package)")
+// realBinaries are the containerd binaries on this machine to test
+// against: Debian's 1.6 at /usr/bin/containerd, and a 2.x binary named by
+// NODECACHE_TEST_CONTAINERD2 (the e2e setup builds one from the module
+// proxy). The test skips if there is none.
+func realBinaries(t *testing.T) []string {
+	var bins []string
+	for _, b := range []string{"/usr/bin/containerd", os.Getenv("NODECACHE_TEST_CONTAINERD2")} {
+		if b == "" {
+			continue
+		}
+		if _, err := exec.LookPath(b); err == nil {
+			bins = append(bins, b)
+		}
 	}
-	ctx := context.Background()
-	v, err := BinaryVersion(ctx, bin, 0)
-	if err != nil || !v.Known() {
-		t.Fatalf("version %v, %v", v, err)
+	if len(bins) == 0 {
+		t.Skip("no containerd binary: install Debian's containerd, or set NODECACHE_TEST_CONTAINERD2")
 	}
-	file := filepath.Join(t.TempDir(), "config.toml")
-	if err := os.WriteFile(file, edit(t, file16, path16, `config_path = "/srv/hosts"`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := Dump(ctx, bin, file, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := Parse(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.ConfigPath != "/srv/hosts" || len(Check(c, v, "/srv/hosts")) != 0 {
-		t.Fatalf("dump read as %+v", c)
-	}
-	if _, err := Dump(ctx, bin, filepath.Join(t.TempDir(), "missing.toml"), 0); err == nil {
-		t.Fatal("dump of a missing file: no error")
+	return bins
+}
+
+// TestRealContainerdDump runs the real `containerd config dump`, with no
+// daemon, over a version 2 file, as doctor does: the binary migrates the
+// file (2.x) or fills in its defaults (1.x), and Check judges the dump by
+// the binary's release. A colon-separated config_path is fine on 1.x and
+// a problem on 2.1 and later. (It replaces a test of the 1.6 binary alone
+// and keeps its checks.)
+func TestRealContainerdDump(t *testing.T) {
+	for _, bin := range realBinaries(t) {
+		t.Run(bin, func(t *testing.T) {
+			ctx := context.Background()
+			v, err := BinaryVersion(ctx, bin, 0)
+			if err != nil || !v.Known() {
+				t.Fatalf("version %v, %v", v, err)
+			}
+			file := filepath.Join(t.TempDir(), "config.toml")
+			colon := `config_path = "/srv/hosts:/etc/docker/certs.d"`
+			if err := os.WriteFile(file, edit(t, file16, path16, colon), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := Dump(ctx, bin, file, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := Parse(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ConfigPath != "/srv/hosts:/etc/docker/certs.d" {
+				t.Fatalf("dump read as %+v", c)
+			}
+			problems := Check(c, v, "/srv/hosts")
+			if want := v.atLeast(2, 1); (len(problems) == 1) != want || len(problems) > 1 {
+				t.Fatalf("containerd %v: problems %v, want one: %v", v, problems, want)
+			}
+			// 1.x refuses to dump a missing file, 2.x dumps its defaults;
+			// doctor reads a missing file as the defaults itself.
+			_, err = Dump(ctx, bin, filepath.Join(t.TempDir(), "missing.toml"), 0)
+			if (err != nil) != (v.Major == 1) {
+				t.Fatalf("containerd %v, dump of a missing file: %v", v, err)
+			}
+		})
 	}
 }
 
