@@ -81,6 +81,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	pinPlatforms := &settings.List{}
 	fs.Var(pinPlatforms, "pin-platform", "platform of pinned images to fetch, such as linux/amd64; repeatable; default every platform")
 	pinRefresh := fs.Duration("pin-refresh", pin.DefaultRefresh, "how often pinned tags are resolved again; a moved tag's new image is fetched and the old one let go")
+	ctrdConfig := fs.String("containerd-config", "", "containerd's config.toml: export nodecache_doctor_problems, its settings that would send CRI pulls around the hosts directory (--hosts-dir, else /etc/containerd/certs.d)")
 	peers := addPeerFlags(fs)
 	fs.String("config", "", "TOML file of settings, keyed by flag name (data-dir = \"/var/lib/nodecache\"); flags and NODECACHE_* variables win over it")
 	return fs, func() (Config, error) {
@@ -90,6 +91,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 			MaxConcurrentFills: *maxFills, MaxConnections: *maxConns,
 			Registries: map[string]string{}, MetricsListen: *metricsListen,
 			DockerConfig: *dockerConfig, CredentialsFile: *credentialsFile, HostsDir: *hostsDir,
+			ContainerdConfig:     *ctrdConfig,
 			ScrubInterval:        *scrub,
 			UpstreamStallTimeout: *stall,
 			PinFile:              *pinFile, PinPlatforms: pinPlatforms.Values, PinRefresh: *pinRefresh,

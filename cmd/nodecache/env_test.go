@@ -121,6 +121,10 @@ func TestHostsNamesTheOldVariables(t *testing.T) {
 		t.Setenv(name, v)
 	}
 	t.Setenv("NODECACHE_HOSTS_CMD_REGISTRY", "ghcr.io")
+	// A containerd configuration that uses dir, so that hosts has no
+	// warning of its own to add to stderr.
+	t.Setenv("NODECACHE_HOSTS_CMD_CONTAINERD", "")
+	t.Setenv("NODECACHE_HOSTS_CMD_CONTAINERD_CONFIG", writeContainerdConfig(t, dir))
 	var out, errOut strings.Builder
 	if err := dispatch(t.Context(), []string{"hosts", "--dir", dir}, &out, &errOut); err != nil {
 		t.Fatalf("hosts with old variables set: %v", err)

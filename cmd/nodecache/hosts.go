@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 
+	"nodecache/internal/ctrdconf"
 	"nodecache/internal/hostsdir"
 	"nodecache/internal/settings"
 	"nodecache/pkg/daemon"
@@ -25,16 +28,18 @@ type hostsTarget struct {
 
 // hostsOptions is what `nodecache hosts` was asked to do.
 type hostsOptions struct {
-	dir     string
-	targets []hostsTarget
-	mirror  string // scheme://host[:port], no trailing slash
-	replace bool
-	remove  bool
+	dir        string
+	targets    []hostsTarget
+	mirror     string // scheme://host[:port], no trailing slash
+	replace    bool
+	remove     bool
+	ctrdConfig string // containerd's config.toml, checked after writing
+	ctrdBin    string // the containerd binary; "" for none
 }
 
 // hosts writes, or with --remove undoes, containerd hosts.toml files that
 // put nodecache in front of registries.
-func hosts(args []string, stdout, stderr io.Writer) error {
+func hosts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	warnOldHostsVariables(stderr)
 	opts, err := parseHosts(args, stderr)
 	if err != nil {
@@ -53,7 +58,30 @@ func hosts(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: %s\n", path, result)
 	}
+	if !opts.remove && onContainerdNode(opts.ctrdConfig, opts.ctrdBin) {
+		// The files are written either way: containerd may be
+		// reconfigured after them, and pulls fall back to the registry.
+		for _, p := range containerdProblems(ctx, opts.ctrdConfig, opts.ctrdBin, opts.dir, io.Discard) {
+			fmt.Fprintln(stderr, "nodecache hosts: warning:", p)
+		}
+	}
 	return nil
+}
+
+// onContainerdNode reports whether hosts runs where containerd's
+// configuration can be judged: the file is there, or the binary is (then
+// a missing file means containerd's defaults). In a container that
+// mounts only the hosts directory, neither is, and nothing is said;
+// doctor, given the file, judges it there.
+func onContainerdNode(file, bin string) bool {
+	if _, err := os.Stat(file); err == nil {
+		return true
+	}
+	if bin == "" {
+		return false
+	}
+	_, err := exec.LookPath(bin)
+	return err == nil
 }
 
 // warnOldHostsVariables names on stderr each NODECACHE_<FLAG> variable
@@ -101,6 +129,8 @@ func hostsFlags() (*flag.FlagSet, func() (hostsOptions, error)) {
 	mirror := fs.String("mirror", defaultMirror, "nodecache's URL as containerd reaches it")
 	fs.BoolVar(&opts.replace, "replace", false, "replace an existing hosts.toml, keeping a copy as hosts.toml"+hostsdir.BackupSuffix)
 	fs.BoolVar(&opts.remove, "remove", false, "undo: restore the copy --replace kept, or take nodecache's host out")
+	fs.StringVar(&opts.ctrdConfig, "containerd-config", ctrdconf.DefaultFile, "containerd's configuration file, checked after writing: a warning for each setting that would send CRI pulls around DIR")
+	fs.StringVar(&opts.ctrdBin, "containerd", "containerd", "the containerd binary, for its version and `config dump`; skipped if not found; \"\" never runs it")
 	return fs, func() (hostsOptions, error) {
 		if len(registries.Values) == 0 && !*all {
 			return opts, usagef("--registry: name at least one registry, or give --all")

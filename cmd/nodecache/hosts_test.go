@@ -39,7 +39,7 @@ var otherHosts = func() string {
 func runHosts(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err := dispatch(context.Background(), append([]string{"hosts", "--dir", dir}, args...), &out, &errOut)
+	err := dispatch(context.Background(), append([]string{"hosts", "--dir", dir, "--containerd", ""}, args...), &out, &errOut)
 	return out.String(), err
 }
 
@@ -413,6 +413,41 @@ func TestHostsFromEnvironment(t *testing.T) {
 	for _, r := range []string{"docker.io", "ghcr.io"} {
 		if got := hostOrder(t, dir, r); got[0] != "http://127.0.0.1:6000" {
 			t.Errorf("%s: containerd tries %v", r, got)
+		}
+	}
+}
+
+// TestHostsWarns: hosts writes its files whatever containerd's
+// configuration says, then warns on stderr of each setting doctor would
+// name; with a configuration that uses the directory it says nothing.
+func TestHostsWarns(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs.d")
+	colon := filepath.Join(t.TempDir(), "config.toml")
+	conf := "version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\nconfig_path = '" + dir + ":/etc/docker/certs.d'\n"
+	if err := os.WriteFile(colon, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		config string
+		want   string
+	}{
+		{colon, `nodecache hosts: warning: plugins."io.containerd.cri.v1.images".registry.config_path: "` + dir + `:/etc/docker/certs.d" is read as one directory`},
+		{writeContainerdConfig(t, dir), ""},
+		// Nothing to judge: no file and no binary, as in a container
+		// that mounts only the hosts directory.
+		{filepath.Join(t.TempDir(), "none.toml"), ""},
+	} {
+		var out, errOut bytes.Buffer
+		err := dispatch(context.Background(), []string{"hosts", "--dir", dir, "--registry", "docker.io",
+			"--containerd", "", "--containerd-config", tt.config}, &out, &errOut)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := errOut.String(); (tt.want == "") != (got == "") || !strings.HasPrefix(got, tt.want) || strings.Count(got, "\n") > 1 {
+			t.Errorf("stderr %q, want %q", got, tt.want)
+		}
+		if got := hostOrder(t, dir, "docker.io"); got[0] != defaultMirror {
+			t.Errorf("containerd tries %v, want %s first", got, defaultMirror)
 		}
 	}
 }

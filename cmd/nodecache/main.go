@@ -3,6 +3,9 @@
 //
 //	nodecache serve [flags]     run the daemon
 //	nodecache hosts [flags]     write containerd hosts.toml files that use nodecache
+//	nodecache containers-conf [flags]
+//	                            write a containers-registries.conf drop-in that uses nodecache
+//	nodecache doctor [flags]    check that containerd's pulls would reach nodecache
 //	nodecache verify [flags]    re-hash the store offline, removing bad entries
 //	nodecache prefetch [flags] REF...  cache whole images through a running daemon
 //	nodecache ls [flags]        list the images a running daemon holds
@@ -62,7 +65,7 @@ func exitCode(err error) int {
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("a command is required: serve, hosts, verify, prefetch, ls, evict or version")
+		return usagef("a command is required: serve, hosts, containers-conf, doctor, verify, prefetch, ls, evict or version")
 	}
 	switch args[0] {
 	case "serve":
@@ -72,7 +75,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return run(ctx, cfg)
 	case "hosts":
-		return hosts(args[1:], stdout, stderr)
+		return hosts(ctx, args[1:], stdout, stderr)
+	case "containers-conf":
+		return containersConfCmd(args[1:], stdout, stderr)
+	case "doctor":
+		return doctor(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return verify(args[1:], stdout, stderr)
 	case "prefetch":
@@ -85,9 +92,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stdout, "nodecache", version)
 		return nil
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: nodecache serve|hosts|verify|version [flags]; nodecache prefetch|ls|evict [flags] talk to a running daemon; nodecache serve --help lists every flag")
+		fmt.Fprintln(stdout, "usage: nodecache serve|hosts|verify|version|containers-conf|doctor [flags]; nodecache prefetch|ls|evict [flags] talk to a running daemon; nodecache serve --help lists every flag")
 		return nil
 	default:
-		return usagef("unknown command %q: want serve, hosts, verify, prefetch, ls, evict or version", args[0])
+		return usagef("unknown command %q: want serve, hosts, containers-conf, doctor, verify, prefetch, ls, evict or version", args[0])
 	}
 }

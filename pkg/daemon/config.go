@@ -61,6 +61,9 @@ type Config struct {
 	DockerConfig    string            // --docker-config; "" for none
 	CredentialsFile string            // --credentials-file; "" for none
 	HostsDir        string            // --hosts-dir: containerd hosts directory; "" for none
+	// ContainerdConfig is --containerd-config: containerd's config.toml,
+	// checked at each scrape for nodecache_doctor_problems; "" for none.
+	ContainerdConfig string
 	// Peers: without any of Peers, PeerDNS and PeerFile, every fill goes
 	// to upstream and the other peer fields are empty.
 	Peers          []string // --peers, normalised host:port

@@ -14,6 +14,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"nodecache/internal/ctrdconf"
+	"nodecache/internal/hostsdir"
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
@@ -108,6 +111,9 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 	if d.pins != nil {
 		reg.MustRegister(d.pins)
+	}
+	if cfg.ContainerdConfig != "" {
+		reg.MustRegister(ctrdconf.NewCollector(cfg.ContainerdConfig, cmp.Or(cfg.HostsDir, hostsdir.DefaultDir)))
 	}
 	probes := newProbes(&d.ready, reg)
 	d.servers.mirror = d.newServer(withMirror(probes, d.mirror))
