@@ -117,6 +117,11 @@ func containersConfFlags() (*flag.FlagSet, func() (containersConfOptions, error)
 		if opts.mirror, opts.insecure, err = parseMirrorHost(*mirror); err != nil {
 			return opts, err
 		}
+		if _, err := registryName(opts.mirror); err != nil {
+			// HOST:PORT/NAME/repo must be an image reference: one that is
+			// not fails every pull of NAME rather than skipping the mirror.
+			return opts, usagef("--mirror %q: containers/image needs a host name or IPv4 address with a dot or a port, not an IPv6 literal", *mirror)
+		}
 		for _, r := range registries.Values {
 			name, err := registryName(r)
 			if err != nil {

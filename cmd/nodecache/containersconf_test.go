@@ -179,6 +179,10 @@ func TestContainersConfBadInput(t *testing.T) {
 		{[]string{"--registry", "registry"}, "--registry"},
 		{[]string{"--registry", "quay.io", "--mirror", "ftp://x:1"}, "--mirror"},
 		{[]string{"--registry", "quay.io", "--mirror", "127.0.0.1:5050/docker.io"}, "--mirror"},
+		// containers/image cannot parse [::1]:5050/quay.io/... as a
+		// reference, and fails the pull instead of skipping the mirror.
+		{[]string{"--registry", "quay.io", "--mirror", "[::1]:5050"}, "--mirror"},
+		{[]string{"--registry", "quay.io", "--mirror", "http://nodecache"}, "--mirror"},
 		{[]string{"--registry", "quay.io", "--file", ""}, "--file"},
 		{[]string{"--registry", "quay.io", "extra"}, "extra"},
 	}
