@@ -94,7 +94,12 @@ func ReadFile(path string, v Version) (Config, error) {
 
 // Parse reads a configuration as containerd does: the CRI image
 // settings of a version 1 or 2 file are taken from where containerd 2.x
-// migrates them from.
+// migrates them from. A version 3 file is read as containerd 2.0 to 2.2
+// read it. 2.3 and later (config version 4) migrate a version 3 file's
+// old CRI table too, so a config_path left there is reported unset
+// although 2.3 would find it; moving it to the images table, the fix
+// named, is right on every release, and doctor reads the binary's own
+// dump when it can.
 func Parse(data []byte) (Config, error) {
 	var raw struct {
 		Version int            `toml:"version"`

@@ -121,7 +121,8 @@ func TestParseVersions(t *testing.T) {
 		{"", 1, `plugins."cri".registry`, "", ""},
 		{"[plugins.cri.registry]\nconfig_path = \"/a\"\n", 1, `plugins."cri".registry`, "/a", ""},
 		{"version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/b\"\n", 2, `plugins."io.containerd.grpc.v1.cri".registry`, "/b", ""},
-		// A version 3 file's old CRI table is not where containerd 2.x reads registries.
+		// A version 3 file's old CRI table is not where containerd 2.0 to
+		// 2.2 read registries (2.3 and later migrate it; see Parse).
 		{"version = 3\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/b\"\n", 3, `plugins."io.containerd.cri.v1.images".registry`, "", ""},
 		{"version = 4\n[plugins.'io.containerd.cri.v1.images']\nuse_local_image_pull = true\n[plugins.'io.containerd.cri.v1.images'.registry]\nconfig_path = '/c'\n", 4, `plugins."io.containerd.cri.v1.images".registry`, "/c", "use_local_image_pull = true"},
 		{"version = 3\n[plugins.'io.containerd.cri.v1.images'.registry.configs.'x.io'.tls]\ninsecure_skip_verify = true\n", 3, `plugins."io.containerd.cri.v1.images".registry`, "", "registry.configs"},
