@@ -76,7 +76,7 @@ func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if opts.reportOnly {
 		return nil
 	}
-	return fmt.Errorf("%d problems: %w", len(problems), errProblems)
+	return fmt.Errorf("problems found: %d: %w", len(problems), errProblems)
 }
 
 func doctorFlags() (*flag.FlagSet, func() (doctorOptions, error)) {
