@@ -70,6 +70,9 @@ func (s *Server) handle(rec *recorder, r *http.Request) {
 	}
 	registry, e := s.registryFor(r, &rt)
 	rec.registry, rec.repo, rec.ref = registry, rt.name, rt.tag
+	if e != nil {
+		rec.registry = truncate(registry) // a refused ns is whatever the client sent
+	}
 	if rt.digest != "" {
 		rec.ref = rt.digest.String()
 		if rt.kind != ociref.KindReferrers { // a referrers answer is not its subject

@@ -134,6 +134,7 @@ func TestPathRegistryRefusals(t *testing.T) {
 		{"no registry, default none", "/v2/demo/app/manifests/v1", http.StatusNotFound, ocierr.CodeNameUnknown, "--default-registry", ""},
 		{"path registry not allowed", "/v2/evil.test/demo/app/manifests/v1", http.StatusForbidden, ocierr.CodeDenied, "--allow-registry evil.test", "evil.test"},
 		{"ns not allowed", "/v2/demo/app/manifests/v1?ns=evil.test", http.StatusForbidden, ocierr.CodeDenied, "--allow-registry evil.test", "evil.test"},
+		{"ns not allowed, long", "/v2/demo/app/manifests/v1?ns=" + strings.Repeat("x", 8000), http.StatusForbidden, ocierr.CodeDenied, "--allow-registry xxx", strings.Repeat("x", 80) + "..."},
 		{"path registry with a port not allowed", "/v2/up.test:5000/demo/app/manifests/v1?ns=up.test", http.StatusForbidden, ocierr.CodeDenied, "--allow-registry up.test:5000", "up.test:5000"},
 	}
 	for _, tt := range tests {
