@@ -1,9 +1,12 @@
 package mirror
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -239,4 +242,31 @@ func TestRecorderTellsWhoseCopyFailed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHalfClosedClientGetsNoEmptyOK: net/http takes a client that shuts
+// its side of the connection after its request for gone and cancels the
+// request, yet such a client may still read the answer. Whatever the
+// access log calls it, the answer it reads must not be an empty 200 in
+// place of the blob.
+func TestHalfClosedClientGetsNoEmptyOK(t *testing.T) {
+	e := newTwoUp(t)
+	d := e.up.PushBlob(t, "demo/app", registrytest.Random(33, 1<<20))
+	// Never released: the mirror's Close ends the held fetch.
+	e.up.SetFault(e.up.NoHeaders(registrytest.NewGate(), registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
+
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /v2/up.test/demo/app/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n", d)
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err == nil && resp.StatusCode < 300 {
+		t.Fatalf("a half-closed client got %d with Content-Length %d for a blob it was not sent", resp.StatusCode, resp.ContentLength)
+	}
+	within(t, e.served, "the handler's return")
 }

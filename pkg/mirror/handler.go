@@ -99,12 +99,16 @@ func (s *Server) handle(rec *recorder, r *http.Request) {
 	}
 }
 
-// fail answers q with err, unless its client has hung up: an answer
-// nobody reads is not sent, and the request is logged and counted as
-// canceled (499), not as an error of this server or of the registry.
+// fail answers q with err. If its client has hung up, the request is
+// logged and counted as canceled (499), not as an error of this server or
+// of the registry, but the answer is still written: net/http also takes a
+// client that only shut its side of the connection for gone, and such a
+// client would otherwise read the empty 200 of a handler that wrote
+// nothing.
 func (s *Server) fail(q *request, err error) {
 	if clientGone(q.r) {
 		q.rec.canceled = true
+		writeError(q.rec, q.r, err)
 		return
 	}
 	if errors.Is(err, upstream.ErrUnreachable) && !errors.Is(err, context.Canceled) {
