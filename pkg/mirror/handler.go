@@ -22,7 +22,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none", kind: "invalid"}
 	complete := false // stays false if handle panics: an aborted answer
 	defer func() {
-		if rec.canceled || (!complete && (rec.writeFailed || clientGone(r))) {
+		if rec.canceled || (!complete && clientLeft(r, rec)) {
 			rec.status, rec.result = statusClientClosed, resultCanceled
 		}
 		took := time.Since(start)
@@ -123,8 +123,20 @@ func (s *Server) fail(q *request, err error) {
 
 // clientGone reports whether r's client has hung up: net/http cancels a
 // request's context when its connection closes or a write to it fails.
+// A context the server ended itself (ErrAborted) is no hang-up.
 func clientGone(r *http.Request) bool {
-	return errors.Is(r.Context().Err(), context.Canceled)
+	ctx := r.Context()
+	return errors.Is(ctx.Err(), context.Canceled) && !errors.Is(context.Cause(ctx), ErrAborted)
+}
+
+// clientLeft reports whether an answer that did not complete was cut by
+// its client: it hung up, or a write to it failed, and not because the
+// server ended the request and closed its connection (ErrAborted).
+func clientLeft(r *http.Request, rec *recorder) bool {
+	if errors.Is(context.Cause(r.Context()), ErrAborted) {
+		return false
+	}
+	return rec.writeFailed || clientGone(r)
 }
 
 // registryFor picks the upstream registry from the path, ?ns= and the
