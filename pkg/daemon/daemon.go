@@ -158,7 +158,12 @@ func (d *Daemon) Addrs() Addrs {
 func (d *Daemon) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	d.runParts(gctx, g)
-	d.serve(g)
+	// Requests run under a context of their own, not ctx, so that they may
+	// finish within the grace; shutdown ends those left with
+	// mirror.ErrAborted, which the access log does not take for hang-ups.
+	base, abort := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer abort(nil)
+	d.serve(g, base)
 	d.ready.Store(true)
 	d.log.Info("serving", "listen", d.ls.String(), "systemd", d.ls.systemd, "allow", strings.Join(d.cfg.AllowRegistries, ","))
 	if d.peers != nil {
@@ -169,7 +174,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.Go(func() error { return watchdog(gctx, d.log, d.ls.mirror[0]) })
 	g.Go(func() error {
 		<-gctx.Done()
-		return d.shutdown(gctx)
+		return d.shutdown(gctx, abort)
 	})
 	err := g.Wait()
 	// Last, once no fill and no sweep is left: the data directory is free
@@ -196,12 +201,13 @@ func (d *Daemon) runParts(ctx context.Context, g *errgroup.Group) {
 
 // serve serves each server on its listeners, each bounded in connections
 // and in how long a write to a client may wait (boundedListener).
-func (d *Daemon) serve(g *errgroup.Group) {
+func (d *Daemon) serve(g *errgroup.Group, base context.Context) {
 	maxConns := d.cfg.MaxConnections
 	if maxConns == 0 {
 		maxConns = DefaultMaxConnections
 	}
 	serve := func(srv *http.Server, ls []net.Listener) {
+		srv.BaseContext = func(net.Listener) context.Context { return base }
 		for _, l := range ls {
 			g.Go(func() error {
 				bl := newBoundedListener(l, maxConns, writeProgressTimeout)
@@ -221,7 +227,7 @@ func (d *Daemon) serve(g *errgroup.Group) {
 
 // shutdown stops the servers, letting requests in flight finish within
 // the grace period, then aborts the fills no client waits for any more.
-func (d *Daemon) shutdown(ctx context.Context) error {
+func (d *Daemon) shutdown(ctx context.Context, abort context.CancelCauseFunc) error {
 	d.ready.Store(false)
 	notify(d.log, "STOPPING=1", "STATUS=finishing requests in flight")
 	d.log.Info("shutting down", "grace", d.cfg.ShutdownGrace)
@@ -233,6 +239,7 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 			continue
 		}
 		if err := srv.Shutdown(sctx); err != nil {
+			abort(mirror.ErrAborted) // before Close: the requests learn why first
 			srv.Close()
 			errs = append(errs, fmt.Errorf("shutdown: %w", err))
 		}

@@ -53,7 +53,13 @@ type running struct {
 // start runs New and Run, and stops the daemon when the test ends.
 func start(t *testing.T, cfg Config) *running {
 	t.Helper()
-	d, err := New(cfg, quietLogger())
+	return startWith(t, cfg, quietLogger())
+}
+
+// startWith is start with log as the daemon's logger.
+func startWith(t *testing.T, cfg Config, log *slog.Logger) *running {
+	t.Helper()
+	d, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

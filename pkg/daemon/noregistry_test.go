@@ -33,7 +33,7 @@ func TestNoDefaultRegistry(t *testing.T) {
 			t.Errorf("GET %s: %d, content %s", path, code, digest.FromString(body))
 		}
 	}
-	if _, body := get(t, metrics+"/metrics"); !strings.Contains(body, "nodecache_requests_without_registry_total 1") {
+	if _, body := get(t, metrics+"/metrics"); !strings.Contains(body, "\nnodecache_requests_without_registry_total 1\n") {
 		t.Error("GET /metrics: nodecache_requests_without_registry_total is not 1")
 	}
 }

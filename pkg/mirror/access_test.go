@@ -99,11 +99,20 @@ func TestPrivateLayerOnlyForAuthorizedClients(t *testing.T) {
 		{"bob, under a public repository", "public/base", "bob", "bob-secret"},
 		{"a wrong password", "private/app", "alice", "guess"},
 	} {
-		resp := getAs(t, e, "/v2/"+c.repo+"/blobs/"+layer.String(), c.user, c.pass)
-		if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("Www-Authenticate"), "Basic") {
-			t.Errorf("%s: status %d, WWW-Authenticate %q; want 401 with a Basic challenge",
-				c.name, resp.StatusCode, resp.Header.Get("Www-Authenticate"))
+		// With ns, and with the registry in the path: the same check.
+		for _, url := range []string{
+			e.url("/v2/" + c.repo + "/blobs/" + layer.String()),
+			e.srv.URL + "/v2/" + e.up.Host() + "/" + c.repo + "/blobs/" + layer.String(),
+		} {
+			resp, _ := getWith(t, url, c.user, c.pass)
+			if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("Www-Authenticate"), "Basic") {
+				t.Errorf("%s, %s: status %d, WWW-Authenticate %q; want 401 with a Basic challenge",
+					c.name, url, resp.StatusCode, resp.Header.Get("Www-Authenticate"))
+			}
 		}
+	}
+	if resp, _ := getWith(t, e.srv.URL+"/v2/"+e.up.Host()+"/private/app/blobs/"+layer.String(), "alice", "alice-secret"); resp.StatusCode != http.StatusOK {
+		t.Errorf("alice, the registry in the path: status %d", resp.StatusCode)
 	}
 	if resp := getAs(t, e, "/v2/private/app/blobs/"+layer.String(), "alice", "alice-secret"); resp.StatusCode != http.StatusOK {
 		t.Errorf("alice again: status %d", resp.StatusCode)

@@ -1,12 +1,19 @@
 package mirror
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strconv"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -131,4 +138,135 @@ func TestHangUpIsCanceled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServerAbortIsNotCanceled: an answer the server cuts short itself,
+// because upstream sent bytes that do not match the digest, is no hang-up
+// of the client: it is never logged 499 or counted canceled.
+func TestServerAbortIsNotCanceled(t *testing.T) {
+	e := newTwoUp(t)
+	data := registrytest.Random(32, 256<<10)
+	d := e.up.PushBlob(t, "demo/app", data)
+	e.up.SetFault(e.up.WrongBytes(int64(len(data))/2, registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
+
+	resp, err := http.Get(e.srv.URL + "/v2/up.test/demo/app/blobs/" + d.String())
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("the client got a whole answer from wrong bytes")
+	}
+	within(t, e.served, "the handler's return")
+	if line := e.log.last(t); line["status"] == "499" || line["digest"] != d.String() {
+		t.Fatalf("access line %v, want %s and a status other than 499", line, d)
+	}
+	if n := testutil.ToFloat64(e.metrics.requests.WithLabelValues("blobs", resultCanceled)); n != 0 {
+		t.Fatalf("requests{result=canceled} = %v, want 0", n)
+	}
+}
+
+// connWriter is a ResponseWriter on a connection that takes everything
+// (err nil) or fails every write with err. Its ReadFrom, as net/http's,
+// reads from src before it writes, and keeps src.
+type connWriter struct {
+	http.ResponseWriter
+	err error
+	src io.Reader
+}
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	return len(p), nil
+}
+
+func (w *connWriter) ReadFrom(src io.Reader) (int64, error) {
+	w.src = src
+	if w.err == nil {
+		return io.Copy(io.Discard, src)
+	}
+	if _, err := src.Read(make([]byte, 512)); err != nil && err != io.EOF {
+		return 0, err
+	}
+	return 0, w.err
+}
+
+// TestRecorderTellsWhoseCopyFailed: a copy to the client that fails is
+// the client's (writeFailed) when the write failed, never when the source
+// did; and a file, whole or in part, still reaches the connection as it
+// is, so that it goes out by sendfile.
+func TestRecorderTellsWhoseCopyFailed(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "blob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("some bytes of a blob"); err != nil {
+		t.Fatal(err)
+	}
+	errConn, errSource := errors.New("connection reset by peer"), errors.New("upstream cut")
+	tests := []struct {
+		name       string
+		src        func() io.Reader
+		conn       error
+		wantFailed bool
+		sendfile   bool // the connection must get src itself
+	}{
+		// copyBody sends a stored file as part of itself, an
+		// io.LimitReader: a bare *os.File would go by its WriteTo.
+		{"file sent", func() io.Reader { return io.LimitReader(f, 20) }, nil, false, true},
+		{"file, the client hung up", func() io.Reader { return io.LimitReader(f, 20) }, errConn, true, true},
+		{"stream sent", func() io.Reader { return strings.NewReader("abc") }, nil, false, false},
+		{"stream, the client hung up", func() io.Reader { return strings.NewReader("abc") }, errConn, true, false},
+		{"stream, the source failed", func() io.Reader { return iotest.ErrReader(errSource) }, errConn, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			conn := &connWriter{ResponseWriter: httptest.NewRecorder(), err: tt.conn}
+			rec := &recorder{ResponseWriter: conn}
+			src := tt.src()
+			_, err := io.Copy(rec, src)
+			if (err != nil) != (tt.conn != nil) {
+				t.Fatalf("copy: %v", err)
+			}
+			if rec.writeFailed != tt.wantFailed {
+				t.Fatalf("writeFailed = %v, want %v (copy error %v)", rec.writeFailed, tt.wantFailed, err)
+			}
+			if tt.sendfile && conn.src != src {
+				t.Fatalf("the connection got %T, want the %T itself", conn.src, src)
+			}
+		})
+	}
+}
+
+// TestHalfClosedClientGetsNoEmptyOK: net/http takes a client that shuts
+// its side of the connection after its request for gone and cancels the
+// request, yet such a client may still read the answer. Whatever the
+// access log calls it, the answer it reads must not be an empty 200 in
+// place of the blob.
+func TestHalfClosedClientGetsNoEmptyOK(t *testing.T) {
+	e := newTwoUp(t)
+	d := e.up.PushBlob(t, "demo/app", registrytest.Random(33, 1<<20))
+	// Never released: the mirror's Close ends the held fetch.
+	e.up.SetFault(e.up.NoHeaders(registrytest.NewGate(), registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
+
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /v2/up.test/demo/app/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n", d)
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err == nil && resp.StatusCode < 300 {
+		t.Fatalf("a half-closed client got %d with Content-Length %d for a blob it was not sent", resp.StatusCode, resp.ContentLength)
+	}
+	within(t, e.served, "the handler's return")
 }

@@ -27,6 +27,13 @@ const (
 	MaxRetryAfter = 60 * time.Second
 )
 
+// ErrAborted is the cause a server gives the contexts of the requests it
+// ends itself (context.WithCancelCause under http.Server.BaseContext),
+// such as those still running when a shutdown's grace is over. A request
+// ended so is no hang-up of its client: it is not logged or counted as
+// canceled.
+var ErrAborted = errors.New("request aborted by the server")
+
 // statusClientClosed is what the access log and the metrics give a
 // request whose client hung up before its answer was complete: nginx's
 // 499, which log tools know. It is never sent (nobody is there to read

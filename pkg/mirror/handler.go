@@ -22,7 +22,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none", kind: "invalid"}
 	complete := false // stays false if handle panics: an aborted answer
 	defer func() {
-		if rec.canceled || (!complete && (rec.writeFailed || clientGone(r))) {
+		if rec.canceled || (!complete && clientLeft(r, rec)) {
 			rec.status, rec.result = statusClientClosed, resultCanceled
 		}
 		took := time.Since(start)
@@ -70,6 +70,9 @@ func (s *Server) handle(rec *recorder, r *http.Request) {
 	}
 	registry, e := s.registryFor(r, &rt)
 	rec.registry, rec.repo, rec.ref = registry, rt.name, rt.tag
+	if e != nil {
+		rec.registry = truncate(registry) // a refused ns is whatever the client sent
+	}
 	if rt.digest != "" {
 		rec.ref = rt.digest.String()
 		if rt.kind != ociref.KindReferrers { // a referrers answer is not its subject
@@ -96,12 +99,16 @@ func (s *Server) handle(rec *recorder, r *http.Request) {
 	}
 }
 
-// fail answers q with err, unless its client has hung up: an answer
-// nobody reads is not sent, and the request is logged and counted as
-// canceled (499), not as an error of this server or of the registry.
+// fail answers q with err. If its client has hung up, the request is
+// logged and counted as canceled (499), not as an error of this server or
+// of the registry, but the answer is still written: net/http also takes a
+// client that only shut its side of the connection for gone, and such a
+// client would otherwise read the empty 200 of a handler that wrote
+// nothing.
 func (s *Server) fail(q *request, err error) {
 	if clientGone(q.r) {
 		q.rec.canceled = true
+		writeError(q.rec, q.r, err)
 		return
 	}
 	if errors.Is(err, upstream.ErrUnreachable) && !errors.Is(err, context.Canceled) {
@@ -116,8 +123,20 @@ func (s *Server) fail(q *request, err error) {
 
 // clientGone reports whether r's client has hung up: net/http cancels a
 // request's context when its connection closes or a write to it fails.
+// A context the server ended itself (ErrAborted) is no hang-up.
 func clientGone(r *http.Request) bool {
-	return errors.Is(r.Context().Err(), context.Canceled)
+	ctx := r.Context()
+	return errors.Is(ctx.Err(), context.Canceled) && !errors.Is(context.Cause(ctx), ErrAborted)
+}
+
+// clientLeft reports whether an answer that did not complete was cut by
+// its client: it hung up, or a write to it failed, and not because the
+// server ended the request and closed its connection (ErrAborted).
+func clientLeft(r *http.Request, rec *recorder) bool {
+	if errors.Is(context.Cause(r.Context()), ErrAborted) {
+		return false
+	}
+	return rec.writeFailed || clientGone(r)
 }
 
 // registryFor picks the upstream registry from the path, ?ns= and the

@@ -3,6 +3,7 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -133,6 +134,7 @@ func TestPathRegistryRefusals(t *testing.T) {
 		{"no registry, default none", "/v2/demo/app/manifests/v1", http.StatusNotFound, ocierr.CodeNameUnknown, "--default-registry", ""},
 		{"path registry not allowed", "/v2/evil.test/demo/app/manifests/v1", http.StatusForbidden, ocierr.CodeDenied, "--allow-registry evil.test", "evil.test"},
 		{"ns not allowed", "/v2/demo/app/manifests/v1?ns=evil.test", http.StatusForbidden, ocierr.CodeDenied, "--allow-registry evil.test", "evil.test"},
+		{"ns not allowed, long", "/v2/demo/app/manifests/v1?ns=" + strings.Repeat("x", 8000), http.StatusForbidden, ocierr.CodeDenied, "--allow-registry xxx", strings.Repeat("x", 80) + "..."},
 		{"path registry with a port not allowed", "/v2/up.test:5000/demo/app/manifests/v1?ns=up.test", http.StatusForbidden, ocierr.CodeDenied, "--allow-registry up.test:5000", "up.test:5000"},
 	}
 	for _, tt := range tests {
@@ -203,6 +205,71 @@ func TestPullWithCraneThroughPathRegistry(t *testing.T) {
 		desc, err := remote.Head(ref)
 		if err != nil || desc.Digest.String() != img.Index.String() {
 			t.Fatalf("%s resolves to %v (%v), want %s's index %s", ref, desc, err, registry, img.Index)
+		}
+	}
+}
+
+// TestTagListPagesStayWithTheRegistry: the next page of a tag list,
+// followed as the Link header says (crane, regctl and skopeo do), comes
+// from the registry the first page came from, never from the default
+// registry's repository of the same name.
+func TestTagListPagesStayWithTheRegistry(t *testing.T) {
+	e := newTwoUp(t, WithDefaultRegistry("up.test"))
+	for _, tag := range []string{"a1", "a2", "a3"} {
+		e.other.PushImage(t, "demo/app", tag, 100)
+	}
+	for _, tag := range []string{"u1", "u2", "u3"} {
+		e.up.PushImage(t, "demo/app", tag, 100)
+	}
+	for _, first := range []string{
+		"/v2/other.test/demo/app/tags/list?n=1",
+		"/v2/demo/app/tags/list?n=1&ns=other.test",
+	} {
+		next, seen := first, []string{}
+		for next != "" && len(seen) < 5 {
+			resp, body := e.get(next)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: status %d, %s", next, resp.StatusCode, body)
+			}
+			var list struct{ Tags []string }
+			if err := json.Unmarshal(body, &list); err != nil {
+				t.Fatalf("%s: %v", next, err)
+			}
+			seen = append(seen, list.Tags...)
+			next = ""
+			if link := resp.Header.Get("Link"); link != "" {
+				target, _, _ := strings.Cut(strings.TrimPrefix(link, "<"), ">")
+				u, err := resp.Request.URL.Parse(target)
+				if err != nil {
+					t.Fatalf("Link %q: %v", link, err)
+				}
+				next = u.RequestURI()
+			}
+		}
+		if got := strings.Join(seen, ","); got != "a1,a2,a3" {
+			t.Errorf("pages from %s: %s, want other.test's a1,a2,a3", first, got)
+		}
+	}
+}
+
+// TestSameRegistryLinks: which Link headers get the registry back, and
+// how; a link that does not come back to nodecache is left alone.
+func TestSameRegistryLinks(t *testing.T) {
+	inPath := &request{registry: "docker.io", route: route{host: "docker.io", name: "library/alpine"}}
+	byNs := &request{registry: "ghcr.io", route: route{name: "org/app"}}
+	tests := []struct {
+		q          *request
+		link, want string
+	}{
+		{inPath, `</v2/library/alpine/tags/list?last=3&n=1>; rel="next"`, `</v2/docker.io/library/alpine/tags/list?last=3&n=1>; rel="next"`},
+		{byNs, `</v2/org/app/tags/list?n=1&last=v1>; rel="next"`, `</v2/org/app/tags/list?last=v1&n=1&ns=ghcr.io>; rel="next"`},
+		{byNs, `<https://ghcr.io/v2/org/app/tags/list?last=v1>; rel="next"`, `<https://ghcr.io/v2/org/app/tags/list?last=v1>; rel="next"`},
+		{inPath, `</v3/x?last=1>; rel="next"`, `</v3/x?last=1>; rel="next"`},
+		{inPath, `</v2/library/alpine/tags/list?last=3`, `</v2/library/alpine/tags/list?last=3`},
+	}
+	for _, tt := range tests {
+		if got := tt.q.sameRegistry(tt.link); got != tt.want {
+			t.Errorf("sameRegistry(%s) = %s, want %s", tt.link, got, tt.want)
 		}
 	}
 }

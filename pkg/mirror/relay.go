@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -47,6 +48,9 @@ func (s *Server) relay(q *request, req upstream.Request, d digest.Digest, header
 	}
 	q.rec.source = "upstream"
 	copyHeaders(q.rec.Header(), resp.Header, headers...)
+	if link := q.rec.Header().Get("Link"); link != "" {
+		q.rec.Header().Set("Link", q.sameRegistry(link))
+	}
 	var body io.Reader = resp.Body
 	if d != "" {
 		q.rec.Header().Set("Docker-Content-Digest", d.String())
@@ -68,4 +72,33 @@ func copyHeaders(dst, src http.Header, keys ...string) {
 			dst.Set(k, v)
 		}
 	}
+}
+
+// sameRegistry makes upstream's Link to the next page of a tag list or of
+// referrers (</v2/NAME/tags/list?last=T&n=N>; rel="next") lead back to
+// the registry this request named. As upstream wrote it, the link names
+// no registry: followed, it would be answered from the default registry,
+// whose repository of the same name is another one. The registry goes
+// back where the request had it, first in the path, else as ns. A link
+// that is not such a path (another host, or none to parse) is left as it
+// is: it does not come back here.
+func (q *request) sameRegistry(link string) string {
+	target, params, ok := strings.Cut(link, ">")
+	rest, isPath := strings.CutPrefix(target, "</v2/")
+	if !ok || !isPath {
+		return link
+	}
+	u, err := url.Parse("/v2/" + rest)
+	if err != nil {
+		return link
+	}
+	if q.route.host != "" {
+		u.Path = "/v2/" + q.registry + strings.TrimPrefix(u.Path, "/v2")
+		u.RawPath = ""
+	} else {
+		v := u.Query()
+		v.Set("ns", q.registry)
+		u.RawQuery = v.Encode()
+	}
+	return "<" + u.String() + ">" + params
 }
