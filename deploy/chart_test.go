@@ -223,8 +223,12 @@ func checkRendered(t *testing.T, m manifests) {
 	}
 	checkServe(t, pod.Containers[0], volumes)
 	checkHostsWiring(t, pod, volumes)
-	if len(m.services) > 0 && m.services[0].Name == "nodecache-peers" {
-		checkPeers(t, m, pod.Containers[0], volumes)
+	// checkPeers wants daemonset.yaml's peer port and Service.
+	if slices.Equal(flagValues(serveArgs(m), "--peer-listen"), []string{"$(NODE_IP):5051"}) {
+		// It takes every Secret volume for the peer secret.
+		peerVolumes := maps.Clone(volumes)
+		delete(peerVolumes, "node-credentials")
+		checkPeers(t, m, pod.Containers[0], peerVolumes)
 	}
 }
 
