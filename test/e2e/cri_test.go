@@ -29,13 +29,18 @@ import (
 // hosts` wrote. The pull must come through nodecache; then, with the
 // upstream stopped and the image removed through CRI, it must pull again
 // from nodecache's cache alone.
+//
+// It runs once per containerd build: Debian's 1.6, and the pinned 2.x
+// with its default transfer-service pull.
 func TestCRIPullThroughNodecache(t *testing.T) {
-	requirePrivileges(t)
+	eachContainerd(t, testCRIPull)
+}
 
+func testCRIPull(t *testing.T, b containerdBuild) {
 	reg := registrytest.Start(t)
 	img := pushUnpackableImage(t, reg, "e2e/cri", "v1")
 	nc := startNodecache(t, reg)
-	ctrd := startContainerdCRI(t, writeHostsDir(t, nc, reg))
+	ctrd := startContainerdCRI(t, b, writeHostsDir(t, nc, reg))
 	images := criImages(t, ctrd)
 	ref := reg.Host() + "/" + img.repo + ":" + img.tag
 
@@ -77,7 +82,7 @@ func TestCRIPullThroughNodecache(t *testing.T) {
 		t.Errorf("nodecache did not log serving a stale tag on the second pull")
 	}
 	if !t.Failed() {
-		fmt.Printf("e2e: CRI PullImage via nodecache (%d blobs); after RemoveImage, pulled again with upstream down: ok\n", len(img.blobs))
+		fmt.Printf("e2e: containerd %s: CRI PullImage via nodecache (%d blobs); after RemoveImage, pulled again with upstream down: ok\n", b.name, len(img.blobs))
 	}
 }
 

@@ -28,13 +28,17 @@ func TestMain(m *testing.M) { daemontest.Main(m) }
 // ctr pulls with `content fetch`, not `image pull`: the test layers are
 // random bytes labelled tar+gzip, and ctr 1.6's `image pull` always unpacks
 // (it has no --skip-unpack), which would fail on them.
+//
+// It runs once per containerd build: Debian's 1.6 and the pinned 2.x.
 func TestContainerdPullThroughNodecache(t *testing.T) {
-	requirePrivileges(t)
+	eachContainerd(t, testContainerdPull)
+}
 
+func testContainerdPull(t *testing.T, b containerdBuild) {
 	reg := registrytest.Start(t)
 	img := reg.PushImage(t, "e2e/app", "v1", 200_000, 1_000_000)
 	nc := startNodecache(t, reg)
-	ctrd := startContainerd(t)
+	ctrd := startContainerd(t, b)
 	t.Logf("containerd:\n%s", ctrd.mustCtr(t, "version"))
 	hostsDir := writeHostsDir(t, nc, reg)
 	ref := reg.Host() + "/e2e/app:v1"
@@ -74,8 +78,8 @@ func TestContainerdPullThroughNodecache(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	fmt.Printf("e2e: pulled %d blobs and %d manifests via nodecache; second pull with upstream down: ok\n",
-		len(blobs), len(all)-len(blobs))
+	fmt.Printf("e2e: containerd %s: ctr pulled %d blobs and %d manifests via nodecache; second pull with upstream down: ok\n",
+		b.name, len(blobs), len(all)-len(blobs))
 }
 
 // requirePrivileges skips the test unless it runs as root with containerd
