@@ -38,7 +38,7 @@ func TestCRIPullThroughNodecache(t *testing.T) {
 
 func testCRIPull(t *testing.T, b containerdBuild) {
 	reg := registrytest.Start(t)
-	img := pushUnpackableImage(t, reg, "e2e/cri", "v1")
+	img := pushUnpackableImage(t, reg, "e2e/cri", "v1", "nodecache e2e\n")
 	nc := startNodecache(t, reg)
 	ctrd := startContainerdCRI(t, b, writeHostsDir(t, nc, reg))
 	images := criImages(t, ctrd)
@@ -126,8 +126,10 @@ func (img unpackableImage) pull(t *testing.T, images cri.ImageServiceClient, ref
 }
 
 // pushUnpackableImage pushes an OCI image for this machine's platform with
-// two layers: a file of random bytes, then a small text file.
-func pushUnpackableImage(t *testing.T, reg *registrytest.Registry, repo, tag string) unpackableImage {
+// two layers: a file of random bytes, then a small text file holding
+// release. Images pushed with the same repo and tag but another release
+// share the first layer and differ in everything else.
+func pushUnpackableImage(t *testing.T, reg *registrytest.Registry, repo, tag, release string) unpackableImage {
 	t.Helper()
 	img := unpackableImage{repo: repo, tag: tag}
 	var layers []ocispec.Descriptor
@@ -137,7 +139,7 @@ func pushUnpackableImage(t *testing.T, reg *registrytest.Registry, repo, tag str
 		data []byte
 	}{
 		{"data/random.bin", registrytest.Random(42, 1_000_000)},
-		{"etc/e2e-release", []byte("nodecache e2e\n")},
+		{"etc/e2e-release", []byte(release)},
 	} {
 		tarball, gz := layerArchive(t, file.name, file.data)
 		d := reg.PushBlob(t, repo, gz)

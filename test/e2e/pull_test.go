@@ -108,13 +108,19 @@ type nodecache struct {
 // of zero so that every tag resolution asks upstream first.
 func startNodecache(t *testing.T, reg *registrytest.Registry, extra ...string) *nodecache {
 	t.Helper()
+	return startNodecacheWith(t, append([]string{"--registry", reg.Host() + "=" + reg.URL()}, extra...)...)
+}
+
+// startNodecacheWith builds and starts nodecache with args, a tag TTL of
+// zero and its store in a temporary directory.
+func startNodecacheWith(t *testing.T, args ...string) *nodecache {
+	t.Helper()
 	nc := &nodecache{bin: daemontest.Binary(t), dataDir: filepath.Join(t.TempDir(), "data")}
 	nc.Process = daemontest.MustStart(t, nc.bin, append([]string{
 		"--data-dir", nc.dataDir,
-		"--registry", reg.Host() + "=" + reg.URL(),
 		"--tag-ttl", "0",
 		"--shutdown-grace", "2s",
-		"--log-level", "debug"}, extra...)...)
+		"--log-level", "debug"}, args...)...)
 	nc.url = nc.URL
 	return nc
 }
