@@ -28,6 +28,7 @@ fi
 echo "containerd2: building containerd $version into $dir" >&2
 mkdir -p "$cache"
 tmp=$(mktemp -d "$cache/.build-XXXXXX")
+chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 # A directory of its own, renamed into place once both binaries are
 # there: an interrupted build leaves nothing that looks complete.
