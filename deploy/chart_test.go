@@ -49,11 +49,17 @@ type chartObjects struct {
 // define fails). values.schema.json is checked on the way.
 func renderChart(t *testing.T, values map[string]any) (map[string]string, error) {
 	t.Helper()
+	return renderRelease(t, releaseName, releaseNamespace, values)
+}
+
+// renderRelease renders the chart as release name in namespace.
+func renderRelease(t *testing.T, name, namespace string, values map[string]any) (map[string]string, error) {
+	t.Helper()
 	ch, err := loader.Load(chartDir)
 	if err != nil {
 		t.Fatalf("load chart: %v", err)
 	}
-	opts := chartutil.ReleaseOptions{Name: releaseName, Namespace: releaseNamespace, Revision: 1, IsInstall: true}
+	opts := chartutil.ReleaseOptions{Name: name, Namespace: namespace, Revision: 1, IsInstall: true}
 	rv, err := chartutil.ToRenderValues(ch, values, opts, chartutil.DefaultCapabilities)
 	if err != nil {
 		return nil, err
@@ -235,4 +241,39 @@ func checkRendered(t *testing.T, m manifests) {
 // The default render also passes every check daemonset.yaml passes.
 func TestChartDefaultPassesDaemonSetChecks(t *testing.T) {
 	checkRendered(t, mustRender(t, nil).manifests)
+}
+
+// Another release name and namespace rename every object and reach the
+// peer DNS name, and the ServiceAccount, Service and pods still find
+// each other.
+func TestChartReleaseNameAndNamespace(t *testing.T) {
+	files, err := renderRelease(t, "cache", "infra", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := decodeChart(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, svc, sa := objs.daemonSet, objs.services[0], objs.serviceAccounts[0]
+	for _, o := range []struct{ kind, name, ns, want string }{
+		{"DaemonSet", ds.Name, ds.Namespace, "cache-nodecache"},
+		{"Service", svc.Name, svc.Namespace, "cache-nodecache-peers"},
+		{"ServiceAccount", sa.Name, sa.Namespace, "cache-nodecache"},
+	} {
+		if o.name != o.want || o.ns != "infra" {
+			t.Errorf("%s is %s/%s, want infra/%s", o.kind, o.ns, o.name, o.want)
+		}
+	}
+	pod := ds.Spec.Template
+	if pod.Spec.ServiceAccountName != sa.Name {
+		t.Errorf("serviceAccountName = %q", pod.Spec.ServiceAccountName)
+	}
+	if !matches(svc.Spec.Selector, pod.Labels) || !matches(ds.Spec.Selector.MatchLabels, pod.Labels) {
+		t.Errorf("selectors %v and %v do not select the pods %v", svc.Spec.Selector, ds.Spec.Selector.MatchLabels, pod.Labels)
+	}
+	if pod.Labels["app.kubernetes.io/instance"] != "cache" {
+		t.Errorf("pods' instance label = %q, want the release name", pod.Labels["app.kubernetes.io/instance"])
+	}
+	wantFlag("--peer-dns", "cache-nodecache-peers.infra.svc.cluster.local:5051")(t, objs.manifests)
 }
