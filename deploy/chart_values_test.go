@@ -302,3 +302,55 @@ func matches(selector, labels map[string]string) bool {
 	}
 	return true
 }
+
+// With doctor.enabled an init step after hosts runs `nodecache doctor`
+// over the same registries and hosts directory, reads containerd's
+// configuration from the node read-only and cannot hold the pod back;
+// the daemon reads the same file for its gauge. Without it, none of
+// that is rendered.
+func TestChartDoctor(t *testing.T) {
+	isDoctor := func(c corev1.Container) bool { return len(c.Command) >= 2 && c.Command[1] == "doctor" }
+	off := mustRender(t, values(t, `doctor: {enabled: false}`)).manifests
+	pod := off.daemonSet.Spec.Template.Spec
+	if slices.ContainsFunc(pod.InitContainers, isDoctor) || len(flagValues(serveArgs(off), "--containerd-config")) > 0 ||
+		slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == "containerd-config" }) {
+		t.Error("doctor.enabled is false, but a doctor step, --containerd-config or its volume is rendered")
+	}
+
+	on := mustRender(t, values(t, `doctor: {enabled: true, containerdConfigDir: /etc/k3s/containerd}`)).manifests
+	checkRendered(t, on)
+	pod = on.daemonSet.Spec.Template.Spec
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = v
+	}
+	hosts, doctor := pod.InitContainers[0], slices.IndexFunc(pod.InitContainers, isDoctor)
+	if doctor < 1 {
+		t.Fatalf("no doctor step after hosts in %d init containers", len(pod.InitContainers))
+	}
+	d := pod.InitContainers[doctor]
+	if !slices.Contains(d.Command, "--report-only") || !strings.HasPrefix(flagValue(t, d.Command, "--probe-timeout"), "-") {
+		t.Errorf("doctor %q could hold the pod back or probe a daemon not yet started", d.Command)
+	}
+	if got, want := flagValues(d.Command, "--registry"), flagValues(hosts.Command, "--registry"); !slices.Equal(got, want) {
+		t.Errorf("doctor checks %q, hosts writes %q", got, want)
+	}
+	if dir := flagValue(t, d.Command, "--hosts-dir"); dir != mountOf(d, volumes, "/etc/containerd/certs.d") {
+		t.Errorf("doctor --hosts-dir %q is not where the hosts directory is mounted", dir)
+	}
+	if m := flagValue(t, d.Command, "--mirror"); m != "127.0.0.1:5050" {
+		t.Errorf("doctor --mirror %q, want 127.0.0.1:5050", m)
+	}
+	for _, c := range []corev1.Container{d, pod.Containers[0]} {
+		file := flagValue(t, append(slices.Clone(c.Command), c.Args...), "--containerd-config")
+		mp := mountOf(c, volumes, "/etc/k3s/containerd")
+		if mp == "" || file != mp+"/config.toml" {
+			t.Errorf("%s: --containerd-config %q is not config.toml where containerdConfigDir is mounted (%q)", c.Name, file, mp)
+		}
+		for _, vm := range c.VolumeMounts {
+			if vm.Name != "data" && vm.Name != "containerd-certs" && !vm.ReadOnly {
+				t.Errorf("%s mounts %s writable", c.Name, vm.Name)
+			}
+		}
+	}
+}

@@ -51,3 +51,6 @@ container and the postStart hook write the files, the preStop hook
 - --registry={{ . }}
 {{- end }}
 {{- end -}}
+
+{{/* Where the doctor step and the daemon read containerd's config.toml. */}}
+{{- define "nodecache.containerdConfig" -}}/host/etc/containerd/config.toml{{- end -}}
