@@ -3,18 +3,18 @@ package deploy
 import (
 	"fmt"
 	"maps"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
+	"k8s.io/apimachinery/pkg/api/equality"
 )
 
 const (
@@ -170,39 +170,10 @@ func TestChartDefaultIsDaemonSet(t *testing.T) {
 		{"ServiceAccount", got.serviceAccounts[0], want.serviceAccounts[0]},
 	}
 	for _, p := range pairs {
-		if !reflect.DeepEqual(p.got, p.want) {
-			t.Errorf("%s differs from daemonset.yaml's:\n%s", p.what, yamlDiff(t, p.got, p.want))
+		if !equality.Semantic.DeepEqual(p.got, p.want) {
+			t.Errorf("%s differs from daemonset.yaml's (-daemonset.yaml +chart):\n%s", p.what, cmp.Diff(p.want, p.got))
 		}
 	}
-}
-
-// yamlDiff returns the lines of got's YAML that differ from want's,
-// marked - (daemonset.yaml) and + (chart), with a line of context.
-func yamlDiff(t *testing.T, got, want any) string {
-	t.Helper()
-	g, err := yaml.Marshal(got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := yaml.Marshal(want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl, wl := strings.Split(string(g), "\n"), strings.Split(string(w), "\n")
-	var b strings.Builder
-	for i := range max(len(gl), len(wl)) {
-		var gi, wi string
-		if i < len(gl) {
-			gi = gl[i]
-		}
-		if i < len(wl) {
-			wi = wl[i]
-		}
-		if gi != wi {
-			fmt.Fprintf(&b, "line %d:\n- %s\n+ %s\n", i+1, wi, gi)
-		}
-	}
-	return b.String()
 }
 
 // checkRendered runs on a rendered DaemonSet the checks TestDaemonSet
