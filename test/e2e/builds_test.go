@@ -25,6 +25,9 @@ type containerdBuild struct {
 	containerd   string // the daemon's binary
 	ctr          string // its client
 	major, minor int
+	// localPull sets 2.x's use_local_image_pull: the CRI pulls with the
+	// client, as 1.x does, instead of through the transfer service.
+	localPull bool
 }
 
 // containerdBuilds returns Debian's containerd from PATH and, where
@@ -80,10 +83,31 @@ func (b containerdBuild) withVersion(t *testing.T) containerdBuild {
 	return b
 }
 
+func (b containerdBuild) String() string {
+	if b.localPull {
+		return "containerd " + b.name + " (local pull)"
+	}
+	return "containerd " + b.name
+}
+
 // eachContainerd runs test once per containerd build, as a subtest.
 func eachContainerd(t *testing.T, test func(t *testing.T, b containerdBuild)) {
 	for _, b := range containerdBuilds(t) {
 		t.Run("containerd-"+b.name, func(t *testing.T) { test(t, b) })
+	}
+}
+
+// eachCRIPull runs test once per containerd build and, on 2.x, once per
+// CRI pull: the transfer service's (the default) and the local one.
+func eachCRIPull(t *testing.T, test func(t *testing.T, b containerdBuild)) {
+	for _, b := range containerdBuilds(t) {
+		if b.major < 2 {
+			t.Run("containerd-"+b.name, func(t *testing.T) { test(t, b) })
+			continue
+		}
+		t.Run("containerd-"+b.name+"-transfer", func(t *testing.T) { test(t, b) })
+		b.localPull = true
+		t.Run("containerd-"+b.name+"-local-pull", func(t *testing.T) { test(t, b) })
 	}
 }
 
@@ -117,7 +141,7 @@ func (b containerdBuild) config(dir, hostsDir string) string {
 	}
 	cri, disabled := "", cri2Disabled
 	if hostsDir != "" {
-		cri = fmt.Sprintf(cri2Config, hostsDir, filepath.Join(cni, "bin"), filepath.Join(cni, "net.d"))
+		cri = fmt.Sprintf(cri2Config, b.localPull, hostsDir, filepath.Join(cni, "bin"), filepath.Join(cni, "net.d"))
 		disabled = ""
 	}
 	return fmt.Sprintf(containerd2Config, b.configVersion(), root, state, disabled, filepath.Join(dir, "opt"), cri)

@@ -96,9 +96,12 @@ const cri2Disabled = `
 // the hosts directory given as config_path: ONE directory, as a node's
 // config must set it (a colon-separated list, the default when it is
 // unset, is read as one path by the transfer service's pull, which the
-// CRI uses from 2.1 on). The pull here is the default transfer-service
-// pull.
+// CRI uses from 2.1 on). use_local_image_pull chooses the CRI's pull:
+// false, the default, is the transfer service's; true is the client pull
+// of containerd 1.x.
 const cri2Config = `
+[plugins."io.containerd.cri.v1.images"]
+  use_local_image_pull = %t
 [plugins."io.containerd.cri.v1.images".registry]
   config_path = %q
 [plugins."io.containerd.cri.v1.runtime".cni]

@@ -31,9 +31,10 @@ import (
 // from nodecache's cache alone.
 //
 // It runs once per containerd build: Debian's 1.6, and the pinned 2.x
-// with its default transfer-service pull.
+// with each of its CRI pulls, the transfer service's (its default) and
+// the local one (use_local_image_pull).
 func TestCRIPullThroughNodecache(t *testing.T) {
-	eachContainerd(t, testCRIPull)
+	eachCRIPull(t, testCRIPull)
 }
 
 func testCRIPull(t *testing.T, b containerdBuild) {
@@ -82,7 +83,7 @@ func testCRIPull(t *testing.T, b containerdBuild) {
 		t.Errorf("nodecache did not log serving a stale tag on the second pull")
 	}
 	if !t.Failed() {
-		fmt.Printf("e2e: containerd %s: CRI PullImage via nodecache (%d blobs); after RemoveImage, pulled again with upstream down: ok\n", b.name, len(img.blobs))
+		fmt.Printf("e2e: %s: CRI PullImage via nodecache (%d blobs); after RemoveImage, pulled again with upstream down: ok\n", b, len(img.blobs))
 	}
 }
 
