@@ -2,7 +2,8 @@
 # containerd2.sh VERSION: prints the directory holding containerd and ctr
 # at VERSION (e.g. v2.4.2), built from the Go module proxy with
 # `go install` the first time and kept in a cache directory that outlives
-# the clone, so CI builds it once per version (about 4 minutes on two
+# the clone ($NODECACHE_CI_CACHE, else $XDG_CACHE_HOME/nodecache-ci, else
+# ~/.cache/nodecache-ci), so CI builds it once per version (about 4 minutes on two
 # cores) and later runs reuse it. Used by `make e2e`; the e2e tests read
 # the directory from NODECACHE_E2E_CONTAINERD2.
 #
@@ -19,7 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "containerd2: not root; not building containerd $version (the e2e tests skip)" >&2
 	exit 0
 fi
-cache=${NODECACHE_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodecache-ci}
+cache=${NODECACHE_CI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/var/cache}/.cache}/nodecache-ci}
 dir=$cache/containerd-$version
 if [ -x "$dir/containerd" ] && [ -x "$dir/ctr" ]; then
 	echo "$dir"
