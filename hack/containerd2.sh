@@ -3,9 +3,10 @@
 # at VERSION (e.g. v2.4.2), built from the Go module proxy with
 # `go install` the first time and kept in a cache directory that outlives
 # the clone ($NODECACHE_CI_CACHE, else $XDG_CACHE_HOME/nodecache-ci, else
-# ~/.cache/nodecache-ci), so CI builds it once per version (about 4 minutes on two
-# cores) and later runs reuse it. Used by `make e2e`; the e2e tests read
-# the directory from NODECACHE_E2E_CONTAINERD2.
+# ~/.cache/nodecache-ci), so a machine builds each version once (a few
+# minutes; docs/testing.md has a measured time) and later runs reuse it.
+# Used by `make e2e`; the e2e tests read the directory from
+# NODECACHE_E2E_CONTAINERD2.
 #
 # The build leaves out the snapshotters that need cgo or kernel features
 # the tests do not use (btrfs, devmapper, zfs). The tests only pull, so
