@@ -53,7 +53,10 @@ func TestSkopeoTwoRegistriesOneRepository(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), name)
 			out, err := skopeo.copy(t, conf, "docker://"+name+"/e2e/app:v1", "dir:"+dir)
 			if err != nil {
-				t.Fatalf("%s: skopeo copy from %s: %v", round, name, err)
+				// skopeo tried the mirror, then the registry itself, which
+				// does not resolve: nodecache did not serve /v2/<name>/....
+				t.Fatalf("%s: skopeo copy from %s failed; nodecache must serve the registry named in the path (/v2/%s/e2e/app/...): %v",
+					round, name, name, err)
 			}
 			t.Logf("%s: skopeo copy from %s:\n%s", round, name, out)
 			checkDirImage(t, dir, img, name)
