@@ -1,11 +1,16 @@
 package deploy
 
 import (
+	"encoding/json"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"nodecache/pkg/mirror"
+
+	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
 	corev1 "k8s.io/api/core/v1"
@@ -44,7 +49,13 @@ func TestChartValuesReachFlags(t *testing.T) {
 		{"tagTTL", `tagTTL: 1m`, wantFlag("--tag-ttl", "1m")},
 		{"extraArgs", `extraArgs: ["--max-concurrent-fills=8"]`, wantFlag("--max-concurrent-fills", "8")},
 		{"metrics port", `metrics: {port: 9500}`, checkMetricsPort(9500)},
-		{"registries", `registries: [docker.io, registry.example.com:5000]`, checkRegistries("docker.io", "registry.example.com:5000")},
+		{"registries", `{registries: [docker.io, registry.example.com:5000], allowRegistries: [docker.io, registry.example.com:5000]}`, checkRegistries("docker.io", "registry.example.com:5000")},
+		{"allowRegistries", `{allowRegistries: [registry.example.com, docker.io], registries: [registry.example.com]}`, func(t *testing.T, m manifests) {
+			if got := flagValues(serveArgs(m), "--allow-registry"); !slices.Equal(got, []string{"registry.example.com", "docker.io"}) {
+				t.Errorf("--allow-registry = %q", got)
+			}
+			checkRegistries("registry.example.com")(t, m)
+		}},
 		{"peers port", `peers: {port: 6000}`, func(t *testing.T, m manifests) {
 			wantFlag("--peer-listen", "$(NODE_IP):6000")(t, m)
 			wantFlag("--peer-dns", "nodecache-peers.kube-system.svc.cluster.local:6000")(t, m)
@@ -200,6 +211,10 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{`ttl: 0`, "ttl"}, // an unquoted 0 would be dropped as empty
 		{`tagTTL: 30 seconds`, "tagTTL"},
 		{`registries: []`, "registries"},
+		// nodecache would refuse it with 403, and containerd would pull
+		// it directly without a word.
+		{`registries: [registry.example.com]`, "allowRegistries"},
+		{`{allowRegistries: [docker.io], registries: [ghcr.io]}`, "allowRegistries"},
 		{`registries: ["https://ghcr.io"]`, "registries"},
 		{`image: {digest: latest}`, "digest"},
 		{`metrics: {port: 0}`, "port"},
@@ -351,6 +366,32 @@ func TestChartDoctor(t *testing.T) {
 			if vm.Name != "data" && vm.Name != "containerd-certs" && !vm.ReadOnly {
 				t.Errorf("%s mounts %s writable", c.Name, vm.Name)
 			}
+		}
+	}
+}
+
+// The chart's copy of the daemon's default allow-list, which decides
+// whether registries needs allowRegistries, is the daemon's list.
+func TestChartDefaultAllowList(t *testing.T) {
+	ch, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?s)define "nodecache.defaultAllowList" -}}\s*(\[.*?\])\s*{{- end`)
+	var list []string
+	for _, f := range ch.Templates {
+		if m := re.FindSubmatch(f.Data); m != nil {
+			if err := json.Unmarshal(m[1], &list); err != nil {
+				t.Fatalf("%s: %v", f.Name, err)
+			}
+		}
+	}
+	if !slices.Equal(list, mirror.DefaultAllowList) {
+		t.Errorf("the chart's default allow-list is %q, the daemon's %q", list, mirror.DefaultAllowList)
+	}
+	for _, r := range mirror.DefaultAllowList {
+		if _, err := renderChart(t, map[string]any{"registries": []any{r}}); err != nil {
+			t.Errorf("registries [%s]: %v", r, err)
 		}
 	}
 }

@@ -54,3 +54,11 @@ container and the postStart hook write the files, the preStop hook
 
 {{/* Where the doctor step and the daemon read containerd's config.toml. */}}
 {{- define "nodecache.containerdConfig" -}}/host/etc/containerd/config.toml{{- end -}}
+
+{{/*
+The registries `nodecache serve` contacts without --allow-registry: its
+DefaultAllowList, as JSON (go test ./deploy/ checks the two agree).
+*/}}
+{{- define "nodecache.defaultAllowList" -}}
+["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws"]
+{{- end -}}
