@@ -118,27 +118,32 @@ func decodeChart(files map[string]string) (chartObjects, error) {
 
 // withoutHelmLabels deletes the helmLabels from every label map and
 // selector of m, in place, and reports any that was missing from an
-// object's own labels.
+// object's own labels, or the instance label from the pods'.
 func withoutHelmLabels(m manifests) []string {
 	var missing []string
-	strip := func(what string, labels map[string]string, required bool) {
-		for _, k := range helmLabels {
-			if _, ok := labels[k]; !ok && required && k != "app.kubernetes.io/version" {
+	own := []string{"app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart"}
+	strip := func(what string, labels map[string]string, required []string) {
+		for _, k := range required {
+			if _, ok := labels[k]; !ok {
 				missing = append(missing, what+" lacks "+k)
 			}
+		}
+		for _, k := range helmLabels {
 			delete(labels, k)
 		}
 	}
 	ds := m.daemonSet
-	strip("DaemonSet", ds.Labels, true)
-	strip("DaemonSet selector", ds.Spec.Selector.MatchLabels, false)
-	strip("pod template", ds.Spec.Template.Labels, true)
+	strip("DaemonSet", ds.Labels, own)
+	strip("DaemonSet selector", ds.Spec.Selector.MatchLabels, nil)
+	// A label that changes with the chart's version would restart every
+	// pod on an upgrade that changes nothing else.
+	strip("pod template", ds.Spec.Template.Labels, []string{"app.kubernetes.io/instance"})
 	for _, s := range m.services {
-		strip("Service "+s.Name, s.Labels, true)
-		strip("Service "+s.Name+" selector", s.Spec.Selector, false)
+		strip("Service "+s.Name, s.Labels, own)
+		strip("Service "+s.Name+" selector", s.Spec.Selector, nil)
 	}
 	for _, sa := range m.serviceAccounts {
-		strip("ServiceAccount "+sa.Name, sa.Labels, true)
+		strip("ServiceAccount "+sa.Name, sa.Labels, own)
 	}
 	return missing
 }
@@ -152,6 +157,11 @@ func TestChartDefaultIsDaemonSet(t *testing.T) {
 	want := loadManifests(t)
 	if len(got.serviceMonitors) != 0 {
 		t.Errorf("%d ServiceMonitors by default, want none", len(got.serviceMonitors))
+	}
+	for _, k := range []string{"helm.sh/chart", "app.kubernetes.io/version"} {
+		if v, ok := got.daemonSet.Spec.Template.Labels[k]; ok {
+			t.Errorf("pod template label %s=%s: a new chart version alone would restart every pod", k, v)
+		}
 	}
 	for _, m := range withoutHelmLabels(got.manifests) {
 		t.Errorf("chart: %s", m)
