@@ -158,6 +158,17 @@ func TestChartDefaultIsDaemonSet(t *testing.T) {
 	if len(got.serviceMonitors) != 0 {
 		t.Errorf("%d ServiceMonitors by default, want none", len(got.serviceMonitors))
 	}
+	// The doctor step is a value, so that the chart can follow
+	// daemonset.yaml whether or not it runs the step; name the value to
+	// change rather than only the difference.
+	hasDoctor := func(m manifests) bool {
+		return slices.ContainsFunc(m.daemonSet.Spec.Template.Spec.InitContainers, func(c corev1.Container) bool {
+			return len(c.Command) >= 2 && c.Command[1] == "doctor"
+		})
+	}
+	if d := hasDoctor(want); d != hasDoctor(got.manifests) {
+		t.Errorf("daemonset.yaml runs the doctor step: %v; set doctor.enabled to %v in values.yaml", d, d)
+	}
 	for _, k := range []string{"helm.sh/chart", "app.kubernetes.io/version"} {
 		if v, ok := got.daemonSet.Spec.Template.Labels[k]; ok {
 			t.Errorf("pod template label %s=%s: a new chart version alone would restart every pod", k, v)
