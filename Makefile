@@ -69,6 +69,9 @@ soak: deps
 # cache outside the clone (hack/containerd2.sh). The unit test of
 # `containerd config dump` runs again with that 2.x binary.
 CONTAINERD2_VERSION ?= v2.4.2
+# Bounds the e2e tests, which take under a minute once containerd 2.x is
+# built (docs/testing.md); a hung client fails the run instead of CI's
+# 90 minutes.
 E2E_TIMEOUT ?= 20m
 e2e: deps
 	bash hack/need.sh containerd containerd ctr
