@@ -3,7 +3,8 @@
 # COMMANDs is missing. It runs non-interactively as root (CI machines are
 # fresh); as another user it only warns, and the tests that need the
 # commands then skip themselves. Used by `make test` (systemd, for
-# systemd-socket-activate and systemd-analyze) and `make e2e` (containerd).
+# systemd-socket-activate and systemd-analyze) and `make e2e` (containerd,
+# skopeo).
 set -euo pipefail
 
 pkg=$1

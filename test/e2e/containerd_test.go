@@ -5,7 +5,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,52 +65,94 @@ const criConfig = `
     config_path = %q
 `
 
+// containerd2Config is the same for containerd 2.x, in the build's config
+// version. Version 4 (2.4) moved the server settings under plugins, so the
+// socket is given with --address, which every version takes. NRI is off,
+// since it would create its socket under /var/run/nri, and opt keeps its
+// directory in the test's.
+const containerd2Config = `version = %d
+root = %q
+state = %q
+disabled_plugins = [%s
+  "io.containerd.nri.v1.nri",
+  "io.containerd.snapshotter.v1.blockfile",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.erofs",
+  "io.containerd.snapshotter.v1.zfs",
+]
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+%s`
+
+// cri2Disabled turns containerd 2.x's CRI plugins off.
+const cri2Disabled = `
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.cri.v1.images",
+  "io.containerd.cri.v1.runtime",`
+
+// cri2Config configures containerd 2.x's CRI images plugin to pull through
+// the hosts directory given as config_path: ONE directory, as a node's
+// config must set it (a colon-separated list, the default when it is
+// unset, is read as one path by the transfer service's pull, which the
+// CRI uses from 2.1 on). use_local_image_pull chooses the CRI's pull:
+// false, the default, is the transfer service's; true is the client pull
+// of containerd 1.x.
+const cri2Config = `
+[plugins."io.containerd.cri.v1.images"]
+  use_local_image_pull = %t
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = %q
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = [%q]
+  conf_dir = %q
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+`
+
 // containerd is a containerd daemon private to a test, with its root,
 // state, socket and config in a temporary directory.
 type containerd struct {
 	*daemon
+	build     containerdBuild
 	sock      string
 	namespace string // for ctr
 }
 
 // startContainerd starts containerd without CRI and waits until ctr can
 // reach it. Its cleanups stop it, then check that it left no mounts behind.
-func startContainerd(t *testing.T) *containerd {
+func startContainerd(t *testing.T, b containerdBuild) *containerd {
 	t.Helper()
-	return startContainerdWith(t, "")
+	return startContainerdWith(t, b, "")
 }
 
 // startContainerdCRI starts containerd with its CRI plugin pulling through
 // hostsDir. ctr then works in the CRI's namespace, k8s.io.
-func startContainerdCRI(t *testing.T, hostsDir string) *containerd {
+func startContainerdCRI(t *testing.T, b containerdBuild, hostsDir string) *containerd {
 	t.Helper()
-	cni := t.TempDir()
-	c := startContainerdWith(t, fmt.Sprintf(criConfig,
-		filepath.Join(cni, "bin"), filepath.Join(cni, "net.d"), hostsDir))
+	c := startContainerdWith(t, b, hostsDir)
 	c.namespace = "k8s.io"
 	return c
 }
 
-// startContainerdWith starts containerd with cri, the CRI plugin's
-// configuration, or with CRI disabled if cri is empty.
-func startContainerdWith(t *testing.T, cri string) *containerd {
+// startContainerdWith starts containerd with the CRI pulling through
+// hostsDir, or with CRI disabled if hostsDir is empty.
+func startContainerdWith(t *testing.T, b containerdBuild, hostsDir string) *containerd {
 	t.Helper()
 	dir := t.TempDir()
 	root, state := filepath.Join(dir, "root"), filepath.Join(dir, "state")
 	sock := filepath.Join(dir, "containerd.sock")
 	cfg := filepath.Join(dir, "config.toml")
-	disabled := ""
-	if cri == "" {
-		disabled = criDisabled
-	}
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, containerdConfig, root, state, disabled, sock, cri), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(b.config(dir, hostsDir)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Registered before the daemon's own cleanup, so it runs after it.
 	t.Cleanup(func() { checkNoMounts(t, dir) })
 
-	c := &containerd{sock: sock, namespace: ctrNamespace}
-	c.daemon = startDaemon(t, "containerd", "containerd",
+	c := &containerd{build: b, sock: sock, namespace: ctrNamespace}
+	c.daemon = startDaemon(t, "containerd "+b.name, b.containerd,
 		"--config", cfg, "--root", root, "--state", state, "--address", sock, "--log-level", "debug")
 	c.waitReady(t, func(ctx context.Context) error {
 		_, err := c.ctr(ctx, "version")
@@ -122,7 +163,7 @@ func startContainerdWith(t *testing.T, cri string) *containerd {
 
 // ctr runs ctr against this containerd.
 func (c *containerd) ctr(ctx context.Context, args ...string) (string, error) {
-	return run(ctx, "ctr", append([]string{"--address", c.sock, "--namespace", c.namespace}, args...)...)
+	return c.build.run(ctx, c.sock, c.namespace, args...)
 }
 
 // mustCtr runs ctr with ctrTimeout and fails the test if it fails.

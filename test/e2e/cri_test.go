@@ -29,13 +29,19 @@ import (
 // hosts` wrote. The pull must come through nodecache; then, with the
 // upstream stopped and the image removed through CRI, it must pull again
 // from nodecache's cache alone.
+//
+// It runs once per containerd build: Debian's 1.6, and the pinned 2.x
+// with each of its CRI pulls, the transfer service's (its default) and
+// the local one (use_local_image_pull).
 func TestCRIPullThroughNodecache(t *testing.T) {
-	requirePrivileges(t)
+	eachCRIPull(t, testCRIPull)
+}
 
+func testCRIPull(t *testing.T, b containerdBuild) {
 	reg := registrytest.Start(t)
-	img := pushUnpackableImage(t, reg, "e2e/cri", "v1")
+	img := pushUnpackableImage(t, reg, "e2e/cri", "v1", "nodecache e2e\n")
 	nc := startNodecache(t, reg)
-	ctrd := startContainerdCRI(t, writeHostsDir(t, nc, reg))
+	ctrd := startContainerdCRI(t, b, writeHostsDir(t, nc, reg))
 	images := criImages(t, ctrd)
 	ref := reg.Host() + "/" + img.repo + ":" + img.tag
 
@@ -77,7 +83,7 @@ func TestCRIPullThroughNodecache(t *testing.T) {
 		t.Errorf("nodecache did not log serving a stale tag on the second pull")
 	}
 	if !t.Failed() {
-		fmt.Printf("e2e: CRI PullImage via nodecache (%d blobs); after RemoveImage, pulled again with upstream down: ok\n", len(img.blobs))
+		fmt.Printf("e2e: %s: CRI PullImage via nodecache (%d blobs); after RemoveImage, pulled again with upstream down: ok\n", b, len(img.blobs))
 	}
 }
 
@@ -121,8 +127,10 @@ func (img unpackableImage) pull(t *testing.T, images cri.ImageServiceClient, ref
 }
 
 // pushUnpackableImage pushes an OCI image for this machine's platform with
-// two layers: a file of random bytes, then a small text file.
-func pushUnpackableImage(t *testing.T, reg *registrytest.Registry, repo, tag string) unpackableImage {
+// two layers: a file of random bytes, then a small text file holding
+// release. Images pushed with the same repo and tag but another release
+// share the first layer and differ in everything else.
+func pushUnpackableImage(t *testing.T, reg *registrytest.Registry, repo, tag, release string) unpackableImage {
 	t.Helper()
 	img := unpackableImage{repo: repo, tag: tag}
 	var layers []ocispec.Descriptor
@@ -132,7 +140,7 @@ func pushUnpackableImage(t *testing.T, reg *registrytest.Registry, repo, tag str
 		data []byte
 	}{
 		{"data/random.bin", registrytest.Random(42, 1_000_000)},
-		{"etc/e2e-release", []byte("nodecache e2e\n")},
+		{"etc/e2e-release", []byte(release)},
 	} {
 		tarball, gz := layerArchive(t, file.name, file.data)
 		d := reg.PushBlob(t, repo, gz)

@@ -28,13 +28,17 @@ func TestMain(m *testing.M) { daemontest.Main(m) }
 // ctr pulls with `content fetch`, not `image pull`: the test layers are
 // random bytes labelled tar+gzip, and ctr 1.6's `image pull` always unpacks
 // (it has no --skip-unpack), which would fail on them.
+//
+// It runs once per containerd build: Debian's 1.6 and the pinned 2.x.
 func TestContainerdPullThroughNodecache(t *testing.T) {
-	requirePrivileges(t)
+	eachContainerd(t, testContainerdPull)
+}
 
+func testContainerdPull(t *testing.T, b containerdBuild) {
 	reg := registrytest.Start(t)
 	img := reg.PushImage(t, "e2e/app", "v1", 200_000, 1_000_000)
 	nc := startNodecache(t, reg)
-	ctrd := startContainerd(t)
+	ctrd := startContainerd(t, b)
 	t.Logf("containerd:\n%s", ctrd.mustCtr(t, "version"))
 	hostsDir := writeHostsDir(t, nc, reg)
 	ref := reg.Host() + "/e2e/app:v1"
@@ -74,8 +78,8 @@ func TestContainerdPullThroughNodecache(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	fmt.Printf("e2e: pulled %d blobs and %d manifests via nodecache; second pull with upstream down: ok\n",
-		len(blobs), len(all)-len(blobs))
+	fmt.Printf("e2e: containerd %s: ctr pulled %d blobs and %d manifests via nodecache; second pull with upstream down: ok\n",
+		b.name, len(blobs), len(all)-len(blobs))
 }
 
 // requirePrivileges skips the test unless it runs as root with containerd
@@ -104,13 +108,19 @@ type nodecache struct {
 // of zero so that every tag resolution asks upstream first.
 func startNodecache(t *testing.T, reg *registrytest.Registry, extra ...string) *nodecache {
 	t.Helper()
+	return startNodecacheWith(t, append([]string{"--registry", reg.Host() + "=" + reg.URL()}, extra...)...)
+}
+
+// startNodecacheWith builds and starts nodecache with args, a tag TTL of
+// zero and its store in a temporary directory.
+func startNodecacheWith(t *testing.T, args ...string) *nodecache {
+	t.Helper()
 	nc := &nodecache{bin: daemontest.Binary(t), dataDir: filepath.Join(t.TempDir(), "data")}
 	nc.Process = daemontest.MustStart(t, nc.bin, append([]string{
 		"--data-dir", nc.dataDir,
-		"--registry", reg.Host() + "=" + reg.URL(),
 		"--tag-ttl", "0",
 		"--shutdown-grace", "2s",
-		"--log-level", "debug"}, extra...)...)
+		"--log-level", "debug"}, args...)...)
 	nc.url = nc.URL
 	return nc
 }
