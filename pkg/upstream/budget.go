@@ -32,6 +32,7 @@ func (c *Client) firstResponse(ctx context.Context, registry string, fetch func(
 			discard(resp.Response)
 		}
 		cancel(nil)
+		c.circuits.trip(registry)
 		return nil, fmt.Errorf("%w: registry %s: no answer within %s: %w", ErrUnreachable, registry, c.budget, errBudgetSpent)
 	}
 	if err != nil {

@@ -73,6 +73,7 @@ func (st *retryState) fits(d time.Duration) bool {
 func (c *Client) retrying(ctx context.Context, registry string, st *retryState, attempt func() (*Response, error)) (*Response, error) {
 	for n := 1; ; n++ {
 		resp, err := attempt()
+		c.circuits.note(ctx, registry, resp, err)
 		if n >= maxAttempts || !retryable(ctx, resp, err) {
 			return resp, err
 		}
