@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,14 +69,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		if errors.Is(err, upstream.ErrUnreachable) {
-			// The answer names the registry; the endpoint and address
-			// dialled for it are for the operator's eyes only.
-			s.log.LogAttrs(r.Context(), slog.LevelWarn, "registry unreachable",
-				slog.String("registry", registry), slog.Any("error", err))
-			err = unreachable(registry)
+			err = s.unreachable(r, registry, err)
 		}
 		writeError(rec, r, err)
 	}
+}
+
+// unreachable is the answer when registry could not be reached, and logs
+// why. The answer names the registry; the endpoint and address dialled
+// for it are for the operator's eyes only. A registry marked down is
+// logged once by the circuit, not on every request, and its answer says
+// when the next probe is (Retry-After).
+func (s *Server) unreachable(r *http.Request, registry string, err error) error {
+	e := unreachable(registry)
+	var open *upstream.CircuitOpenError
+	if !errors.As(err, &open) {
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "registry unreachable",
+			slog.String("registry", registry), slog.Any("error", err))
+		return e
+	}
+	secs := int64(min(max(open.RetryAfter, time.Second), MaxRetryAfter) / time.Second)
+	e.Header = http.Header{"Retry-After": {strconv.FormatInt(secs, 10)}}
+	return e
 }
 
 // registryFor picks the upstream registry from ?ns= and checks it against
