@@ -310,3 +310,55 @@ func TestCircuitServesStaleWithoutAskingUpstream(t *testing.T) {
 		t.Fatal("a circuit error is not ErrUnreachable")
 	}
 }
+
+// BenchmarkStaleTagRegistryDown: the answer to a tag request while its
+// registry is blackholed and marked down, with a stale record: the
+// outage figure in docs/operations.md.
+func BenchmarkStaleTagRegistryDown(b *testing.B) {
+	up := registrytest.Start(b)
+	up.PushImage(b, "test/app", "v1", 100)
+	store, err := diskstore.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	opened := make(chan struct{})
+	client, err := upstream.New(map[string]string{up.Host(): up.URL()},
+		upstream.WithFirstResponseBudget(300*time.Millisecond), upstream.WithProbeInterval(time.Hour, time.Hour),
+		upstream.OnCircuitChange(func(_ string, open bool) {
+			if open {
+				close(opened)
+			}
+		}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	m := New(store, client, WithAllowList([]string{up.Host()}), WithDefaultRegistry(up.Host()),
+		WithClock(func() time.Time { return time.Unix(0, now.Load()) }))
+	defer m.Close()
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	url := srv.URL + "/v2/test/app/manifests/v1?ns=" + up.Host()
+	get := func() *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header["Accept"] = acceptIndex["Accept"]
+		resp, _ := send(b, req)
+		return resp
+	}
+	get()
+	gate := registrytest.NewGate()
+	defer gate.Release()
+	up.SetFault(up.NoHeaders(gate, nil))
+	now.Add(int64(time.Hour))
+	get() // spends its budget, and marks the registry down
+	<-opened
+	b.ResetTimer()
+	for b.Loop() {
+		if resp := get(); resp.StatusCode != http.StatusOK || resp.Header.Get("Warning") == "" {
+			b.Fatalf("status %d, want the stale answer", resp.StatusCode)
+		}
+	}
+}
