@@ -62,12 +62,16 @@ func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize in
 
 // openTags opens the tag records in --data-dir/tags, a directory the
 // store does not read. Records older than --ttl are dropped, as content
-// idle that long is.
+// idle that long is. If the directory cannot be written, the records are
+// kept in memory and the daemon runs on.
 func openTags(cfg Config, log *slog.Logger) (*tagstore.Store, error) {
 	dir := filepath.Join(cfg.DataDir, "tags")
 	tags, err := tagstore.Open(dir, tagstore.WithMaxAge(cfg.TTL), tagstore.WithLogger(log))
 	if err != nil {
-		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+		// A read-only data directory still serves its content: the
+		// tags are then kept in memory, as before they had a file.
+		log.Warn("tag records kept in memory only: they will not survive a restart", "dir", dir, "error", err)
+		return tagstore.Open("", tagstore.WithLogger(log))
 	}
 	log.Info("tag records loaded", "dir", dir, "records", tags.Len())
 	return tags, nil

@@ -139,6 +139,7 @@ func (s *Store) compactLocked() error {
 		n++
 	}
 	s.mu.Unlock()
+	s.broken = true // until the new log is in place
 	if err := atomicfile.Write(s.dir, s.path(), buf, 0o600); err != nil {
 		return fmt.Errorf("tagstore: rewrite %s: %w", s.path(), err)
 	}
@@ -152,6 +153,6 @@ func (s *Store) compactLocked() error {
 	if s.file != nil {
 		s.file.Close()
 	}
-	s.file, s.lines = f, n
+	s.file, s.lines, s.broken = f, n, false
 	return nil
 }

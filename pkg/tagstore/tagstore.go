@@ -132,11 +132,14 @@ type Store struct {
 	records *simplelru.LRU[string, Record]
 	pending []byte // encoded lines not yet written
 
-	// ioMu serialises writes to the log; it guards file and lines, and
-	// is never taken under mu.
+	// ioMu serialises writes to the log; it guards file, lines and
+	// broken, and is never taken under mu.
 	ioMu  sync.Mutex
 	file  *os.File // the log, open for appending; nil in memory only or once closed
 	lines int      // lines in the log
+	// broken: a write failed, so the log may lack records or end in a
+	// partial line; the next flush rewrites it from memory.
+	broken bool
 }
 
 // ErrClosed is returned by Flush after Close.
@@ -260,7 +263,9 @@ func (s *Store) logFlush() error {
 }
 
 // Flush writes the changed records and fsyncs the log, and rewrites the
-// log if it has grown past twice the records.
+// log if it has grown past twice the records. After a failed write, it
+// rewrites the whole log from memory instead, so what is pending never
+// grows while the disk fails.
 func (s *Store) Flush() error {
 	if s.dir == "" {
 		return nil
@@ -274,14 +279,18 @@ func (s *Store) Flush() error {
 	buf, n := s.pending, s.records.Len()
 	s.pending = nil
 	s.mu.Unlock()
+	if s.broken {
+		return s.compactLocked() // from memory, which holds what buf held
+	}
 	if len(buf) == 0 {
 		return nil
 	}
 	if _, err := s.file.Write(buf); err != nil {
-		s.requeue(buf)
+		s.broken = true
 		return fmt.Errorf("tagstore: write: %w", err)
 	}
 	if err := s.file.Sync(); err != nil {
+		s.broken = true
 		return fmt.Errorf("tagstore: fsync: %w", err)
 	}
 	s.lines += countLines(buf)
@@ -289,14 +298,6 @@ func (s *Store) Flush() error {
 		return nil
 	}
 	return s.compactLocked()
-}
-
-// requeue puts lines that could not be written back in front of the
-// pending ones.
-func (s *Store) requeue(buf []byte) {
-	s.mu.Lock()
-	s.pending = append(buf, s.pending...)
-	s.mu.Unlock()
 }
 
 // Close writes what is left and closes the log. Records stay readable in

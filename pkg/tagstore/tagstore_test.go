@@ -249,3 +249,35 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestFailedWriteRewritesFromMemory: after a write fails, nothing pending
+// piles up: the next flush rewrites the log from memory, with every
+// record, the one whose write failed included.
+func TestFailedWriteRewritesFromMemory(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	s.Set("r/a:v1|", rec(1))
+	s.file.Close() // the next write fails
+	s.Set("r/a:v2|", rec(2))
+	if err := s.Flush(); err == nil {
+		t.Fatal("a write to a closed log did not fail")
+	}
+	s.Set("r/a:v3|", rec(3))
+	if err := s.Flush(); err != nil {
+		t.Fatalf("the flush after a failed write: %v", err)
+	}
+	s.mu.Lock()
+	pending := len(s.pending)
+	s.mu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d bytes still pending", pending)
+	}
+	s.Close()
+	s = open(t, dir)
+	defer s.Close()
+	for i := 1; i <= 3; i++ {
+		if _, ok := s.Get(fmt.Sprintf("r/a:v%d|", i)); !ok {
+			t.Fatalf("record %d lost after a failed write", i)
+		}
+	}
+}
