@@ -21,7 +21,10 @@ var errBudgetSpent = errors.New("first-response budget spent")
 // (WithClock), which only tells token expiry.
 func (c *Client) firstResponse(ctx context.Context, registry string, fetch func(context.Context, *retryState) (*Response, error)) (*Response, error) {
 	if c.budget < 0 {
-		return fetch(ctx, &retryState{})
+		st := &retryState{}
+		resp, err := fetch(ctx, st)
+		c.circuits.noteRequest(ctx, registry, st.unanswered, err)
+		return resp, err
 	}
 	bctx, cancel := context.WithCancelCause(ctx)
 	st := &retryState{deadline: time.Now().Add(c.budget)}
@@ -35,6 +38,7 @@ func (c *Client) firstResponse(ctx context.Context, registry string, fetch func(
 		c.circuits.trip(registry)
 		return nil, fmt.Errorf("%w: registry %s: no answer within %s: %w", ErrUnreachable, registry, c.budget, errBudgetSpent)
 	}
+	c.circuits.noteRequest(ctx, registry, st.unanswered, err)
 	if err != nil {
 		cancel(nil)
 		return nil, err

@@ -116,15 +116,25 @@ func (cs *circuits) allow(registry string) error {
 	return &CircuitOpenError{Registry: registry, RetryAfter: max(time.Until(c.nextProbe), 0)}
 }
 
-// note records the outcome of one attempt: an answer of any status closes
-// the count; no answer while the caller still waits counts one failure.
-func (cs *circuits) note(ctx context.Context, registry string, resp *Response, err error) {
+// unanswered reports whether an attempt's err means the registry gave no
+// answer while the caller still waited: refused, reset, timed out. A
+// refused redirect or a redirect loop is an answer.
+func unanswered(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && errors.Is(err, ErrUnreachable) &&
+		!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused)
+}
+
+// noteRequest records the outcome of one request, once its endpoints and
+// retries are done: an answer of any status, from any endpoint, resets
+// the count; a request that failed counts its attempts without an
+// answer. Counting per request, not per attempt, keeps a registry whose
+// hosts.toml mirror is dead but whose own host answers from opening.
+func (cs *circuits) noteRequest(ctx context.Context, registry string, unansweredAttempts int, err error) {
 	switch {
-	case err == nil && resp != nil:
+	case err == nil:
 		cs.answered(registry)
-	case err != nil && ctx.Err() == nil && errors.Is(err, ErrUnreachable) &&
-		!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused):
-		cs.failed(registry, 1)
+	case unansweredAttempts > 0 && ctx.Err() == nil:
+		cs.failed(registry, unansweredAttempts)
 	}
 }
 

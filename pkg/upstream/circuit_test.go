@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -220,5 +221,30 @@ func TestJitterStaysNear(t *testing.T) {
 				t.Fatalf("jitter(%v) = %v, want within a quarter", d, j)
 			}
 		}
+	}
+}
+
+// TestCircuitDeadMirrorLiveServer: a hosts.toml mirror that refuses
+// connections, in front of a registry host that answers, never marks the
+// registry down: the request's answer, from the host, counts.
+func TestCircuitDeadMirrorLiveServer(t *testing.T) {
+	server := registrytest.Start(t)
+	dir := writeHosts(t, testRegistry, fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n",
+		server.URL(), "http://"+refusingAddr(t)))
+	events, onChange := circuitEvents()
+	c, err := New(nil, WithHostsDir(dir, nil), WithSleep(new(sleeps).sleep), onChange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	for range 3 {
+		if code := mustDo(t, c, manifestRequest("team/app", "v1")); code != http.StatusNotFound {
+			t.Fatalf("status %d, want the host's 404", code)
+		}
+	}
+	select {
+	case open := <-events:
+		t.Fatalf("circuit changed (open = %v) although the registry host answers", open)
+	default:
 	}
 }
