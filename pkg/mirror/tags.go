@@ -64,7 +64,12 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 	if q.identity != "" {
 		private = shared + "|" + q.identity
 	}
-	if rec, fresh, ok := s.tagRecord(shared, private); ok && fresh {
+	if private != "" {
+		if rec, fresh, ok := s.privateTags.Get(private); ok && fresh {
+			return rec, false, rec.notFound(q)
+		}
+	}
+	if rec, fresh, ok := s.tags.Get(shared); ok && fresh {
 		return rec, false, rec.notFound(q)
 	}
 	v, err, _ := s.tagsSF.Do(shared+"|"+q.identity, func() (any, error) {
@@ -87,7 +92,7 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 	if !isTransient(err) {
 		return tagRecord{}, false, err
 	}
-	rec, _, ok := s.tagRecord(shared, private)
+	rec, ok := s.staleTag(shared, private)
 	if !ok {
 		return tagRecord{}, false, err
 	}
@@ -100,15 +105,16 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 	return rec, true, rec.notFound(q)
 }
 
-// tagRecord returns the client's own record if it has one, else the
-// shared one.
-func (s *Server) tagRecord(shared, private string) (rec tagRecord, fresh, ok bool) {
+// staleTag returns the client's own record if it has one young enough
+// to serve when upstream cannot answer, else the shared one.
+func (s *Server) staleTag(shared, private string) (tagRecord, bool) {
 	if private != "" {
-		if rec, fresh, ok := s.privateTags.Get(private); ok {
-			return rec, fresh, ok
+		if rec, _, ok := s.privateTags.Get(private); ok {
+			return rec, true
 		}
 	}
-	return s.tags.Get(shared)
+	rec, _, ok := s.tags.Get(shared)
+	return rec, ok
 }
 
 // notFound is the error for a record of upstream's 404, nil for others.
