@@ -358,3 +358,42 @@ func BenchmarkStaleTagRegistryDown(b *testing.B) {
 		}
 	}
 }
+
+// TestRegistryBackAfterOutage: once a registry marked down answers its
+// probe again, tag requests go to it again: a tag moved during the
+// outage is seen, fresh, without a Warning.
+func TestRegistryBackAfterOutage(t *testing.T) {
+	changes := make(chan bool, 4)
+	store, err := diskstore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvClient(t, store, nil, []upstream.Option{
+		upstream.WithFirstResponseBudget(300 * time.Millisecond),
+		upstream.WithProbeInterval(time.Millisecond, time.Millisecond),
+		upstream.OnCircuitChange(func(_ string, open bool) { changes <- open }),
+	})
+	e.up.PushImage(t, "test/app", "v1", 100)
+	tag := e.url("/v2/test/app/manifests/v1")
+	e.do(http.MethodGet, tag, acceptIndex)
+	gate := registrytest.NewGate()
+	t.Cleanup(gate.Release)
+	e.up.SetFault(e.up.NoHeaders(gate, nil)) // the probe is held too
+	e.advance(DefaultTagTTL + time.Second)
+	if resp, _ := e.do(http.MethodGet, tag, acceptIndex); resp.StatusCode != http.StatusOK || resp.Header.Get("Warning") == "" {
+		t.Fatalf("blackholed: status %d, want the stale answer", resp.StatusCode)
+	}
+	if open := <-changes; !open {
+		t.Fatal("the circuit did not open")
+	}
+	moved := e.up.PushImage(t, "test/app", "v1", 200) // pushed during the outage
+	e.up.SetFault(nil)
+	gate.Release()
+	if open := <-changes; open {
+		t.Fatal("the circuit did not close")
+	}
+	resp, body := e.do(http.MethodGet, tag, acceptIndex)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Warning") != "" || !bytes.Equal(body, moved.Blobs[moved.Index]) {
+		t.Fatalf("registry back: status %d, Warning %q; want the moved tag, fresh", resp.StatusCode, resp.Header.Get("Warning"))
+	}
+}
