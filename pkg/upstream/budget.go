@@ -20,10 +20,11 @@ var errBudgetSpent = errors.New("first-response budget spent")
 // The budget runs on a real timer and time.Now, not the client's clock
 // (WithClock), which only tells token expiry.
 func (c *Client) firstResponse(ctx context.Context, registry string, fetch func(context.Context, *retryState) (*Response, error)) (*Response, error) {
+	start := time.Now()
 	if c.budget < 0 {
 		st := &retryState{}
 		resp, err := fetch(ctx, st)
-		c.circuits.noteRequest(ctx, registry, st.unanswered, err)
+		c.circuits.noteRequest(ctx, registry, start, st.unanswered, err)
 		return resp, err
 	}
 	bctx, cancel := context.WithCancelCause(ctx)
@@ -35,10 +36,10 @@ func (c *Client) firstResponse(ctx context.Context, registry string, fetch func(
 			discard(resp.Response)
 		}
 		cancel(nil)
-		c.circuits.trip(registry)
+		c.circuits.trip(registry, start)
 		return nil, fmt.Errorf("%w: registry %s: no answer within %s: %w", ErrUnreachable, registry, c.budget, errBudgetSpent)
 	}
-	c.circuits.noteRequest(ctx, registry, st.unanswered, err)
+	c.circuits.noteRequest(ctx, registry, start, st.unanswered, err)
 	if err != nil {
 		cancel(nil)
 		return nil, err

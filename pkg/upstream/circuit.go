@@ -23,7 +23,9 @@ const (
 	// maxAttempts: one request that used all its tries without an answer
 	// opens the circuit, and a single lost connection does not. A request
 	// that spends its whole first-response budget without an answer opens
-	// it too, whatever the count.
+	// it too, whatever the count. A request's failures count only if the
+	// registry answered no request while it ran: a registry that answers
+	// others has one bad path (a stalled blob), and stays up.
 	DefaultCircuitFailures = maxAttempts
 
 	// DefaultProbeInterval is the wait before the first probe of a
@@ -87,9 +89,10 @@ type circuits struct {
 
 // circuit is one registry's state.
 type circuit struct {
-	failed    int       // attempts in a row without an answer
-	open      bool      // marked down; a probe runs
-	nextProbe time.Time // when the running probe asks next
+	failed     int       // attempts in a row without an answer
+	open       bool      // marked down; a probe runs
+	nextProbe  time.Time // when the running probe asks next
+	lastAnswer time.Time // when the registry last answered any request
 }
 
 func newCircuits(cfg config, probe func(context.Context, string) bool) *circuits {
@@ -124,26 +127,32 @@ func unanswered(ctx context.Context, err error) bool {
 		!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused)
 }
 
-// noteRequest records the outcome of one request, once its endpoints and
-// retries are done: an answer of any status, from any endpoint, resets
-// the count; a request that failed counts its attempts without an
-// answer. Counting per request, not per attempt, keeps a registry whose
-// hosts.toml mirror is dead but whose own host answers from opening.
-func (cs *circuits) noteRequest(ctx context.Context, registry string, unansweredAttempts int, err error) {
+// noteRequest records the outcome of one request that began at start,
+// once its endpoints and retries are done: an answer of any status, from
+// any endpoint, resets the count; a request that failed counts its
+// attempts without an answer. Counting per request, not per attempt,
+// keeps a registry whose hosts.toml mirror is dead but whose own host
+// answers from opening.
+func (cs *circuits) noteRequest(ctx context.Context, registry string, start time.Time, unansweredAttempts int, err error) {
 	switch {
 	case err == nil:
 		cs.answered(registry)
 	case unansweredAttempts > 0 && ctx.Err() == nil:
-		cs.failed(registry, unansweredAttempts)
+		cs.failed(registry, start, unansweredAttempts)
 	}
 }
 
-// trip opens registry's circuit now: a whole first-response budget went
-// by without an answer.
-func (cs *circuits) trip(registry string) { cs.failed(registry, max(cs.failures, 1)) }
+// trip opens registry's circuit now, unless it answered another request
+// meanwhile: a whole first-response budget since start went by without
+// an answer.
+func (cs *circuits) trip(registry string, start time.Time) {
+	cs.failed(registry, start, max(cs.failures, 1))
+}
 
-// failed counts n failures, and opens the circuit at the threshold.
-func (cs *circuits) failed(registry string, n int) {
+// failed counts n failures of a request that began at start, and opens
+// the circuit at the threshold. They do not count if the registry
+// answered another request since start.
+func (cs *circuits) failed(registry string, start time.Time, n int) {
 	if cs.failures <= 0 {
 		return
 	}
@@ -152,6 +161,10 @@ func (cs *circuits) failed(registry string, n int) {
 	if c == nil {
 		c = &circuit{}
 		cs.state[registry] = c
+	}
+	if c.lastAnswer.After(start) {
+		cs.mu.Unlock()
+		return
 	}
 	c.failed += n
 	opened := !c.open && c.failed >= cs.failures
@@ -179,11 +192,11 @@ func (cs *circuits) answered(registry string) {
 	cs.mu.Lock()
 	c := cs.state[registry]
 	if c == nil {
-		cs.mu.Unlock()
-		return
+		c = &circuit{}
+		cs.state[registry] = c
 	}
 	closed := c.open
-	delete(cs.state, registry)
+	c.failed, c.open, c.lastAnswer = 0, false, time.Now()
 	cs.mu.Unlock()
 	if !closed {
 		return

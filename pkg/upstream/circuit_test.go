@@ -248,3 +248,39 @@ func TestCircuitDeadMirrorLiveServer(t *testing.T) {
 	default:
 	}
 }
+
+// TestCircuitOnePathSilent: a registry that leaves one request without an
+// answer for its whole budget while it answers another is not marked
+// down: the silent path is the request's trouble, not the registry's.
+func TestCircuitOnePathSilent(t *testing.T) {
+	reg := registrytest.Start(t)
+	gate := registrytest.NewGate()
+	t.Cleanup(gate.Release)
+	reg.SetFault(reg.NoHeaders(gate, registrytest.Path(http.MethodGet, "/v2/team/slow/manifests/v1")))
+	events, onChange := circuitEvents()
+	c := newTestClient(t, reg.URL(), onChange, WithFirstResponseBudget(500*time.Millisecond))
+	t.Cleanup(c.Close)
+
+	silent := make(chan error, 1)
+	go func() {
+		_, err := c.Do(testCtx(t), manifestRequest("team/slow", "v1"))
+		silent <- err
+	}()
+	if err := gate.WaitHeld(testCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if code := mustDo(t, c, manifestRequest("team/app", "v1")); code != http.StatusNotFound {
+		t.Fatalf("the answering path: status %d, want 404", code)
+	}
+	if err := <-silent; !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("the silent path: %v, want unreachable", err)
+	}
+	select {
+	case open := <-events:
+		t.Fatalf("circuit changed (open = %v) although the registry answered meanwhile", open)
+	default:
+	}
+	if c.CircuitOpen(testRegistry) {
+		t.Fatal("registry marked down")
+	}
+}
