@@ -129,7 +129,7 @@ func (s *Server) passThrough(q *request) error {
 		keys = []string{shared + "|" + q.identity, shared}
 	}
 	for _, k := range keys {
-		if v, fresh, ok := s.listings.get(k); ok && fresh {
+		if v, fresh, ok := s.listings.get(k); ok && fresh && applies(q, k, shared, v) {
 			q.rec.result = resultHit
 			return s.serveListing(q, v, false)
 		}
@@ -149,7 +149,7 @@ func (s *Server) passThrough(q *request) error {
 		return err
 	}
 	for _, k := range keys {
-		if v, _, ok := s.listings.get(k); ok {
+		if v, _, ok := s.listings.get(k); ok && applies(q, k, shared, v) {
 			if !errors.Is(err, upstream.ErrCircuitOpen) {
 				s.log.LogAttrs(q.r.Context(), slog.LevelWarn, "serving stale listing",
 					slog.String("registry", q.registry), slog.String("repository", q.route.name),
@@ -160,6 +160,13 @@ func (s *Server) passThrough(q *request) error {
 		}
 	}
 	return err
+}
+
+// applies reports whether the listing v kept under k may answer q: a 404
+// answered without credentials says nothing to a client that has some (a
+// registry may hide a private repository from anonymous requests).
+func applies(q *request, k, shared string, v *listing) bool {
+	return !(k == shared && q.identity != "" && v.status == http.StatusNotFound)
 }
 
 // listingRequest is the upstream request for a listing: GET (a HEAD is

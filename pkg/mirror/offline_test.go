@@ -397,3 +397,30 @@ func TestRegistryBackAfterOutage(t *testing.T) {
 		t.Fatalf("registry back: status %d, Warning %q; want the moved tag, fresh", resp.StatusCode, resp.Header.Get("Warning"))
 	}
 }
+
+// TestAnonymousNotFoundSaysNothingToCredentials: a 404 recorded for a
+// request without credentials (a registry may hide a private repository
+// from anonymous requests) answers anonymous clients, but a client with
+// credentials is asked upstream for with them.
+func TestAnonymousNotFoundSaysNothingToCredentials(t *testing.T) {
+	e := newEnv(t, privateRegistry())
+	img := e.up.PushImage(t, "private/app", "v1", 100)
+	key := e.up.Host() + "/private/app:v1|" + strings.Join(parseAccept(acceptIndex), ",")
+	e.mirror.tags.Set(key, tagRecord{missing: true, size: -1})
+	e.mirror.listings.set(e.up.Host()+"/private/app|tags|?|", &listing{status: http.StatusNotFound, at: *e.now.Load()})
+
+	anonymous, _ := e.do(http.MethodGet, e.url("/v2/private/app/manifests/v1"), acceptIndex)
+	if anonymous.StatusCode != http.StatusNotFound {
+		t.Fatalf("anonymous: status %d, want the recorded 404", anonymous.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.url("/v2/private/app/manifests/v1"), nil)
+	req.Header["Accept"] = acceptIndex["Accept"]
+	req.SetBasicAuth("alice", "alice-secret")
+	resp, body := send(t, req)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, img.Blobs[img.Index]) {
+		t.Fatalf("alice: status %d, want the index asked for with her credentials", resp.StatusCode)
+	}
+	if resp := getAs(t, e, "/v2/private/app/tags/list", "alice", "alice-secret"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("alice's tags/list: status %d, want upstream's answer to her", resp.StatusCode)
+	}
+}

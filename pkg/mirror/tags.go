@@ -69,7 +69,7 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 			return rec, false, rec.notFound(q)
 		}
 	}
-	if rec, fresh, ok := s.tags.Get(shared); ok && fresh {
+	if rec, fresh, ok := s.sharedTag(shared, private); ok && fresh {
 		return rec, false, rec.notFound(q)
 	}
 	v, err, _ := s.tagsSF.Do(shared+"|"+q.identity, func() (any, error) {
@@ -113,8 +113,20 @@ func (s *Server) staleTag(shared, private string) (tagRecord, bool) {
 			return rec, true
 		}
 	}
-	rec, _, ok := s.tags.Get(shared)
+	rec, _, ok := s.sharedTag(shared, private)
 	return rec, ok
+}
+
+// sharedTag is the shared record, as it applies to the client: a 404
+// answered without credentials says nothing to a client that has some
+// (a registry may hide a private repository from anonymous requests), so
+// such a client does not get it.
+func (s *Server) sharedTag(shared, private string) (rec tagRecord, fresh, ok bool) {
+	rec, fresh, ok = s.tags.Get(shared)
+	if ok && rec.missing && private != "" {
+		return tagRecord{}, false, false
+	}
+	return rec, fresh, ok
 }
 
 // notFound is the error for a record of upstream's 404, nil for others.
