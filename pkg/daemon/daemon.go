@@ -32,6 +32,7 @@ import (
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
 	"nodecache/pkg/pin"
+	"nodecache/pkg/tagstore"
 )
 
 // Daemon is a nodecache ready to serve. Run it once.
@@ -39,7 +40,8 @@ type Daemon struct {
 	cfg     Config
 	log     *slog.Logger
 	store   *diskstore.Store
-	maxSize int64 // the store's bound, resolved
+	tags    *tagstore.Store // the tag records, in --data-dir/tags
+	maxSize int64           // the store's bound, resolved
 	ls      listeners
 	creds   *credentials.Store // nil without credentials
 	peers   *peerParts         // nil without peers
@@ -76,6 +78,14 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 			d.store.Close() // lets go of the data directory
 		}
 	}()
+	if d.tags, err = openTags(cfg, log); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			d.tags.Close()
+		}
+	}()
 	// Listeners first: the hosts.toml loop guard needs their addresses.
 	if d.ls, err = openListeners(cfg); err != nil {
 		return nil, err
@@ -98,6 +108,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		mirror.WithDefaultRegistry(cfg.DefaultRegistry),
 		mirror.WithTagTTL(zeroMeans(cfg.TagTTL, mirror.AlwaysAsk)),
 		mirror.WithTagMaxStale(zeroMeans(cfg.TTL, mirror.NoLimit)),
+		mirror.WithTagStore(d.tags),
 		mirror.WithFillTimeout(cfg.FillTimeout),
 		mirror.WithMaxConcurrentFills(cfg.MaxConcurrentFills),
 		mirror.WithLogger(log),
@@ -105,7 +116,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		d.peers.mirrorOption(),
 	)
 	reg := newRegistry(metrics, d.store, d.maxSize)
-	reg.MustRegister(client) // the upstream client's refused redirects
+	reg.MustRegister(client) // the upstream client's refused redirects and circuits
 	if d.pins, err = d.newPinManager(log); err != nil {
 		return nil, err
 	}
@@ -179,7 +190,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	err := g.Wait()
 	// Last, once no fill and no sweep is left: the data directory is free
 	// for the next daemon.
-	return errors.Join(err, d.store.Close())
+	return errors.Join(err, d.tags.Close(), d.store.Close())
 }
 
 // runParts starts the parts that work in the background: the store's
@@ -187,6 +198,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // the peer secret reload.
 func (d *Daemon) runParts(ctx context.Context, g *errgroup.Group) {
 	g.Go(func() error { return d.store.Run(ctx) })
+	g.Go(func() error { return d.tags.Run(ctx) })
 	if d.creds != nil {
 		g.Go(func() error { return d.creds.Run(ctx) })
 	}

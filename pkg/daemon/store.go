@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/diskstore"
+	"nodecache/pkg/tagstore"
 	"nodecache/pkg/upstream"
 )
 
@@ -58,6 +60,23 @@ func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize in
 	return store, maxSize, nil
 }
 
+// openTags opens the tag records in --data-dir/tags, a directory the
+// store does not read. Records older than --ttl are dropped, as content
+// idle that long is. If the directory cannot be written, the records are
+// kept in memory and the daemon runs on.
+func openTags(cfg Config, log *slog.Logger) (*tagstore.Store, error) {
+	dir := filepath.Join(cfg.DataDir, "tags")
+	tags, err := tagstore.Open(dir, tagstore.WithMaxAge(cfg.TTL), tagstore.WithLogger(log))
+	if err != nil {
+		// A read-only data directory still serves its content: the
+		// tags are then kept in memory, as before they had a file.
+		log.Warn("tag records kept in memory only: they will not survive a restart", "dir", dir, "error", err)
+		return tagstore.Open("", tagstore.WithLogger(log))
+	}
+	log.Info("tag records loaded", "dir", dir, "records", tags.Len())
+	return tags, nil
+}
+
 // newUpstream opens the credentials, if any, into d.creds and builds the
 // upstream client, which reads the hosts directory with the mirror
 // listeners' addresses as its loop guard.
@@ -68,7 +87,7 @@ func (d *Daemon) newUpstream() (*upstream.Client, error) {
 		version = "dev"
 	}
 	opts := []upstream.Option{upstream.WithUserAgent("nodecache/" + version),
-		upstream.WithStallTimeout(cfg.UpstreamStallTimeout)}
+		upstream.WithStallTimeout(cfg.UpstreamStallTimeout), upstream.WithLogger(d.log)}
 	if cfg.DockerConfig != "" || cfg.CredentialsFile != "" {
 		creds, err := credentials.Open(credentials.Files{DockerConfig: cfg.DockerConfig, CredentialsFile: cfg.CredentialsFile}, credentials.WithLogger(d.log))
 		if err != nil {

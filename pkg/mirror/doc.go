@@ -2,7 +2,9 @@
 // other registry clients: routing, the allow-list of upstream registries,
 // the local store → peer → upstream order, coordination of fills so that
 // each missing digest is fetched once, tag resolution with a short-lived
-// cache, Range requests, and which OCI error each of its errors becomes
+// cache and stale-if-error (the records kept in a TagStore, on disk in the
+// daemon), tags/list and referrers answers kept the same way, Range
+// requests, and which OCI error each of its errors becomes
 // (internal/ocierr writes them).
 //
 // It does not touch files (the diskstore does) and does not speak the
@@ -68,6 +70,9 @@
 // resolved to a digest (resolveTag, tags.go): by upstream's HEAD, or, for
 // registries whose HEAD carries no digest, by a GET whose bytes getTag
 // hands to keepManifest, which fills the store through a flight like any
-// other fill. Tag lists, referrers, and manifests stored in a media type
-// the client does not accept are relayed from upstream uncached (relay.go).
+// other fill. Upstream's 404 for a tag is a record too (tagrecords.go).
+// Tag lists and referrers are kept per query, in memory (listings.go).
+// Manifests stored in a media type the client does not accept, and
+// listings too large to keep, are relayed from upstream uncached
+// (relay.go).
 package mirror

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -112,11 +113,7 @@ func (s *Server) fail(q *request, err error) {
 		return
 	}
 	if errors.Is(err, upstream.ErrUnreachable) && !errors.Is(err, context.Canceled) {
-		// The answer names the registry; the endpoint and address
-		// dialled for it are for the operator's eyes only.
-		s.log.LogAttrs(q.r.Context(), slog.LevelWarn, "registry unreachable",
-			slog.String("registry", q.registry), slog.Any("error", err))
-		err = unreachable(q.registry)
+		err = s.unreachable(q.r, q.registry, err)
 	}
 	writeError(q.rec, q.r, err)
 }
@@ -137,6 +134,24 @@ func clientLeft(r *http.Request, rec *recorder) bool {
 		return false
 	}
 	return rec.writeFailed || clientGone(r)
+}
+
+// unreachable is the answer when registry could not be reached, and logs
+// why. The answer names the registry; the endpoint and address dialled
+// for it are for the operator's eyes only. A registry marked down is
+// logged once by the circuit, not on every request, and its answer says
+// when the next probe is (Retry-After).
+func (s *Server) unreachable(r *http.Request, registry string, err error) error {
+	e := unreachable(registry)
+	var open *upstream.CircuitOpenError
+	if !errors.As(err, &open) {
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "registry unreachable",
+			slog.String("registry", registry), slog.Any("error", err))
+		return e
+	}
+	secs := int64(min(max(open.RetryAfter, time.Second), MaxRetryAfter) / time.Second)
+	e.Header = http.Header{"Retry-After": {strconv.FormatInt(secs, 10)}}
+	return e
 }
 
 // registryFor picks the upstream registry from the path, ?ns= and the

@@ -9,32 +9,12 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"nodecache/internal/blobio"
-	"nodecache/internal/ociref"
 	"nodecache/pkg/upstream"
 )
 
-// passThrough relays tags/list and referrers to upstream, uncached: both
-// change whenever something is pushed, and containerd's pull path uses
-// neither. Only the query parameters the spec defines are forwarded.
-func (s *Server) passThrough(q *request) error {
-	ref := ""
-	if q.route.kind == ociref.KindReferrers {
-		ref = q.route.digest.String()
-	}
-	req := q.upstreamRequest(q.r.Method, ref, acceptHeader(parseAccept(q.r.Header)))
-	forward := url.Values{}
-	for _, k := range []string{"n", "last", "artifactType"} {
-		if v := q.r.URL.Query().Get(k); v != "" {
-			forward.Set(k, v)
-		}
-	}
-	req.RawQuery = forward.Encode()
-	return s.relay(q, req, "", "Content-Type", "Content-Length", "Link", "OCI-Filters-Applied")
-}
-
 // relay answers from upstream without caching: a manifest stored with a
 // media type the client does not accept, a HEAD of one not stored, tag
-// lists and referrers. If d is set, the body must hash to d: it is passed
+// lists and referrers too large to keep (passThrough). If d is set, the body must hash to d: it is passed
 // through a verifying reader, so a lying upstream breaks the connection
 // instead of delivering a whole wrong answer.
 func (s *Server) relay(q *request, req upstream.Request, d digest.Digest, headers ...string) error {

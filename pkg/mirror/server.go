@@ -33,8 +33,7 @@ const (
 	DefaultTagTTL = 30 * time.Second
 	// DefaultTagMaxStale is NoLimit: when upstream cannot answer, any
 	// earlier answer is better than none, and the records are bounded in
-	// number (ttl.DefaultMaxEntries) and lost on restart. The daemon
-	// bounds them by --ttl, as content.
+	// number (maxTagRecords). The daemon bounds them by --ttl, as content.
 	DefaultTagMaxStale = NoLimit
 	// DefaultFillTimeout bounds one upstream fetch. A 10 GiB layer at a
 	// slow 10 MB/s takes 17 minutes; an hour leaves room and still ends a
@@ -98,7 +97,7 @@ func WithTagTTL(d time.Duration) Option {
 // (--ttl). Zero means DefaultTagMaxStale, which is no bound; a negative
 // value (NoLimit) means no bound.
 func WithTagMaxStale(d time.Duration) Option {
-	return func(s *Server) { s.tagMaxStale = max(d, 0) } // ttl.Map: 0 keeps until evicted
+	return func(s *Server) { s.tagMaxStale = max(d, 0) } // tagRecords: 0 keeps until evicted
 }
 
 // WithFillTimeout bounds one upstream fetch. Zero or negative means
@@ -162,7 +161,13 @@ type Server struct {
 	slots       *fillSlots                              // nil: no bound
 	onFillWait  func()                                  // withFillWaitHook
 
-	tags    *ttl.Map[string, tagRecord]
+	tagStore    TagStore      // WithTagStore; the shared tag records
+	notFoundTTL time.Duration // WithNotFoundTTL
+	tags        *tagRecords   // answered without the client's credentials, in tagStore
+	privateTags *tagRecords   // answered with them: in memory only, keyed by identity
+	listings    *listings     // tags/list and referrers answers
+	listingsSF  singleflight.Group
+
 	access  *ttl.Map[accessKey, struct{}] // confirmed reads of private content
 	flights flights                       // starts of fills, one per digest
 	tagsSF  singleflight.Group            // tag resolutions, keyed like tags
@@ -184,6 +189,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 		unreadGrace:     DefaultUnreadFillGrace,
 		afterFunc:       timeAfterFunc,
 		maxFills:        DefaultMaxConcurrentFills,
+		notFoundTTL:     DefaultNotFoundTTL,
 	}
 	WithAllowList(DefaultAllowList)(s)
 	for _, o := range opts {
@@ -194,7 +200,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 	if s.metrics != nil {
 		s.up = countingUpstream{Upstream: s.up, m: s.metrics}
 	}
-	s.tags = ttl.NewMap[string, tagRecord](s.tagTTL, s.tagMaxStale, maxTagRecords, s.now)
+	s.initTagRecords()
 	s.access = ttl.NewMap[accessKey, struct{}](s.accessTTL, s.accessTTL, maxAccessEntries, s.now)
 	return s
 }

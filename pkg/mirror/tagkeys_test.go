@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -47,10 +48,13 @@ func TestJunkAcceptKeepsTagRecordsBounded(t *testing.T) {
 func TestTagRecordsAreCapped(t *testing.T) {
 	e := newEnv(t, nil)
 	for i := range maxTagRecords + 100 {
-		e.mirror.tags.Set(fmt.Sprintf("r/n:t%d|", i), tagRecord{})
+		e.mirror.tags.Set(fmt.Sprintf("r/n:t%d|", i), tagRecord{digest: digest.FromString(fmt.Sprint(i))})
 	}
 	if n := e.mirror.tags.Len(); n > maxTagRecords {
 		t.Fatalf("%d tag records, want at most %d", n, maxTagRecords)
+	}
+	if n := e.mirror.tags.Len(); n < maxTagRecords {
+		t.Fatalf("%d tag records, want the bound %d kept", n, maxTagRecords)
 	}
 }
 

@@ -46,61 +46,101 @@ type tagRecord struct {
 	digest    digest.Digest
 	mediaType string
 	size      int64
+	missing   bool // upstream answered 404
 }
 
 // resolveTag returns the digest a tag points to for the accepted media
-// types: from the tag cache while fresh, else from upstream, coalescing
-// concurrent resolutions. If upstream is unreachable or failing, the last
-// known answer is used and stale is true.
+// types: from the tag records while fresh, else from upstream, coalescing
+// concurrent resolutions. If upstream is unreachable or failing (or marked
+// down), the last known answer is used and stale is true. Upstream's 404
+// is an answer too: it is recorded, and answered as a 404 (an error).
 //
-// An answer upstream gave only for the client's credentials is kept under
-// a key that includes them, so no other client is told where a private
-// tag points.
+// An answer upstream gave only for the client's credentials is kept in
+// memory under a key that includes them, so no other client is told where
+// a private tag points, and it never reaches the disk.
 func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale bool, err error) {
 	shared := q.registry + "/" + q.route.name + ":" + q.route.tag + "|" + strings.Join(accept, ",")
-	keys := []string{shared}
+	private := ""
 	if q.identity != "" {
-		keys = []string{shared + "|" + q.identity, shared}
+		private = shared + "|" + q.identity
 	}
-	for _, k := range keys {
-		if rec, fresh, ok := s.tags.Get(k); ok && fresh {
-			return rec, false, nil
+	if private != "" {
+		if rec, fresh, ok := s.privateTags.Get(private); ok && fresh {
+			return rec, false, rec.notFound(q)
 		}
 	}
-	v, err, _ := s.tagsSF.Do(keys[0], func() (any, error) {
+	if rec, fresh, ok := s.sharedTag(shared, private); ok && fresh {
+		return rec, false, rec.notFound(q)
+	}
+	v, err, _ := s.tagsSF.Do(shared+"|"+q.identity, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(q.r.Context()), tagResolveTimeout)
 		defer cancel()
 		rec, auth, err := s.askTag(ctx, q, accept)
 		if err == nil {
-			key := shared
 			if auth == upstream.AuthRequest {
-				key = keys[0]
+				s.privateTags.Set(private, rec)
+			} else {
+				s.tags.Set(shared, rec)
 			}
-			s.tags.Set(key, rec)
 		}
 		return rec, err
 	})
 	if err == nil {
-		return v.(tagRecord), false, nil
+		rec := v.(tagRecord)
+		return rec, false, rec.notFound(q)
 	}
-	if isTransient(err) {
-		for _, k := range keys {
-			rec, _, ok := s.tags.Get(k)
-			if !ok {
-				continue
-			}
-			s.log.LogAttrs(q.r.Context(), slog.LevelWarn, "serving stale tag",
-				slog.String("registry", q.registry), slog.String("repository", q.route.name),
-				slog.String("tag", q.route.tag), slog.String("digest", rec.digest.String()), slog.Any("error", err))
-			return rec, true, nil
+	if !isTransient(err) {
+		return tagRecord{}, false, err
+	}
+	rec, ok := s.staleTag(shared, private)
+	if !ok {
+		return tagRecord{}, false, err
+	}
+	if !errors.Is(err, upstream.ErrCircuitOpen) { // the circuit logs once, not per request
+		s.log.LogAttrs(q.r.Context(), slog.LevelWarn, "serving stale tag",
+			slog.String("registry", q.registry), slog.String("repository", q.route.name),
+			slog.String("tag", q.route.tag), slog.String("digest", rec.digest.String()),
+			slog.Bool("not_found", rec.missing), slog.Any("error", err))
+	}
+	return rec, true, rec.notFound(q)
+}
+
+// staleTag returns the client's own record if it has one young enough
+// to serve when upstream cannot answer, else the shared one.
+func (s *Server) staleTag(shared, private string) (tagRecord, bool) {
+	if private != "" {
+		if rec, _, ok := s.privateTags.Get(private); ok {
+			return rec, true
 		}
 	}
-	return tagRecord{}, false, err
+	rec, _, ok := s.sharedTag(shared, private)
+	return rec, ok
+}
+
+// sharedTag is the shared record, as it applies to the client: a 404
+// answered without credentials says nothing to a client that has some
+// (a registry may hide a private repository from anonymous requests), so
+// such a client does not get it.
+func (s *Server) sharedTag(shared, private string) (rec tagRecord, fresh, ok bool) {
+	rec, fresh, ok = s.tags.Get(shared)
+	if ok && rec.missing && private != "" {
+		return tagRecord{}, false, false
+	}
+	return rec, fresh, ok
+}
+
+// notFound is the error for a record of upstream's 404, nil for others.
+func (rec tagRecord) notFound(q *request) error {
+	if !rec.missing {
+		return nil
+	}
+	return upstreamError(q.registry, ociref.KindManifests, http.StatusNotFound, nil)
 }
 
 // askTag resolves a tag upstream with a HEAD, which costs the registry no
 // download (and is not counted by Docker Hub's pull limit). Registries that
-// do not send the digest on HEAD get a GET.
+// do not send the digest on HEAD get a GET. Upstream's 404 is a record
+// whose missing is set.
 // It also says which credentials upstream needed.
 func (s *Server) askTag(ctx context.Context, q *request, accept []string) (tagRecord, upstream.AuthSource, error) {
 	req := q.upstreamRequest(http.MethodHead, q.route.tag, acceptHeader(accept))
@@ -109,6 +149,9 @@ func (s *Server) askTag(ctx context.Context, q *request, accept []string) (tagRe
 		return tagRecord{}, 0, err
 	}
 	resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return tagRecord{missing: true, size: -1}, resp.Auth, nil
+	}
 	if resp.StatusCode != http.StatusOK {
 		return tagRecord{}, 0, upstreamError(q.registry, ociref.KindManifests, resp.StatusCode, resp.Header)
 	}

@@ -20,8 +20,12 @@ var errBudgetSpent = errors.New("first-response budget spent")
 // The budget runs on a real timer and time.Now, not the client's clock
 // (WithClock), which only tells token expiry.
 func (c *Client) firstResponse(ctx context.Context, registry string, fetch func(context.Context, *retryState) (*Response, error)) (*Response, error) {
+	start := time.Now()
 	if c.budget < 0 {
-		return fetch(ctx, &retryState{})
+		st := &retryState{}
+		resp, err := fetch(ctx, st)
+		c.circuits.noteRequest(ctx, registry, start, st.unanswered, err)
+		return resp, err
 	}
 	bctx, cancel := context.WithCancelCause(ctx)
 	st := &retryState{deadline: time.Now().Add(c.budget)}
@@ -32,8 +36,10 @@ func (c *Client) firstResponse(ctx context.Context, registry string, fetch func(
 			discard(resp.Response)
 		}
 		cancel(nil)
+		c.circuits.trip(registry, start)
 		return nil, fmt.Errorf("%w: registry %s: no answer within %s: %w", ErrUnreachable, registry, c.budget, errBudgetSpent)
 	}
+	c.circuits.noteRequest(ctx, registry, start, st.unanswered, err)
 	if err != nil {
 		cancel(nil)
 		return nil, err

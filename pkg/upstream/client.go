@@ -87,6 +87,7 @@ type Client struct {
 	budget      time.Duration // first-response budget; NoLimit: none
 	stall       time.Duration // NoLimit: bodies are not watched
 	stallTimers blobio.AfterFunc
+	circuits    *circuits
 }
 
 // New returns a Client. endpoints maps registry names to base URLs such as
@@ -124,6 +125,7 @@ func New(endpoints map[string]string, opts ...Option) (*Client, error) {
 		stall:       cfg.stallTimeout,
 		stallTimers: cfg.stallTimers,
 	}
+	c.circuits = newCircuits(cfg, c.probeRegistry)
 	if cfg.hostsDir != "" {
 		c.hosts = &hostsCache{
 			dir:     cfg.hostsDir,
@@ -221,9 +223,15 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 // An error wraps ErrUnreachable if no response came back, ErrAuth if the
 // token server failed, the context's error if ctx ended, and
 // ErrInvalidRequest, ErrInvalidRegistry or ErrInvalidEndpoint if r or the
-// configuration is malformed. Errors never contain credentials.
+// configuration is malformed. A registry whose attempts got no answer
+// DefaultCircuitFailures times in a row is marked down: its requests fail
+// at once with a *CircuitOpenError (wrapping ErrUnreachable) until a
+// background probe gets an answer. Errors never contain credentials.
 func (c *Client) Fetch(ctx context.Context, r Request) (*Response, error) {
 	if err := checkRequest(r); err != nil {
+		return nil, err
+	}
+	if err := c.circuits.allow(r.Registry); err != nil {
 		return nil, err
 	}
 	return c.firstResponse(ctx, r.Registry, func(ctx context.Context, st *retryState) (*Response, error) {

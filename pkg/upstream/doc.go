@@ -22,7 +22,10 @@
 //     of a request's attempts within one first-response budget, and
 //     resumption of broken blob transfers with Range requests, a body
 //     that sends nothing for the stall window counting as broken;
-//   - connection timeouts and the User-Agent.
+//   - connection timeouts and the User-Agent;
+//   - the circuit of each registry (circuit.go): attempts in a row without
+//     an answer mark it down, its requests then fail at once, and one
+//     background probe per registry notices its return.
 //
 // It does not: touch the disk, verify digests (the disk store does that
 // while it writes), map statuses to OCI errors (the mirror does that in one

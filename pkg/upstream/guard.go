@@ -275,7 +275,13 @@ func (p *dialPolicy) checkHost(ctx context.Context, host string) error {
 }
 
 // Describe implements prometheus.Collector.
-func (c *Client) Describe(ch chan<- *prometheus.Desc) { c.guard.refused.Describe(ch) }
+func (c *Client) Describe(ch chan<- *prometheus.Desc) {
+	c.guard.refused.Describe(ch)
+	c.circuits.gauge.Describe(ch)
+}
 
 // Collect implements prometheus.Collector.
-func (c *Client) Collect(ch chan<- prometheus.Metric) { c.guard.refused.Collect(ch) }
+func (c *Client) Collect(ch chan<- prometheus.Metric) {
+	c.guard.refused.Collect(ch)
+	c.circuits.gauge.Collect(ch)
+}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -97,6 +98,12 @@ type config struct {
 	creds                 credentials.Source
 	hostsDir              string
 	self                  []string
+	circuitFailures       int                // <= 0: the circuit never opens
+	probeInterval         time.Duration      // first wait between probes of a registry marked down
+	maxProbeInterval      time.Duration      // cap of that wait
+	probeSleep            SleepFunc          // how a probe waits; tests shorten it
+	onCircuit             func(string, bool) // OnCircuitChange
+	log                   *slog.Logger
 }
 
 func defaultConfig() config {
@@ -111,6 +118,11 @@ func defaultConfig() config {
 		userAgent:             DefaultUserAgent,
 		now:                   time.Now,
 		sleep:                 sleepCtx,
+		circuitFailures:       DefaultCircuitFailures,
+		probeInterval:         DefaultProbeInterval,
+		maxProbeInterval:      DefaultMaxProbeInterval,
+		probeSleep:            sleepCtx,
+		log:                   slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -245,4 +257,50 @@ func WithHostsDir(dir string, self []string) Option {
 		c.hostsDir = dir
 		c.self = append([]string(nil), self...)
 	}
+}
+
+// WithCircuitFailures sets how many attempts in a row without an answer
+// mark a registry down (see ErrCircuitOpen). Zero means
+// DefaultCircuitFailures; a negative value switches the circuit off, so
+// every request pays its own retries.
+func WithCircuitFailures(n int) Option {
+	return func(c *config) {
+		switch {
+		case n == 0:
+			c.circuitFailures = DefaultCircuitFailures
+		case n < 0:
+			c.circuitFailures = 0
+		default:
+			c.circuitFailures = n
+		}
+	}
+}
+
+// WithProbeInterval sets the first wait before a registry marked down is
+// probed, which doubles up to max after each probe without an answer.
+// Zero means DefaultProbeInterval and DefaultMaxProbeInterval; a negative
+// value means the default too: a circuit that is never probed would never
+// close. A max below d is d.
+func WithProbeInterval(d, maxWait time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			d = DefaultProbeInterval
+		}
+		if maxWait <= 0 {
+			maxWait = DefaultMaxProbeInterval
+		}
+		c.probeInterval, c.maxProbeInterval = d, max(maxWait, d)
+	}
+}
+
+// OnCircuitChange calls f each time a registry is marked down (open) or
+// answers again (!open), after the log line. f must not block.
+func OnCircuitChange(f func(registry string, open bool)) Option {
+	return func(c *config) { c.onCircuit = f }
+}
+
+// WithLogger sets the logger, which gets one line when a registry is
+// marked down and one when it answers again. The default discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.log = l }
 }

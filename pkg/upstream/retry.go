@@ -56,6 +56,8 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // retryState is the retry budget of one request.
 type retryState struct {
 	waited time.Duration
+	// unanswered counts the attempts that got no answer, for the circuit.
+	unanswered int
 	// deadline is when the first-response budget runs out; zero if none.
 	deadline time.Time
 }
@@ -73,6 +75,9 @@ func (st *retryState) fits(d time.Duration) bool {
 func (c *Client) retrying(ctx context.Context, registry string, st *retryState, attempt func() (*Response, error)) (*Response, error) {
 	for n := 1; ; n++ {
 		resp, err := attempt()
+		if err != nil && unanswered(ctx, err) {
+			st.unanswered++
+		}
 		if n >= maxAttempts || !retryable(ctx, resp, err) {
 			return resp, err
 		}

@@ -1,0 +1,285 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The circuit: a registry that stops answering is marked down, so that
+// the requests after the first fail at once instead of each paying the
+// whole retry budget (0.75 s when connections are refused, 25 s when
+// packets are dropped), and the mirror serves what it has at once.
+const (
+	// DefaultCircuitFailures is how many failed attempts in a row (no
+	// answer: refused, reset, timed out) mark a registry down. It is
+	// maxAttempts: one request that used all its tries without an answer
+	// opens the circuit, and a single lost connection does not. A request
+	// that spends its whole first-response budget without an answer opens
+	// it too, whatever the count. A request's failures count only if the
+	// registry answered no request while it ran: a registry that answers
+	// others has one bad path (a stalled blob), and stays up.
+	DefaultCircuitFailures = maxAttempts
+
+	// DefaultProbeInterval is the wait before the first probe of a
+	// registry marked down; it doubles after each probe without an
+	// answer. A registry that is back within a second or two is used
+	// again within a second or two.
+	DefaultProbeInterval = time.Second
+
+	// DefaultMaxProbeInterval caps the wait between probes: a registry
+	// that comes back after a long outage is used again within 30 s, and
+	// a registry down for good costs one request every 30 s.
+	DefaultMaxProbeInterval = 30 * time.Second
+
+	// probeTimeout bounds one probe: dial, TLS and headers of GET /v2/,
+	// as DefaultDialTimeout and DefaultTLSHandshakeTimeout do for one
+	// attempt.
+	probeTimeout = 10 * time.Second
+)
+
+// ErrCircuitOpen means the registry is marked down: recent attempts got
+// no answer, and a background probe is waiting for it to answer again.
+// Errors that wrap it wrap ErrUnreachable too.
+var ErrCircuitOpen = errors.New("registry marked down")
+
+// CircuitOpenError is the error of a request refused because its
+// registry is marked down. RetryAfter is the time until the next probe.
+type CircuitOpenError struct {
+	Registry   string
+	RetryAfter time.Duration
+}
+
+func (e *CircuitOpenError) Error() string {
+	return fmt.Sprintf("registry %s: %v; next probe in %s", e.Registry, ErrCircuitOpen, e.RetryAfter.Round(time.Millisecond))
+}
+
+// Unwrap makes the error match ErrUnreachable and ErrCircuitOpen.
+func (e *CircuitOpenError) Unwrap() []error { return []error{ErrUnreachable, ErrCircuitOpen} }
+
+// circuits holds the state of every registry the client has asked. The
+// registries are those the caller asks for (the mirror's allow-list), so
+// the map and the metric's label stay bounded.
+type circuits struct {
+	failures int // <= 0: never opens
+	interval time.Duration
+	maxWait  time.Duration
+	probe    func(ctx context.Context, registry string) bool
+	sleep    SleepFunc
+	log      *slog.Logger
+	onChange func(registry string, open bool) // nil: none
+	gauge    *prometheus.GaugeVec
+
+	// ctx ends the probes (Close); probes counts those running.
+	ctx    context.Context
+	stop   context.CancelFunc
+	probes sync.WaitGroup
+
+	// mu guards state.
+	mu    sync.Mutex
+	state map[string]*circuit
+}
+
+// circuit is one registry's state.
+type circuit struct {
+	failed     int       // attempts in a row without an answer
+	open       bool      // marked down; a probe runs
+	nextProbe  time.Time // when the running probe asks next
+	lastAnswer time.Time // when the registry last answered any request
+}
+
+func newCircuits(cfg config, probe func(context.Context, string) bool) *circuits {
+	ctx, stop := context.WithCancel(context.Background())
+	return &circuits{
+		failures: cfg.circuitFailures, interval: cfg.probeInterval, maxWait: cfg.maxProbeInterval,
+		probe: probe, sleep: cfg.probeSleep, log: cfg.log, onChange: cfg.onCircuit,
+		gauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nodecache_upstream_circuit_open",
+			Help: "1 while the registry is marked down (no answer to recent attempts) and requests fail at once, else 0.",
+		}, []string{"registry"}),
+		ctx: ctx, stop: stop, state: make(map[string]*circuit),
+	}
+}
+
+// allow returns a *CircuitOpenError if registry is marked down.
+func (cs *circuits) allow(registry string) error {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	c := cs.state[registry]
+	if c == nil || !c.open {
+		return nil
+	}
+	return &CircuitOpenError{Registry: registry, RetryAfter: max(time.Until(c.nextProbe), 0)}
+}
+
+// unanswered reports whether an attempt's err means the registry gave no
+// answer while the caller still waited: refused, reset, timed out. A
+// refused redirect or a redirect loop is an answer.
+func unanswered(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && errors.Is(err, ErrUnreachable) &&
+		!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused)
+}
+
+// noteRequest records the outcome of one request that began at start,
+// once its endpoints and retries are done: an answer of any status, from
+// any endpoint, resets the count; a request that failed counts its
+// attempts without an answer. Counting per request, not per attempt,
+// keeps a registry whose hosts.toml mirror is dead but whose own host
+// answers from opening.
+func (cs *circuits) noteRequest(ctx context.Context, registry string, start time.Time, unansweredAttempts int, err error) {
+	switch {
+	case err == nil:
+		cs.answered(registry)
+	case unansweredAttempts > 0 && ctx.Err() == nil:
+		cs.failed(registry, start, unansweredAttempts)
+	}
+}
+
+// trip opens registry's circuit now, unless it answered another request
+// meanwhile: a whole first-response budget since start went by without
+// an answer.
+func (cs *circuits) trip(registry string, start time.Time) {
+	cs.failed(registry, start, max(cs.failures, 1))
+}
+
+// failed counts n failures of a request that began at start, and opens
+// the circuit at the threshold. They do not count if the registry
+// answered another request since start.
+func (cs *circuits) failed(registry string, start time.Time, n int) {
+	if cs.failures <= 0 {
+		return
+	}
+	cs.mu.Lock()
+	c := cs.state[registry]
+	if c == nil {
+		c = &circuit{}
+		cs.state[registry] = c
+	}
+	if c.lastAnswer.After(start) {
+		cs.mu.Unlock()
+		return
+	}
+	c.failed += n
+	opened := !c.open && c.failed >= cs.failures
+	if opened {
+		c.open = true
+		c.nextProbe = time.Now().Add(cs.interval)
+		cs.probes.Add(1)
+	}
+	count := c.failed
+	cs.mu.Unlock()
+	if !opened {
+		return
+	}
+	cs.log.Warn("registry marked down: requests fail at once until a probe gets an answer",
+		"registry", registry, "failed_attempts", count)
+	cs.gauge.WithLabelValues(registry).Set(1)
+	if cs.onChange != nil {
+		cs.onChange(registry, true)
+	}
+	go cs.probeUntilAnswered(registry)
+}
+
+// answered resets registry's count and closes its circuit.
+func (cs *circuits) answered(registry string) {
+	cs.mu.Lock()
+	c := cs.state[registry]
+	if c == nil {
+		c = &circuit{}
+		cs.state[registry] = c
+	}
+	closed := c.open
+	c.failed, c.open, c.lastAnswer = 0, false, time.Now()
+	cs.mu.Unlock()
+	if !closed {
+		return
+	}
+	cs.log.Info("registry answers again", "registry", registry)
+	cs.gauge.WithLabelValues(registry).Set(0)
+	if cs.onChange != nil {
+		cs.onChange(registry, false)
+	}
+}
+
+// probeUntilAnswered is the one probe of an open circuit: it asks the
+// registry with backoff and jitter until it answers, then closes the
+// circuit, or until Close.
+func (cs *circuits) probeUntilAnswered(registry string) {
+	defer cs.probes.Done()
+	wait := cs.interval
+	for {
+		if cs.sleep(cs.ctx, jitter(wait)) != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(cs.ctx, probeTimeout)
+		ok := cs.probe(ctx, registry)
+		cancel()
+		if ok {
+			cs.answered(registry)
+			return
+		}
+		if cs.ctx.Err() != nil {
+			return
+		}
+		wait = min(2*wait, cs.maxWait)
+		cs.mu.Lock()
+		if c := cs.state[registry]; c != nil {
+			c.nextProbe = time.Now().Add(wait)
+		}
+		cs.mu.Unlock()
+	}
+}
+
+// jitter is d give or take a quarter, so that nodes that lost a registry
+// together do not probe it together.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d*3/4 + rand.N(d/2+1)
+}
+
+// close ends the probes and waits for them.
+func (cs *circuits) close() {
+	cs.stop()
+	cs.probes.Wait()
+}
+
+// probeRegistry asks GET /v2/ of each of registry's endpoints and reports
+// whether any answered, whatever the status: a 401 is an answer.
+func (c *Client) probeRegistry(ctx context.Context, registry string) bool {
+	eps, err := c.endpointsFor(ctx, Request{Registry: registry, Kind: ""})
+	if err != nil {
+		return false
+	}
+	for _, ep := range eps {
+		pctx := c.guard.withPolicy(ctx, ep.base)
+		u := *ep.base
+		u.Path, u.RawPath, u.RawQuery = ep.path+"/", "", ""
+		req, err := http.NewRequestWithContext(pctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			continue
+		}
+		req.Header.Set("User-Agent", c.userAgent)
+		resp, err := ep.http.Do(req)
+		if err == nil {
+			discard(resp)
+			return true
+		}
+	}
+	return false
+}
+
+// Close ends the background probes of registries marked down. The client
+// must not be used after it.
+func (c *Client) Close() { c.circuits.close() }
+
+// CircuitOpen reports whether registry is marked down now.
+func (c *Client) CircuitOpen(registry string) bool { return c.circuits.allow(registry) != nil }
