@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"nodecache/pkg/credentials"
@@ -44,6 +45,7 @@ type Daemon struct {
 	// ready is /readyz: true from the moment every server serves until
 	// shutdown starts.
 	ready atomic.Bool
+	reg   *prometheus.Registry // what /metrics serves
 }
 
 // servers are the daemon's HTTP servers, one per role.
@@ -100,6 +102,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		d.peers.mirrorOption(),
 	)
 	reg := newRegistry(metrics, d.store, d.maxSize)
+	d.reg = reg
 	reg.MustRegister(client) // the upstream client's refused redirects
 	probes := newProbes(&d.ready, reg)
 	d.servers.mirror = d.newServer(withMirror(probes, d.mirror))
