@@ -186,7 +186,28 @@ type memContent struct {
 func (c *memContent) info() contentInfo { return c.contentInfo }
 
 func (c *memContent) open(_ *request, start, _ int64) (io.Reader, error) {
-	return bytes.NewReader(c.body[start:]), nil
+	return &memBody{Reader: bytes.NewReader(c.body[start:]), b: c.body[start:]}, nil
+}
+
+// memBody is a body in memory. copyBody writes it in one Write, which
+// net/http buffers with the headers and sends in one write(2): copied as
+// a reader, it would go out in two, through a 32 KiB buffer allocated
+// for each request.
+type memBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+// writeTo writes length bytes of the body to w (all of it if -1).
+func (m *memBody) writeTo(w io.Writer, length int64) error {
+	if length < 0 {
+		length = int64(len(m.b))
+	}
+	if length > int64(len(m.b)) {
+		return io.ErrUnexpectedEOF
+	}
+	_, err := w.Write(m.b[:length])
+	return err
 }
 
 func (c *memContent) markSource(rec *recorder) { rec.source, rec.result = "cache", resultHit }

@@ -12,7 +12,7 @@ import (
 	"nodecache/internal/registrytest"
 )
 
-func memBody(seed uint64, n int) ([]byte, digest.Digest) {
+func randomBody(seed uint64, n int) ([]byte, digest.Digest) {
 	b := registrytest.Random(seed, int64(n))
 	return b, digest.FromBytes(b)
 }
@@ -22,9 +22,9 @@ func memBody(seed uint64, n int) ([]byte, digest.Digest) {
 // is not kept.
 func TestMemCacheBudget(t *testing.T) {
 	m := newMemCache(10 << 10)
-	a, da := memBody(1, 4<<10)
-	b, db := memBody(2, 4<<10)
-	c, dc := memBody(3, 4<<10)
+	a, da := randomBody(1, 4<<10)
+	b, db := randomBody(2, 4<<10)
+	c, dc := randomBody(3, 4<<10)
 	m.put(da, a)
 	m.put(db, b)
 	if _, ok := m.get(da); !ok { // a is now the most recently used
@@ -42,7 +42,7 @@ func TestMemCacheBudget(t *testing.T) {
 	if n, used := m.usage(); n != 2 || used != 8<<10 {
 		t.Errorf("usage = %d entries, %d bytes; want 2, %d", n, used, 8<<10)
 	}
-	big, dbig := memBody(4, 11<<10)
+	big, dbig := randomBody(4, 11<<10)
 	m.put(dbig, big)
 	if _, ok := m.get(dbig); ok {
 		t.Error("a copy larger than the budget was kept")
@@ -50,7 +50,7 @@ func TestMemCacheBudget(t *testing.T) {
 	if n, _ := m.usage(); n != 2 {
 		t.Errorf("putting a copy too large evicted others: %d entries left", n)
 	}
-	huge, dhuge := memBody(5, maxMemManifestSize+1)
+	huge, dhuge := randomBody(5, maxMemManifestSize+1)
 	m2 := newMemCache(1 << 20)
 	m2.put(dhuge, huge)
 	if n, _ := m2.usage(); n != 0 {
@@ -78,7 +78,7 @@ func TestMemCacheConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 200 {
-				b, d := memBody(uint64(g*1000+i%20), 1<<10+i%7*1000)
+				b, d := randomBody(uint64(g*1000+i%20), 1<<10+i%7*1000)
 				m.put(d, b)
 				if got, ok := m.get(d); ok && digest.FromBytes(got) != d {
 					t.Errorf("copy of %s has other bytes", d)
