@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -161,6 +162,8 @@ type Store struct {
 	used       int64                 // bytes of committed entries
 	reserved   int64                 // bytes reserved by fills in progress
 	counts     Stats                 // Evictions, Expirations, PassThrough, Corrupt, ScrubBytes
+
+	removals atomic.Uint64 // Removals
 }
 
 // Stats is a snapshot of the store's size and activity.
@@ -340,6 +343,7 @@ func (s *Store) forget(k key) {
 	if r, ok := s.index.Peek(k); ok {
 		s.index.Remove(k)
 		s.used -= r.size
+		s.removals.Add(1)
 	}
 	s.mu.Unlock()
 }

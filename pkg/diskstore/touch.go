@@ -44,3 +44,10 @@ func (s *Store) Touch(d digest.Digest) (Info, error) {
 	}
 	return info, nil
 }
+
+// Removals counts the entries taken out of the index since Open, for
+// any reason (evicted, expired, deleted, found corrupt or missing). A
+// caller that checked an entry with Touch may rely on that answer while
+// Removals has not changed: no entry has left the store since. It takes
+// no lock.
+func (s *Store) Removals() uint64 { return s.removals.Load() }

@@ -5,8 +5,12 @@ import (
 	"container/list"
 	"io"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/pkg/diskstore"
 )
 
 const (
@@ -19,6 +23,12 @@ const (
 	// memory: 16 MiB holds about 4,000 manifests of 4 KiB, more than the
 	// images a node runs, at a small share of the daemon's memory.
 	DefaultManifestMemory = 16 << 20
+	// memRecheck is how long a store's answer for a manifest in memory is
+	// relied on while no entry has left the store (diskstore's
+	// Removals): within it a hit asks nothing of the store. Once a second
+	// is as often as the store's recency can tell (it keeps use times in
+	// seconds), and a removal of any entry ends every such answer at once.
+	memRecheck = time.Second
 )
 
 // WithManifestMemory sets the byte budget of the manifests kept in
@@ -53,8 +63,16 @@ type memCache struct {
 
 // memEntry is one manifest in memory. body is never modified.
 type memEntry struct {
-	digest digest.Digest
-	body   []byte
+	digest  digest.Digest
+	body    []byte
+	checked atomic.Pointer[memCheck] // the store's last answer; nil: not asked yet
+}
+
+// memCheck is what the store said of a memEntry, and when.
+type memCheck struct {
+	removals uint64    // the store's Removals then
+	at       time.Time // by the server's clock
+	info     diskstore.Info
 }
 
 // newMemCache returns a cache of budget bytes, or nil if budget is 0.
@@ -65,7 +83,7 @@ func newMemCache(budget int64) *memCache {
 	return &memCache{budget: budget, byKey: make(map[digest.Digest]*list.Element)}
 }
 
-func (m *memCache) get(d digest.Digest) ([]byte, bool) {
+func (m *memCache) get(d digest.Digest) (*memEntry, bool) {
 	if m == nil {
 		return nil, false
 	}
@@ -76,7 +94,7 @@ func (m *memCache) get(d digest.Digest) ([]byte, bool) {
 		return nil, false
 	}
 	m.order.MoveToFront(el)
-	return el.Value.(*memEntry).body, true
+	return el.Value.(*memEntry), true
 }
 
 // put keeps body as d's bytes, evicting the least recently used copies
@@ -128,21 +146,29 @@ func (m *memCache) usage() (entries int, bytes int64) {
 }
 
 // fromMemory returns d from memory if a copy is kept and the store still
-// holds d committed. The store's answer also gives what may have changed
-// since the copy was made (public, once upstream serves d anonymously),
-// and records the use. A copy of an entry the store no longer holds
-// (evicted, expired, deleted) is dropped: it is never served.
+// holds d committed. The store's answer (Touch) also gives what may have
+// changed since the copy was made (public, once upstream serves d
+// anonymously), and records the use; it is relied on for memRecheck
+// while no entry has left the store. A copy of an entry the store no
+// longer holds (evicted, expired, deleted) is dropped: it is never served.
 func (s *Server) fromMemory(d digest.Digest) (content, bool) {
-	body, ok := s.mem.get(d)
+	e, ok := s.mem.get(d)
 	if !ok {
 		return nil, false
 	}
-	info, err := s.store.Touch(d)
-	if err != nil || info.Size != int64(len(body)) {
-		s.mem.remove(d)
-		return nil, false
+	removals, now := s.store.Removals(), s.now()
+	chk := e.checked.Load()
+	if chk == nil || chk.removals != removals || now.Sub(chk.at) >= memRecheck || now.Before(chk.at) {
+		info, err := s.store.Touch(d)
+		if err != nil || info.Size != int64(len(e.body)) {
+			s.mem.remove(d)
+			return nil, false
+		}
+		chk = &memCheck{removals: removals, at: now, info: info}
+		e.checked.Store(chk)
 	}
-	return &memContent{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, body: body}, true
+	info := chk.info
+	return &memContent{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, body: e.body}, true
 }
 
 // lookupManifest is lookup for a manifest's GET: from memory if kept,

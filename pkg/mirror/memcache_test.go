@@ -4,12 +4,15 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"nodecache/internal/clocktest"
 	"nodecache/internal/ocierr"
 	"nodecache/internal/registrytest"
+	"nodecache/pkg/diskstore"
 )
 
 func randomBody(seed uint64, n int) ([]byte, digest.Digest) {
@@ -80,7 +83,7 @@ func TestMemCacheConcurrent(t *testing.T) {
 			for i := range 200 {
 				b, d := randomBody(uint64(g*1000+i%20), 1<<10+i%7*1000)
 				m.put(d, b)
-				if got, ok := m.get(d); ok && digest.FromBytes(got) != d {
+				if got, ok := m.get(d); ok && digest.FromBytes(got.body) != d {
 					t.Errorf("copy of %s has other bytes", d)
 				}
 				if i%3 == 0 {
@@ -243,4 +246,32 @@ func getManifestAs(t *testing.T, e *env, path, user, pass string) (*http.Respons
 		req.SetBasicAuth(user, pass)
 	}
 	return send(t, req)
+}
+
+// TestMemoryHitsCountAsUses: a manifest served from memory is still a
+// use of its store entry, for eviction and --ttl, at least once per
+// memRecheck.
+func TestMemoryHitsCountAsUses(t *testing.T) {
+	clk := clocktest.NewAt(time.Unix(1_700_000_000, 0))
+	e := newEnvStore(t, []diskstore.Option{diskstore.WithClock(clk.Now)}, nil, WithClock(clk.Now))
+	img := e.up.PushImage(t, "test/app", "v1", 1000)
+	path := e.url("/v2/test/app/manifests/" + img.Index.String())
+	for range 3 { // a fill, a read from disk that copies it, a hit
+		if resp, _ := e.do(http.MethodGet, path, acceptIndex); resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	for i := range 3 {
+		clk.Advance(memRecheck + time.Second)
+		if resp, _ := e.do(http.MethodGet, path, acceptIndex); resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		info, err := e.store.Stat(img.Index)
+		if err != nil || !info.Accessed.Equal(clk.Now()) {
+			t.Fatalf("hit %d at %v: the store's last use is %v (%v)", i, clk.Now(), info.Accessed, err)
+		}
+	}
+	if n, _ := e.mirror.mem.usage(); n != 1 {
+		t.Errorf("%d manifests in memory, want 1", n)
+	}
 }
