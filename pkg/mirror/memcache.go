@@ -50,8 +50,8 @@ func WithManifestMemory(bytes int64) Option {
 // memCache keeps the bytes of small committed manifests, so that a
 // manifest asked for again is served without opening its file. It is a
 // copy: the store stays the truth of what is cached (fromMemory asks its
-// index on every hit), and the least recently used copies go first when
-// the budget is full. Safe for concurrent use; a nil *memCache keeps
+// index once a second, and after any entry left it), and the least
+// recently used copies go first when the budget is full. Safe for concurrent use; a nil *memCache keeps
 // nothing.
 type memCache struct {
 	mu     sync.Mutex
