@@ -127,6 +127,13 @@ func TestCompare(t *testing.T) {
 
 func newSetup(t *testing.T, bin string) *setup {
 	must(t, os.MkdirAll(workDir, 0o755))
+	// Each run's logs start empty; the start-up store is kept for the next.
+	for _, pattern := range []string{"*.log", "*/*.log"} {
+		logs, _ := filepath.Glob(filepath.Join(workDir, pattern))
+		for _, l := range logs {
+			must(t, os.Remove(l))
+		}
+	}
 	return &setup{work: workDir, bin: bin, procs: map[string]*proc{},
 		up: registrytest.Start(t, registrytest.WithThrottle(UpstreamRate))}
 }
