@@ -2,6 +2,8 @@ package mirror
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -273,5 +275,35 @@ func TestMemoryHitsCountAsUses(t *testing.T) {
 	}
 	if n, _ := e.mirror.mem.usage(); n != 1 {
 		t.Errorf("%d manifests in memory, want 1", n)
+	}
+}
+
+// TestTagWithinTTLNeedsNoDisk: once a manifest is in memory, a tag
+// within its TTL is answered without reading the disk: with the
+// manifest's file gone from under the store (its index still holds the
+// entry), GET and HEAD by tag still answer, from memory and the tag
+// record.
+func TestTagWithinTTLNeedsNoDisk(t *testing.T) {
+	e := newEnv(t, nil)
+	img := e.up.PushImage(t, "test/app", "v1", 1000)
+	path := e.url("/v2/test/app/manifests/v1")
+	for range 3 { // a fill, a read from disk that copies it, a hit
+		e.do(http.MethodGet, path, acceptIndex)
+	}
+	hex := img.Index.Encoded()
+	if err := os.Remove(filepath.Join(e.store.Root(), "blobs", "sha256", hex[:2], hex)); err != nil {
+		t.Fatal(err)
+	}
+	heads, gets := e.up.ManifestRequests(http.MethodHead), e.up.ManifestRequests(http.MethodGet)
+	resp, body := e.do(http.MethodGet, path, acceptIndex)
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != img.Index {
+		t.Fatalf("GET by tag: status %d, body %s", resp.StatusCode, digest.FromBytes(body))
+	}
+	if resp, _ := e.do(http.MethodHead, path, acceptIndex); resp.StatusCode != http.StatusOK ||
+		resp.Header.Get("Docker-Content-Digest") != img.Index.String() {
+		t.Fatalf("HEAD by tag: status %d", resp.StatusCode)
+	}
+	if h, g := e.up.ManifestRequests(http.MethodHead), e.up.ManifestRequests(http.MethodGet); h != heads || g != gets {
+		t.Errorf("upstream manifest HEADs %d → %d, GETs %d → %d; want none", heads, h, gets, g)
 	}
 }
