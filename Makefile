@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 SOAK_DURATION ?= 60s
 SOAK_TIMEOUT ?= 20m
 
-.PHONY: build run test lint bench fuzz soak deps clean e2e demo
+.PHONY: build run test lint bench bench-compare fuzz soak deps clean e2e demo
 
 deps:
 	$(GO) mod download
@@ -47,6 +47,17 @@ bench: deps
 	$(GO) test -run '^$$' -bench '^BenchmarkIndexMillion$$' -benchtime 1s -count 1 ./pkg/diskstore
 	$(GO) test -run '^$$' -bench '^BenchmarkOwner$$' -benchtime 1s -count 1 ./pkg/peer
 	$(GO) test -run '^TestSimulateRebalance$$' -count 1 -v ./pkg/peer
+
+# nodecache side by side with nginx proxy_cache, docker/distribution in
+# proxy mode and the direct download, each workload 3 times interleaved
+# (bench/compare). Needs root; installs Debian's nginx, docker-registry
+# and wrk with hack/need.sh. Takes about 15 minutes; writes under
+# /var/tmp/nodecache-bench-compare. COMPARE_REPS=1 for a quick look.
+bench-compare: build
+	bash hack/need.sh nginx nginx
+	bash hack/need.sh docker-registry docker-registry
+	bash hack/need.sh wrk wrk
+	$(GO) test -tags benchcompare -run '^TestCompare$$' -count 1 -v -timeout 90m ./bench/compare
 
 # A short run of every fuzz target.
 fuzz: deps

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"nodecache/internal/ctrdconf"
@@ -51,6 +52,7 @@ type Daemon struct {
 	// ready is /readyz: true from the moment every server serves until
 	// shutdown starts.
 	ready atomic.Bool
+	reg   *prometheus.Registry // what /metrics serves
 }
 
 // servers are the daemon's HTTP servers, one per role.
@@ -116,6 +118,7 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		d.peers.mirrorOption(),
 	)
 	reg := newRegistry(metrics, d.store, d.maxSize)
+	d.reg = reg
 	reg.MustRegister(client) // the upstream client's refused redirects and circuits
 	if d.pins, err = d.newPinManager(log); err != nil {
 		return nil, err

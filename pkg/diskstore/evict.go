@@ -37,6 +37,7 @@ type victim struct {
 func (s *Store) takeLocked(k key, r record) victim {
 	s.index.Remove(k)
 	s.used -= r.size
+	s.removals.Add(1)
 	v := victim{k: k, d: digestOf(k, r), size: r.size, done: make(chan struct{})}
 	s.deleting[k] = v.done
 	return v

@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -164,6 +165,8 @@ type Store struct {
 	pins       map[key]digest.Digest // pinned digests (pin.go)
 
 	pinWrite sync.Mutex // serialises SetPins' writes of the pins file
+
+	removals atomic.Uint64 // Removals
 }
 
 // Stats is a snapshot of the store's size and activity.
@@ -348,6 +351,7 @@ func (s *Store) forget(k key) {
 	if r, ok := s.index.Peek(k); ok {
 		s.index.Remove(k)
 		s.used -= r.size
+		s.removals.Add(1)
 	}
 	s.mu.Unlock()
 }

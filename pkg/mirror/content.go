@@ -255,6 +255,9 @@ func serveContent(q *request, c content) error {
 
 // copyBody copies length bytes of body to w, or all of it if length is -1.
 func copyBody(w io.Writer, body io.Reader, length int64) error {
+	if m, ok := body.(*memBody); ok {
+		return m.writeTo(w, length)
+	}
 	if length < 0 {
 		_, err := io.Copy(w, body)
 		return err

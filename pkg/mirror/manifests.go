@@ -31,9 +31,14 @@ func (s *Server) serveManifest(q *request) error {
 		}
 		d, tag = rec.digest, &rec
 	}
-	lookup := s.lookup
+	lookup := s.lookupManifest
 	if q.r.Method == http.MethodHead {
-		lookup = func(d digest.Digest) (content, bool, error) { return s.lookupSized(q, d) }
+		lookup = func(d digest.Digest) (content, bool, error) {
+			if c, ok := s.fromMemory(d); ok {
+				return c, true, nil
+			}
+			return s.lookupSized(q, d)
+		}
 	}
 	c, ok, err := lookup(d)
 	if err != nil {

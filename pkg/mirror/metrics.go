@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"nodecache/internal/ociref"
 	"nodecache/pkg/upstream"
 )
 
@@ -36,11 +37,51 @@ type Metrics struct {
 	fillsUnread   prometheus.Counter
 	staleTags     prometheus.Counter
 	noRegistry    prometheus.Counter
+
+	// The request series, bound once for every route, result and source
+	// a request can have (a handful each), so that recording a request
+	// costs no label hashing or lookup in the vectors.
+	byRoute  map[string]*routeSeries
+	bySource map[string]prometheus.Counter
+}
+
+// routeSeries are the request series of one route.
+type routeSeries struct {
+	requests map[string]prometheus.Counter // by result
+	duration prometheus.Observer
+}
+
+// Every value the request labels take; observeRequest falls back to the
+// vectors for any other.
+var (
+	requestRoutes = []string{"invalid", string(ociref.KindBase), string(ociref.KindManifests),
+		string(ociref.KindBlobs), string(ociref.KindTags), string(ociref.KindReferrers)}
+	requestResults = []string{resultHit, resultMiss, resultPeer, resultUpstream, resultError, resultCanceled}
+	servedSources  = []string{"cache", "upstream", "peer"}
+)
+
+// bind binds the request series of requestRoutes, requestResults and
+// servedSources.
+func (m *Metrics) bind() *Metrics {
+	m.byRoute = make(map[string]*routeSeries, len(requestRoutes))
+	for _, route := range requestRoutes {
+		rs := &routeSeries{requests: make(map[string]prometheus.Counter, len(requestResults)),
+			duration: m.duration.WithLabelValues(route)}
+		for _, result := range requestResults {
+			rs.requests[result] = m.requests.WithLabelValues(route, result)
+		}
+		m.byRoute[route] = rs
+	}
+	m.bySource = make(map[string]prometheus.Counter, len(servedSources))
+	for _, source := range servedSources {
+		m.bySource[source] = m.servedBytes.WithLabelValues(source)
+	}
+	return m
 }
 
 // NewMetrics creates the mirror's metrics, unregistered.
 func NewMetrics() *Metrics {
-	return &Metrics{
+	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodecache_http_requests_total",
 			Help: "Pull-path requests by route and result (hit, miss, peer, upstream, error, canceled).",
@@ -88,6 +129,7 @@ func NewMetrics() *Metrics {
 			Help: "Pull-path requests that named no registry (no ns, none in the path), served from --default-registry or refused.",
 		}),
 	}
+	return m.bind()
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
@@ -118,10 +160,19 @@ func (m *Metrics) observeRequest(route string, rec *recorder, took time.Duration
 	if result == "" {
 		result = resultUpstream
 	}
-	m.requests.WithLabelValues(route, result).Inc()
-	m.duration.WithLabelValues(route).Observe(took.Seconds())
+	if rs, ok := m.byRoute[route]; ok && rs.requests[result] != nil {
+		rs.requests[result].Inc()
+		rs.duration.Observe(took.Seconds())
+	} else {
+		m.requests.WithLabelValues(route, result).Inc()
+		m.duration.WithLabelValues(route).Observe(took.Seconds())
+	}
 	if rec.bytes > 0 && rec.source != "none" {
-		m.servedBytes.WithLabelValues(rec.source).Add(float64(rec.bytes))
+		if c, ok := m.bySource[rec.source]; ok {
+			c.Add(float64(rec.bytes))
+		} else {
+			m.servedBytes.WithLabelValues(rec.source).Add(float64(rec.bytes))
+		}
 	}
 }
 

@@ -147,6 +147,8 @@ type Server struct {
 	ids             credentials.Identifier // names client credentials in caches
 	peers           *Peers                 // nil: no peers, every fill goes to upstream
 	headSizeWait    time.Duration          // headSizeWait; tests shorten it
+	memBudget       int64                  // WithManifestMemory
+	mem             *memCache              // nil: no manifests in memory
 
 	// fillCtx is the parent of every fill, so Close can end them; fills
 	// counts the fills still copying.
@@ -190,6 +192,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 		afterFunc:       timeAfterFunc,
 		maxFills:        DefaultMaxConcurrentFills,
 		notFoundTTL:     DefaultNotFoundTTL,
+		memBudget:       DefaultManifestMemory,
 	}
 	WithAllowList(DefaultAllowList)(s)
 	for _, o := range opts {
@@ -197,6 +200,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 	}
 	s.fillCtx, s.stopFills = context.WithCancel(context.Background())
 	s.slots = newFillSlots(s.maxFills)
+	s.mem = newMemCache(s.memBudget)
 	if s.metrics != nil {
 		s.up = countingUpstream{Upstream: s.up, m: s.metrics}
 	}

@@ -1,0 +1,53 @@
+package diskstore
+
+import (
+	"os"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Touch records a use of d's committed entry, as Open does, without
+// opening its file, and returns the entry. It is for a caller that keeps
+// d's bytes in memory: the store's index stays the one truth of what may
+// be served (an entry evicted, expired or deleted answers ErrNotFound,
+// and the copy in memory must go too), and eviction and the idle TTL see
+// every use. Only the index is read; the file's times are updated, as by
+// Open, at most once per touchInterval.
+func (s *Store) Touch(d digest.Digest) (Info, error) {
+	k, _, err := keyOf(d)
+	if err != nil {
+		return Info{}, ErrNotFound
+	}
+	now := s.now()
+	s.mu.Lock()
+	r, ok := s.index.Peek(k)
+	if !ok {
+		s.mu.Unlock()
+		return Info{}, ErrNotFound
+	}
+	if s.expiredLocked(k, r) {
+		s.counts.Expirations++
+		v := s.takeLocked(k, r)
+		s.mu.Unlock()
+		s.removeVictims([]victim{v}, "expired")
+		return Info{}, ErrNotFound
+	}
+	touch := now.Unix()-r.used >= int64(touchInterval/time.Second)
+	r.used = now.Unix()
+	s.index.Add(k, r)
+	info := s.infoLocked(k, r)
+	s.mu.Unlock()
+	if touch {
+		// Persist recency for the next start; failure costs only that.
+		_ = os.Chtimes(s.path(d), now, now)
+	}
+	return info, nil
+}
+
+// Removals counts the entries taken out of the index since Open, for
+// any reason (evicted, expired, deleted, found corrupt or missing). A
+// caller that checked an entry with Touch may rely on that answer while
+// Removals has not changed: no entry has left the store since. It takes
+// no lock.
+func (s *Store) Removals() uint64 { return s.removals.Load() }
