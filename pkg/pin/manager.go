@@ -183,8 +183,9 @@ func (m *Manager) State() State {
 
 // Reconcile reads the pin file, walks each image through the mirror,
 // pins its digests, fetches what the store lacks, and lets go of digests
-// no pinned image holds any more. A reference that fails keeps what it
-// held before; one that never resolved since the start keeps the whole
+// no pinned image holds any more. A tag that moved lets go of its old
+// image only once the store holds the whole new one. A reference that
+// fails keeps what it held before; one that never resolved since the start keeps the whole
 // pinned set the store had, since what it held is not known. A pin file
 // that cannot be read or parsed changes nothing.
 func (m *Manager) Reconcile(ctx context.Context) error {
@@ -200,6 +201,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	m.mu.Unlock()
 	next := make(map[Ref]Image, len(refs))
 	var failed, missing int
+	var partial []digest.Digest // new images of moved tags, not whole yet
 	unknown := false
 	for _, ref := range refs {
 		img, n, err := m.apply(ctx, ref)
@@ -215,11 +217,21 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			continue
 		}
 		if old, ok := prev[ref]; ok && old.Root != img.Root {
+			if n > 0 {
+				// A whole image is not given up for part of one: the old
+				// stays the reference's until the new is whole, and what
+				// the new has so far stays pinned for the next pass.
+				m.log.Warn("pinned tag moved, but the new image is not whole yet; the old one stays pinned",
+					"ref", ref.String(), "from", old.Root, "to", img.Root, "missing_blobs", n)
+				next[ref] = old
+				partial = append(partial, img.Digests()...)
+				continue
+			}
 			m.log.Info("pinned tag moved", "ref", ref.String(), "from", old.Root, "to", img.Root)
 		}
 		next[ref] = img
 	}
-	keep := union(next)
+	keep := append(union(next), partial...)
 	if unknown {
 		keep = append(keep, m.store.Pins()...)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -199,6 +200,51 @@ func TestPinnedTagMoves(t *testing.T) {
 	}
 	if n.store.Pinned(moved.Manifests["linux/amd64"]) {
 		t.Fatal("the image of the removed tag is still pinned")
+	}
+}
+
+// TestPinnedTagMovesToAPartImage: while the new image of a moved tag
+// cannot be fetched whole, the old image stays pinned next to what the new
+// one has; the pass after it is whole lets the old one go.
+func TestPinnedTagMovesToAPartImage(t *testing.T) {
+	n := newNode(t)
+	old := n.up.PushSingleImage(t, "sys/cni", "stable", 4000)
+	oldRoot := old.Manifests["linux/amd64"]
+	m := New(n.pinFile(t, n.up.Host()+"/sys/cni:stable"), n.store, n.src)
+	if err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	moved := n.up.PushSingleImage(t, "sys/cni", "stable", 4000, 100)
+	newLayer := moved.Layers["linux/amd64"][1]
+	n.up.SetFault(registrytest.FailWith(http.StatusNotFound, registrytest.Path("", "/v2/sys/cni/blobs/"+newLayer.String())))
+	if err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.State(); st.Missing != 1 {
+		t.Fatalf("State = %+v, want the new layer missing", st)
+	}
+	for _, d := range allDigests(old) {
+		if !n.has(d) || !n.store.Pinned(d) {
+			t.Fatalf("old image's %s let go for a part image: stored %v, pinned %v", d, n.has(d), n.store.Pinned(d))
+		}
+	}
+	if !n.store.Pinned(moved.Manifests["linux/amd64"]) || !n.store.Pinned(newLayer) {
+		t.Fatal("what the new image has so far is not pinned")
+	}
+	if imgs := m.Images(); len(imgs) != 1 || imgs[0].Root != oldRoot {
+		t.Fatalf("Images = %+v, want the old image still the tag's", imgs)
+	}
+	n.up.SetFault(nil)
+	if err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range allDigests(moved) {
+		if !n.has(d) || !n.store.Pinned(d) {
+			t.Fatalf("new image's %s: stored %v, pinned %v", d, n.has(d), n.store.Pinned(d))
+		}
+	}
+	if n.store.Pinned(oldRoot) {
+		t.Fatal("the old image is still pinned after the new one is whole")
 	}
 }
 
