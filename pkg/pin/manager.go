@@ -185,9 +185,10 @@ func (m *Manager) State() State {
 // pins its digests, fetches what the store lacks, and lets go of digests
 // no pinned image holds any more. A tag that moved lets go of its old
 // image only once the store holds the whole new one. A reference that
-// fails keeps what it held before; one that never resolved since the start keeps the whole
-// pinned set the store had, since what it held is not known. A pin file
-// that cannot be read or parsed changes nothing.
+// fails keeps what it held before; one that has not been resolved whole
+// since the start keeps the whole pinned set the store had, since what
+// it held is not known. A pin file that cannot be read or parsed changes
+// nothing.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	m.reconciling.Lock()
 	defer m.reconciling.Unlock()
@@ -216,7 +217,13 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		if old, ok := prev[ref]; ok && old.Root != img.Root {
+		old, had := prev[ref]
+		if n > 0 && !had {
+			// Not whole, and what it held before (a restart) is not
+			// known: the saved set stays, as for a reference that failed.
+			unknown = true
+		}
+		if had && old.Root != img.Root {
 			if n > 0 {
 				// A whole image is not given up for part of one: the old
 				// stays the reference's until the new is whole, and what

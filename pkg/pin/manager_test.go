@@ -303,6 +303,31 @@ func TestPinsSurviveRestartDuringOutage(t *testing.T) {
 	}
 }
 
+// TestPartImageAfterRestartKeepsTheSavedPins: after a restart the old
+// image of a moved tag is not known; while the new one cannot be fetched
+// whole, the saved pinned set stays.
+func TestPartImageAfterRestartKeepsTheSavedPins(t *testing.T) {
+	n := newNode(t)
+	old := n.up.PushSingleImage(t, "sys/cni", "stable", 4000)
+	file := n.pinFile(t, n.up.Host()+"/sys/cni:stable")
+	if err := New(file, n.store, n.src).Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n.store.Close()
+	n.open(t)
+	moved := n.up.PushSingleImage(t, "sys/cni", "stable", 4000, 100)
+	newLayer := moved.Layers["linux/amd64"][1]
+	n.up.SetFault(registrytest.FailWith(http.StatusNotFound, registrytest.Path("", "/v2/sys/cni/blobs/"+newLayer.String())))
+	if err := New(file, n.store, n.src).Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range allDigests(old) {
+		if !n.has(d) || !n.store.Pinned(d) {
+			t.Fatalf("old image's %s let go after a restart: stored %v, pinned %v", d, n.has(d), n.store.Pinned(d))
+		}
+	}
+}
+
 // TestPinPlatforms: with a platform given, only its manifest, config and
 // layers (and the index) are pinned.
 func TestPinPlatforms(t *testing.T) {
