@@ -172,6 +172,21 @@ func TestPrefetchLsEvict(t *testing.T) {
 	}
 }
 
+// TestPrefetchFailsWhenTheStoreCannotKeepABlob: a blob read whole and
+// verified, but streamed uncached for want of room, fails the prefetch:
+// exit 0 means the store holds every blob, not that every read went well.
+func TestPrefetchFailsWhenTheStoreCannotKeepABlob(t *testing.T) {
+	up := registrytest.Start(t)
+	img := up.PushSingleImage(t, "apps/big", "v1", 30_000)
+	e := startAdminEnv(t, up, "--max-size", "20000")
+	ref := up.Host() + "/apps/big:v1"
+	layer := img.Layers["linux/amd64"][0]
+	out, code := e.run(t, "prefetch", "--mirror", e.d.Addr, "--admin", e.admin, ref)
+	if code != 1 || !strings.Contains(out, "ok "+ref+" "+layer.String()) || !strings.Contains(out, "NOT IN THE STORE "+layer.String()) {
+		t.Fatalf("prefetch of a layer past --max-size: exit %d, want 1 with the layer read but not in the store\n%s", code, out)
+	}
+}
+
 // TestAdminIsNotOnTheMirrorListener: the admin API answers on the metrics
 // listener only.
 func TestAdminIsNotOnTheMirrorListener(t *testing.T) {
