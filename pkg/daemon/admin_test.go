@@ -12,7 +12,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"nodecache/internal/registrytest"
+	"nodecache/pkg/diskstore"
 	"nodecache/pkg/pin"
 )
 
@@ -186,5 +189,26 @@ func TestAdminOnlyForThisNode(t *testing.T) {
 		if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), `"DENIED"`) {
 			t.Errorf("%s %s from a pod: %d %s, want 403 DENIED", method, path, rec.Code, rec.Body.String())
 		}
+	}
+}
+
+// TestNoPinFileLetsGoOfSavedPins: a daemon started without --pin-file
+// lets go of the pins an earlier run saved, which nothing would release.
+func TestNoPinFileLetsGoOfSavedPins(t *testing.T) {
+	up := registrytest.Start(t)
+	cfg := testConfig(t, up)
+	store, err := diskstore.Open(cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetPins([]digest.Digest{digest.FromString("pinned by an earlier run")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d := start(t, cfg)
+	if pins := d.store.Pins(); len(pins) != 0 {
+		t.Fatalf("pins without --pin-file: %v", pins)
 	}
 }
