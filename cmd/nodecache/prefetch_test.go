@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -210,18 +209,16 @@ func TestPinnedImageIsMarkedAndKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := startAdminEnv(t, up, "--pin-file", pins)
-	// The pins are applied in the background: wait for them, bounded.
-	deadline := time.Now().Add(daemontest.ReadyTimeout)
-	var v daemon.ImageView
-	for {
-		var ok bool
-		if v, ok = find(e.images(t), ref); ok && v.Pinned && v.Missing == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the pinned image never showed as pinned and whole: %+v\n%s", v, e.d.Tail())
-		}
-		time.Sleep(50 * time.Millisecond)
+	// The pins are applied in the background; the first pass logs this
+	// once it has fetched every blob.
+	ctx, cancel := context.WithTimeout(t.Context(), daemontest.ReadyTimeout)
+	defer cancel()
+	if err := e.d.WaitOutput(ctx, `"msg":"pins applied"`); err != nil {
+		t.Fatalf("%v%s", err, e.d.Tail())
+	}
+	v, ok := find(e.images(t), ref)
+	if !ok || !v.Pinned || v.Missing != 0 {
+		t.Fatalf("after the first pass the pinned image is not pinned and whole: %+v\n%s", v, e.d.Tail())
 	}
 	if v.Digest != img.Manifests["linux/amd64"] {
 		t.Fatalf("pinned image %s, want %s", v.Digest, img.Manifests["linux/amd64"])
