@@ -26,6 +26,10 @@ const clientEnv settings.Env = serveEnv
 // on a loaded node and still ends a call to a daemon that hangs.
 const adminTimeout = time.Minute
 
+// maxAdminErrorBody bounds the error answer read for its message: the
+// OCI error JSON is a few hundred bytes.
+const maxAdminErrorBody = 64 << 10
+
 // adminClient talks to a running daemon's admin API, which is served on
 // its --metrics-listen address only.
 type adminClient struct {
@@ -71,7 +75,7 @@ func (a *adminClient) call(ctx context.Context, method, path string, body io.Rea
 		var e struct {
 			Errors []struct{ Code, Message string } `json:"errors"`
 		}
-		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e) == nil && len(e.Errors) > 0 {
+		if json.NewDecoder(io.LimitReader(resp.Body, maxAdminErrorBody)).Decode(&e) == nil && len(e.Errors) > 0 {
 			return fmt.Errorf("%s", e.Errors[0].Message)
 		}
 		return fmt.Errorf("admin API %s %s: %s (is --admin the daemon's --metrics-listen address?)", method, path, resp.Status)

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -172,6 +171,21 @@ func TestPrefetchLsEvict(t *testing.T) {
 	}
 }
 
+// TestPrefetchFailsWhenTheStoreCannotKeepABlob: a blob read whole and
+// verified, but streamed uncached for want of room, fails the prefetch:
+// exit 0 means the store holds every blob, not that every read went well.
+func TestPrefetchFailsWhenTheStoreCannotKeepABlob(t *testing.T) {
+	up := registrytest.Start(t)
+	img := up.PushSingleImage(t, "apps/big", "v1", 30_000)
+	e := startAdminEnv(t, up, "--max-size", "20000")
+	ref := up.Host() + "/apps/big:v1"
+	layer := img.Layers["linux/amd64"][0]
+	out, code := e.run(t, "prefetch", "--mirror", e.d.Addr, "--admin", e.admin, ref)
+	if code != 1 || !strings.Contains(out, "ok "+ref+" "+layer.String()) || !strings.Contains(out, "NOT IN THE STORE "+layer.String()) {
+		t.Fatalf("prefetch of a layer past --max-size: exit %d, want 1 with the layer read but not in the store\n%s", code, out)
+	}
+}
+
 // TestAdminIsNotOnTheMirrorListener: the admin API answers on the metrics
 // listener only.
 func TestAdminIsNotOnTheMirrorListener(t *testing.T) {
@@ -195,18 +209,16 @@ func TestPinnedImageIsMarkedAndKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := startAdminEnv(t, up, "--pin-file", pins)
-	// The pins are applied in the background: wait for them, bounded.
-	deadline := time.Now().Add(daemontest.ReadyTimeout)
-	var v daemon.ImageView
-	for {
-		var ok bool
-		if v, ok = find(e.images(t), ref); ok && v.Pinned && v.Missing == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the pinned image never showed as pinned and whole: %+v\n%s", v, e.d.Tail())
-		}
-		time.Sleep(50 * time.Millisecond)
+	// The pins are applied in the background; the first pass logs this
+	// once it has fetched every blob.
+	ctx, cancel := context.WithTimeout(t.Context(), daemontest.ReadyTimeout)
+	defer cancel()
+	if err := e.d.WaitOutput(ctx, `"msg":"pins applied"`); err != nil {
+		t.Fatalf("%v%s", err, e.d.Tail())
+	}
+	v, ok := find(e.images(t), ref)
+	if !ok || !v.Pinned || v.Missing != 0 {
+		t.Fatalf("after the first pass the pinned image is not pinned and whole: %+v\n%s", v, e.d.Tail())
 	}
 	if v.Digest != img.Manifests["linux/amd64"] {
 		t.Fatalf("pinned image %s, want %s", v.Digest, img.Manifests["linux/amd64"])

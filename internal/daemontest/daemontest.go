@@ -293,6 +293,21 @@ func (p *Process) Stop() error {
 	return nil
 }
 
+// WaitOutput blocks until the process has written s, it exits, or ctx
+// ends.
+func (p *Process) WaitOutput(ctx context.Context, s string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return p.out.WaitFor(ctx, s)
+}
+
 // Output is everything the process wrote so far.
 func (p *Process) Output() string { return p.out.String() }
 
@@ -314,15 +329,43 @@ func (p *Process) Tail() string {
 // Buffer is a bytes.Buffer safe for the concurrent writes of a child's
 // stdout and stderr copiers and reads from the test.
 type Buffer struct {
-	// mu guards buf.
-	mu  sync.Mutex
-	buf bytes.Buffer
+	// mu guards buf and wrote.
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	wrote chan struct{} // closed by the next Write; nil if nobody waits
 }
 
 func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	n, err := b.buf.Write(p)
+	if b.wrote != nil {
+		close(b.wrote)
+		b.wrote = nil
+	}
+	return n, err
+}
+
+// WaitFor blocks until the output contains s, waking at each write, or
+// until ctx ends.
+func (b *Buffer) WaitFor(ctx context.Context, s string) error {
+	for {
+		b.mu.Lock()
+		if bytes.Contains(b.buf.Bytes(), []byte(s)) {
+			b.mu.Unlock()
+			return nil
+		}
+		if b.wrote == nil {
+			b.wrote = make(chan struct{})
+		}
+		wrote := b.wrote
+		b.mu.Unlock()
+		select {
+		case <-wrote:
+		case <-ctx.Done():
+			return fmt.Errorf("%q not in the output: %w", s, ctx.Err())
+		}
+	}
 }
 
 func (b *Buffer) String() string {

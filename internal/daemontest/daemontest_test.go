@@ -2,6 +2,7 @@ package daemontest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -147,4 +148,22 @@ func runTB(t *testing.T, fn func(testing.TB)) *recordingTB {
 	}()
 	<-done
 	return r
+}
+
+// TestBufferWaitFor: WaitFor returns once a write brings the text, and
+// with the context's error if none does.
+func TestBufferWaitFor(t *testing.T) {
+	var b Buffer
+	go func() {
+		b.Write([]byte("starting\n"))
+		b.Write([]byte(`{"msg":"pins applied"}` + "\n"))
+	}()
+	if err := b.WaitFor(t.Context(), "pins applied"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := b.WaitFor(ctx, "never written"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitFor of text never written = %v, want context.Canceled", err)
+	}
 }

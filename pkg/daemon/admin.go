@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 
 	"github.com/opencontainers/go-digest"
 
@@ -19,9 +21,10 @@ import (
 // 10,000, more than the blobs of any image set prefetched at once.
 const maxAdminBody = 1 << 20
 
-// admin is the operations API, served on the metrics listener only: the
-// mirror listener serves anyone who can pull, and listing or evicting
-// what a node holds is for its operators.
+// admin is the operations API, served on the metrics listener only (the
+// mirror listener serves anyone who can pull), and there only to clients
+// on this node (sameHost): listing or evicting what a node holds is for
+// its operators.
 //
 //	GET  /admin/images            cached images (ImageView)
 //	POST /admin/evict?ref=REF     remove an image's entries no other image uses;
@@ -34,9 +37,55 @@ type admin struct {
 }
 
 func (a *admin) register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /admin/images", a.images)
-	mux.HandleFunc("POST /admin/evict", a.evict)
-	mux.HandleFunc("POST /admin/committed", a.committed)
+	mux.Handle("GET /admin/images", sameHost(a.images))
+	mux.Handle("POST /admin/evict", sameHost(a.evict))
+	mux.Handle("POST /admin/committed", sameHost(a.committed))
+}
+
+// sameHost answers only clients on this node. The metrics listener is
+// often on the node IP for Prometheus (the DaemonSet puts it there),
+// where every pod of the cluster reaches it; listing what a node holds
+// and evicting it is for the node's operators, so /metrics stays open
+// and the admin API does not.
+func sameHost(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if !fromSameHost(r.RemoteAddr, local) {
+			ocierr.Write(w, r, ocierr.Errorf(http.StatusForbidden, ocierr.CodeDenied,
+				"the admin API answers only clients on this node: a unix socket, loopback, or this node's own address"))
+			return
+		}
+		h(w, r)
+	})
+}
+
+// fromSameHost reports whether a connection from remote, accepted on
+// local, comes from this host: over a unix socket, from a loopback
+// address, or from the address it was made to (a host-network process
+// dialing the node IP; Linux drops packets from outside that claim a
+// local source address).
+func fromSameHost(remote string, local net.Addr) bool {
+	if local != nil && local.Network() == "unix" {
+		return true
+	}
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	if ip.IsLoopback() {
+		return true
+	}
+	tcp, ok := local.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	own, ok := netip.AddrFromSlice(tcp.IP)
+	return ok && own.Unmap() == ip.WithZone("")
 }
 
 func (a *admin) catalog(r *http.Request) *catalog {

@@ -30,6 +30,7 @@ func FuzzAdmin(f *testing.F) {
 			httptest.NewRequest(http.MethodPost, "/admin/committed", strings.NewReader(body)),
 			httptest.NewRequest(http.MethodGet, "/admin/images", nil),
 		} {
+			req.RemoteAddr = "127.0.0.1:40000" // a client on this node
 			rec := httptest.NewRecorder()
 			mux.ServeHTTP(rec, req)
 			var v map[string]any

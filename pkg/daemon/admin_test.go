@@ -4,13 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"nodecache/internal/registrytest"
+	"nodecache/pkg/diskstore"
 	"nodecache/pkg/pin"
 )
 
@@ -137,5 +142,73 @@ func TestPinSettingsAreChecked(t *testing.T) {
 				t.Fatalf("Validate = %v, want an error with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestAdminOnlyForThisNode: the admin API answers clients on this node
+// (a unix socket, loopback, a host-network process dialing the node's own
+// address) and refuses every other, as a pod would be on a metrics
+// listener on the node IP.
+func TestAdminOnlyForThisNode(t *testing.T) {
+	nodeIP := &net.TCPAddr{IP: net.ParseIP("10.0.0.1"), Port: 9402}
+	unix := &net.UnixAddr{Name: "/run/nodecache/metrics.sock", Net: "unix"}
+	for _, tc := range []struct {
+		name   string
+		remote string
+		local  net.Addr
+		want   bool
+	}{
+		{"unix socket", "@", unix, true},
+		{"loopback v4", "127.0.0.1:40000", &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 9402}, true},
+		{"loopback v6", "[::1]:40000", &net.TCPAddr{IP: net.ParseIP("::1"), Port: 9402}, true},
+		{"the node IP from itself", "10.0.0.1:40000", nodeIP, true},
+		{"the node IP from itself, v4 in v6", "[::ffff:10.0.0.1]:40000", nodeIP, true},
+		{"a pod", "10.244.1.7:40000", nodeIP, false},
+		{"another node", "10.0.0.2:40000", nodeIP, false},
+		{"no local address", "10.0.0.1:40000", nil, false},
+		{"not an address", "nonsense", nodeIP, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := fromSameHost(tc.remote, tc.local); got != tc.want {
+				t.Fatalf("fromSameHost(%q, %v) = %v, want %v", tc.remote, tc.local, got, tc.want)
+			}
+		})
+	}
+	mux := http.NewServeMux()
+	(&admin{}).register(mux)
+	for _, path := range []string{"/admin/images", "/admin/evict?ref=x", "/admin/committed"} {
+		method := http.MethodPost
+		if path == "/admin/images" {
+			method = http.MethodGet
+		}
+		req := httptest.NewRequest(method, path, strings.NewReader("{}"))
+		req.RemoteAddr = "10.244.1.7:40000"
+		req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, net.Addr(nodeIP)))
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), `"DENIED"`) {
+			t.Errorf("%s %s from a pod: %d %s, want 403 DENIED", method, path, rec.Code, rec.Body.String())
+		}
+	}
+}
+
+// TestNoPinFileLetsGoOfSavedPins: a daemon started without --pin-file
+// lets go of the pins an earlier run saved, which nothing would release.
+func TestNoPinFileLetsGoOfSavedPins(t *testing.T) {
+	up := registrytest.Start(t)
+	cfg := testConfig(t, up)
+	store, err := diskstore.Open(cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetPins([]digest.Digest{digest.FromString("pinned by an earlier run")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d := start(t, cfg)
+	if pins := d.store.Pins(); len(pins) != 0 {
+		t.Fatalf("pins without --pin-file: %v", pins)
 	}
 }

@@ -196,19 +196,23 @@ func (c *catalog) evict(roots []digest.Digest) (EvictResult, error) {
 		}
 	}
 	for d := range drop {
-		if keep[d] || c.store.Pinned(d) {
+		if keep[d] {
 			res.Shared++
 			continue
 		}
-		info, err := c.store.Stat(d)
-		if err != nil {
-			continue
-		}
-		if err := c.store.Delete(d); err != nil {
+		// The pin is checked by the store in the same step as the
+		// removal: the pin manager may pin d at any moment.
+		info, err := c.store.DeleteUnpinned(d)
+		switch {
+		case errors.Is(err, diskstore.ErrPinned):
+			res.Shared++
+		case errors.Is(err, diskstore.ErrNotFound):
+		case err != nil:
 			return res, err
+		default:
+			res.Deleted++
+			res.Bytes += info.Size
 		}
-		res.Deleted++
-		res.Bytes += info.Size
 	}
 	return res, nil
 }

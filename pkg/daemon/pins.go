@@ -53,9 +53,17 @@ func pinPlatforms(values []string) ([]ocispec.Platform, error) {
 
 // newPinManager builds the pin manager, which fetches through the first
 // mirror listener: its requests take the pull path of any client. It
-// returns nil without --pin-file.
+// returns nil without --pin-file, and then lets go of the pins an earlier
+// run saved in the store: with no manager to ever release them, they
+// would be kept for good, and evict would refuse them.
 func (d *Daemon) newPinManager(log *slog.Logger) (*pin.Manager, error) {
 	if d.cfg.PinFile == "" {
+		if n := len(d.store.Pins()); n > 0 {
+			if err := d.store.SetPins(nil); err != nil {
+				return nil, err
+			}
+			log.Info("pins of an earlier run let go: no --pin-file", "digests", n)
+		}
 		return nil, nil
 	}
 	ps, err := pinPlatforms(d.cfg.PinPlatforms)

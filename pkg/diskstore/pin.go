@@ -96,6 +96,34 @@ func (s *Store) Pinned(d digest.Digest) bool {
 	return ok
 }
 
+// DeleteUnpinned removes d as Delete does, unless d is pinned, and
+// returns what it removed. The pin is checked under the lock that takes
+// the entry out of the index, so a SetPins that pins d cannot land
+// between the check and the removal: pinned content is never deleted by
+// an operator's evict racing the pin manager. It answers ErrPinned for a
+// pinned d, and ErrNotFound for one not stored.
+func (s *Store) DeleteUnpinned(d digest.Digest) (Info, error) {
+	k, _, err := keyOf(d)
+	if err != nil {
+		return Info{}, err
+	}
+	s.mu.Lock()
+	if _, pinned := s.pins[k]; pinned {
+		s.mu.Unlock()
+		return Info{}, ErrPinned
+	}
+	r, ok := s.index.Peek(k)
+	if !ok {
+		s.mu.Unlock()
+		return Info{}, ErrNotFound
+	}
+	info := s.infoLocked(k, r)
+	v := s.takeLocked(k, r)
+	s.mu.Unlock()
+	s.removeVictims([]victim{v}, "deleted")
+	return info, nil
+}
+
 // PinStats returns the size of the pinned set.
 func (s *Store) PinStats() PinStats {
 	s.mu.Lock()

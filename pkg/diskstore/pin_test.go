@@ -220,3 +220,31 @@ func TestPinsUnderConcurrentFills(t *testing.T) {
 		t.Fatalf("store over its bound: %+v", st)
 	}
 }
+
+// TestDeleteUnpinned: a pinned entry is refused and kept, an unpinned one
+// is removed and its size returned, and one not stored is not found.
+func TestDeleteUnpinned(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	a := put(t, s, randomBytes(1, 700), "")
+	b := put(t, s, randomBytes(2, 300), "")
+	setPins(t, s, a)
+	if _, err := s.DeleteUnpinned(a); !errors.Is(err, ErrPinned) {
+		t.Fatalf("DeleteUnpinned(pinned) = %v, want ErrPinned", err)
+	}
+	if !has(s, a) {
+		t.Fatal("a pinned entry was deleted")
+	}
+	info, err := s.DeleteUnpinned(b)
+	if err != nil || info.Size != 300 || info.Digest != b {
+		t.Fatalf("DeleteUnpinned(unpinned) = %+v, %v", info, err)
+	}
+	if has(s, b) {
+		t.Fatal("an unpinned entry was kept")
+	}
+	if _, err := s.DeleteUnpinned(b); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("DeleteUnpinned(absent) = %v, want ErrNotFound", err)
+	}
+	if st := s.Stats(); st.Bytes != 700 {
+		t.Fatalf("store bytes %d after the delete, want 700", st.Bytes)
+	}
+}

@@ -49,6 +49,7 @@ var (
 	ErrTooLarge        = errors.New("diskstore: larger than the store's maximum size")
 	ErrNoSpace         = errors.New("diskstore: no space to cache")
 	ErrSpilled         = errors.New("diskstore: fill lost its disk and streams only to its readers")
+	ErrPinned          = errors.New("diskstore: pinned")
 	errInvalidLeftover = errors.New("diskstore: not a store file")
 )
 

@@ -19,6 +19,14 @@ import (
 // bound (4 MiB, as containerd's), so anything it serves fits.
 const maxManifestSize = 4 << 20
 
+// maxErrorBody bounds the error body read for its message: an OCI error
+// is a few hundred bytes, and one that is not stops being read here.
+const maxErrorBody = 64 << 10
+
+// pullBufferSize is Pull's read buffer, the mirror's own fill buffer:
+// few reads for a large layer, little memory for a small one.
+const pullBufferSize = 256 << 10
+
 // manifestAccept is every manifest media type Walk reads, for Accept.
 var manifestAccept = strings.Join([]string{
 	ocispec.MediaTypeImageIndex, ocispec.MediaTypeImageManifest,
@@ -98,7 +106,7 @@ func errorMessage(r io.Reader) string {
 	var e struct {
 		Errors []struct{ Code, Message string } `json:"errors"`
 	}
-	if json.NewDecoder(io.LimitReader(r, 64<<10)).Decode(&e) != nil || len(e.Errors) == 0 {
+	if json.NewDecoder(io.LimitReader(r, maxErrorBody)).Decode(&e) != nil || len(e.Errors) == 0 {
 		return ""
 	}
 	return ": " + e.Errors[0].Code + " " + e.Errors[0].Message
@@ -138,7 +146,7 @@ func (s *HTTPSource) Pull(ctx context.Context, ref Ref, desc ocispec.Descriptor,
 		return fmt.Errorf("%w: blob %s: unsupported digest algorithm", ErrFetch, desc.Digest)
 	}
 	v := desc.Digest.Verifier()
-	buf := make([]byte, 256<<10)
+	buf := make([]byte, pullBufferSize)
 	var n int64
 	for {
 		k, rerr := resp.Body.Read(buf)

@@ -183,10 +183,12 @@ func (m *Manager) State() State {
 
 // Reconcile reads the pin file, walks each image through the mirror,
 // pins its digests, fetches what the store lacks, and lets go of digests
-// no pinned image holds any more. A reference that fails keeps what it
-// held before; one that never resolved since the start keeps the whole
-// pinned set the store had, since what it held is not known. A pin file
-// that cannot be read or parsed changes nothing.
+// no pinned image holds any more. A tag that moved lets go of its old
+// image only once the store holds the whole new one. A reference that
+// fails keeps what it held before; one that has not been resolved whole
+// since the start keeps the whole pinned set the store had, since what
+// it held is not known. A pin file that cannot be read or parsed changes
+// nothing.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	m.reconciling.Lock()
 	defer m.reconciling.Unlock()
@@ -200,6 +202,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	m.mu.Unlock()
 	next := make(map[Ref]Image, len(refs))
 	var failed, missing int
+	var partial []digest.Digest // new images of moved tags, not whole yet
 	unknown := false
 	for _, ref := range refs {
 		img, n, err := m.apply(ctx, ref)
@@ -214,12 +217,28 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		if old, ok := prev[ref]; ok && old.Root != img.Root {
+		old, had := prev[ref]
+		if n > 0 && !had {
+			// Not whole, and what it held before (a restart) is not
+			// known: the saved set stays, as for a reference that failed.
+			unknown = true
+		}
+		if had && old.Root != img.Root {
+			if n > 0 {
+				// A whole image is not given up for part of one: the old
+				// stays the reference's until the new is whole, and what
+				// the new has so far stays pinned for the next pass.
+				m.log.Warn("pinned tag moved, but the new image is not whole yet; the old one stays pinned",
+					"ref", ref.String(), "from", old.Root, "to", img.Root, "missing_blobs", n)
+				next[ref] = old
+				partial = append(partial, img.Digests()...)
+				continue
+			}
 			m.log.Info("pinned tag moved", "ref", ref.String(), "from", old.Root, "to", img.Root)
 		}
 		next[ref] = img
 	}
-	keep := union(next)
+	keep := append(union(next), partial...)
 	if unknown {
 		keep = append(keep, m.store.Pins()...)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -202,6 +203,51 @@ func TestPinnedTagMoves(t *testing.T) {
 	}
 }
 
+// TestPinnedTagMovesToAPartImage: while the new image of a moved tag
+// cannot be fetched whole, the old image stays pinned next to what the new
+// one has; the pass after it is whole lets the old one go.
+func TestPinnedTagMovesToAPartImage(t *testing.T) {
+	n := newNode(t)
+	old := n.up.PushSingleImage(t, "sys/cni", "stable", 4000)
+	oldRoot := old.Manifests["linux/amd64"]
+	m := New(n.pinFile(t, n.up.Host()+"/sys/cni:stable"), n.store, n.src)
+	if err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	moved := n.up.PushSingleImage(t, "sys/cni", "stable", 4000, 100)
+	newLayer := moved.Layers["linux/amd64"][1]
+	n.up.SetFault(registrytest.FailWith(http.StatusNotFound, registrytest.Path("", "/v2/sys/cni/blobs/"+newLayer.String())))
+	if err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.State(); st.Missing != 1 {
+		t.Fatalf("State = %+v, want the new layer missing", st)
+	}
+	for _, d := range allDigests(old) {
+		if !n.has(d) || !n.store.Pinned(d) {
+			t.Fatalf("old image's %s let go for a part image: stored %v, pinned %v", d, n.has(d), n.store.Pinned(d))
+		}
+	}
+	if !n.store.Pinned(moved.Manifests["linux/amd64"]) || !n.store.Pinned(newLayer) {
+		t.Fatal("what the new image has so far is not pinned")
+	}
+	if imgs := m.Images(); len(imgs) != 1 || imgs[0].Root != oldRoot {
+		t.Fatalf("Images = %+v, want the old image still the tag's", imgs)
+	}
+	n.up.SetFault(nil)
+	if err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range allDigests(moved) {
+		if !n.has(d) || !n.store.Pinned(d) {
+			t.Fatalf("new image's %s: stored %v, pinned %v", d, n.has(d), n.store.Pinned(d))
+		}
+	}
+	if n.store.Pinned(oldRoot) {
+		t.Fatal("the old image is still pinned after the new one is whole")
+	}
+}
+
 // TestPinsOverMaxSize: pins past the bound are kept, said so loudly once,
 // and shown in the state the metric reads.
 func TestPinsOverMaxSize(t *testing.T) {
@@ -254,6 +300,31 @@ func TestPinsSurviveRestartDuringOutage(t *testing.T) {
 	slices.Sort(want)
 	if got := n.store.Pins(); !slices.Equal(got, want) {
 		t.Fatalf("pins after a failed pass = %v, want %v", got, want)
+	}
+}
+
+// TestPartImageAfterRestartKeepsTheSavedPins: after a restart the old
+// image of a moved tag is not known; while the new one cannot be fetched
+// whole, the saved pinned set stays.
+func TestPartImageAfterRestartKeepsTheSavedPins(t *testing.T) {
+	n := newNode(t)
+	old := n.up.PushSingleImage(t, "sys/cni", "stable", 4000)
+	file := n.pinFile(t, n.up.Host()+"/sys/cni:stable")
+	if err := New(file, n.store, n.src).Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n.store.Close()
+	n.open(t)
+	moved := n.up.PushSingleImage(t, "sys/cni", "stable", 4000, 100)
+	newLayer := moved.Layers["linux/amd64"][1]
+	n.up.SetFault(registrytest.FailWith(http.StatusNotFound, registrytest.Path("", "/v2/sys/cni/blobs/"+newLayer.String())))
+	if err := New(file, n.store, n.src).Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range allDigests(old) {
+		if !n.has(d) || !n.store.Pinned(d) {
+			t.Fatalf("old image's %s let go after a restart: stored %v, pinned %v", d, n.has(d), n.store.Pinned(d))
+		}
 	}
 }
 
