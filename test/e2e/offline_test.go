@@ -21,9 +21,13 @@ import (
 // address; containerd, its copy of the image removed, pulls it by tag
 // again, which must succeed from nodecache's cache alone: the tag from
 // the records on disk, everything else from the store.
+//
+// It runs once per containerd build: Debian's 1.6 and the pinned 2.x.
 func TestPullByTagAfterKill9DuringOutage(t *testing.T) {
-	requirePrivileges(t)
+	eachContainerd(t, testPullByTagAfterKill9)
+}
 
+func testPullByTagAfterKill9(t *testing.T, b containerdBuild) {
 	reg := registrytest.Start(t)
 	img := reg.PushImage(t, "e2e/offline", "v1", 200_000)
 	bin := daemontest.Binary(t)
@@ -35,7 +39,7 @@ func TestPullByTagAfterKill9DuringOutage(t *testing.T) {
 		"--tag-ttl", "0", "--shutdown-grace", "2s", "--log-level", "debug"}
 	first := startKillable(t, bin, args)
 
-	ctrd := startContainerd(t)
+	ctrd := startContainerd(t, b)
 	hostsDir := writeHostsDir(t, &nodecache{bin: bin, url: "http://" + addr}, reg)
 	ref := reg.Host() + "/e2e/offline:v1"
 	pull := []string{"--debug", "content", "fetch", "--all-platforms", "--hosts-dir", hostsDir, ref}
@@ -58,7 +62,7 @@ func TestPullByTagAfterKill9DuringOutage(t *testing.T) {
 	ctrd.mustCtr(t, pull...)
 	requireContent(t, ctrd, all)
 	if !t.Failed() {
-		fmt.Printf("e2e: pull by tag after kill -9 of nodecache with upstream down: ok\n")
+		fmt.Printf("e2e: %s: pull by tag after kill -9 of nodecache with upstream down: ok\n", b)
 	}
 }
 
