@@ -15,8 +15,7 @@ import (
 
 // containerd2Env names the directory holding containerd and ctr 2.x, built
 // from the Go module proxy at a pinned version by hack/containerd2.sh
-// (`make e2e` sets it). Unset, the tests run against Debian's containerd
-// alone and say so.
+// (`make e2e` sets it). Unset, the containerd tests fail (see missing).
 const containerd2Env = "NODECACHE_E2E_CONTAINERD2"
 
 // containerdBuild is one installation of containerd the tests pull with.
@@ -30,9 +29,9 @@ type containerdBuild struct {
 	localPull bool
 }
 
-// containerdBuilds returns Debian's containerd from PATH and, where
-// containerd2Env names one, the 2.x build; it skips the test if there is
-// none, or if the test does not run as root.
+// containerdBuilds returns Debian's containerd from PATH and the 2.x
+// build containerd2Env names; it skips the test if it does not run as
+// root, and fails it if either build is missing.
 func containerdBuilds(t *testing.T) []containerdBuild {
 	t.Helper()
 	requirePrivileges(t)
@@ -47,7 +46,7 @@ func containerdBuilds(t *testing.T) []containerdBuild {
 		}
 		builds = append(builds, b)
 	} else {
-		t.Logf("e2e: %s is unset: containerd 2.x is not tested (`make e2e` builds it)", containerd2Env)
+		missing(t, "e2e: %s is unset, so containerd 2.x would go untested; `make e2e` builds it (hack/containerd2.sh) and sets it", containerd2Env)
 	}
 	return builds
 }
@@ -56,7 +55,7 @@ func mustLookPath(t *testing.T, bin string) string {
 	t.Helper()
 	p, err := exec.LookPath(bin)
 	if err != nil {
-		t.Skipf("e2e: %s not found; `make e2e` installs Debian's containerd package (hack/need.sh)", bin)
+		missing(t, "e2e: %s not found; `make e2e` installs Debian's containerd package (hack/need.sh)", bin)
 	}
 	return p
 }

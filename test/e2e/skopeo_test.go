@@ -93,13 +93,13 @@ type skopeoCmd struct {
 	bin, home, policy string
 }
 
-// requireSkopeo skips the test unless skopeo is installed; `make e2e`
-// installs Debian's package (hack/need.sh). It needs no root.
+// requireSkopeo ends the test (see missing) unless skopeo is installed;
+// `make e2e` installs Debian's package (hack/need.sh). It needs no root.
 func requireSkopeo(t *testing.T) skopeoCmd {
 	t.Helper()
 	bin, err := exec.LookPath("skopeo")
 	if err != nil {
-		t.Skip("e2e: skopeo not found; `make e2e` installs Debian's skopeo package (hack/need.sh)")
+		missing(t, "e2e: skopeo not found; `make e2e` installs Debian's skopeo package (hack/need.sh)")
 	}
 	s := skopeoCmd{bin: bin, home: t.TempDir()}
 	// Signature policy: accept anything, as the test images are unsigned.
