@@ -146,13 +146,7 @@ func writeContainersConf(t *testing.T, nc *nodecache, registries ...string) stri
 	for _, r := range registries {
 		args = append(args, "--registry", r)
 	}
-	out, err := run(t.Context(), nc.bin, args...)
-	if err != nil && strings.Contains(out, `unknown command "containers-conf"`) {
-		// A nodecache without the command: write what it writes.
-		t.Logf("nodecache has no containers-conf command; writing its drop-in here")
-		err = os.WriteFile(file, []byte(containersConf(mirror, registries)), 0o644)
-	}
-	if err != nil {
+	if _, err := run(t.Context(), nc.bin, args...); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(file)
@@ -161,18 +155,6 @@ func writeContainersConf(t *testing.T, nc *nodecache, registries ...string) stri
 	}
 	t.Logf("registries.conf:\n%s", data)
 	return file
-}
-
-// containersConf is the drop-in `nodecache containers-conf` writes for a
-// plain-http mirror: per registry, the registry itself, and nodecache as
-// a mirror with the registry's name as the path.
-func containersConf(mirror string, registries []string) string {
-	var b strings.Builder
-	for _, r := range registries {
-		fmt.Fprintf(&b, "[[registry]]\nprefix = %q\nlocation = %q\n\n", r, r)
-		fmt.Fprintf(&b, "[[registry.mirror]]\nlocation = %q\ninsecure = true\npull-from-mirror = \"all\"\n\n", mirror+"/"+r)
-	}
-	return b.String()
 }
 
 // checkDirImage checks that the dir: layout skopeo wrote holds exactly
