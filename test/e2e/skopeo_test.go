@@ -128,6 +128,9 @@ func (s skopeoCmd) copy(t *testing.T, conf, src, dst string) (string, error) {
 		"REGISTRY_AUTH_FILE="+filepath.Join(s.home, "auth.json"),
 	)
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("no answer within %v (skopeoTimeout): %w", skopeoTimeout, err)
+	}
 	if err != nil {
 		return string(out), fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
 	}
