@@ -87,7 +87,7 @@ E2E_TIMEOUT ?= 20m
 e2e: deps
 	bash hack/need.sh containerd containerd ctr
 	bash hack/need.sh skopeo skopeo
-	dir=$$(bash hack/containerd2.sh $(CONTAINERD2_VERSION)) && \
+	dir=$$(GO=$(GO) bash hack/containerd2.sh $(CONTAINERD2_VERSION)) && \
 	export NODECACHE_E2E_CONTAINERD2=$$dir NODECACHE_TEST_CONTAINERD2=$${dir:+$$dir/containerd} && \
 	$(GO) test -count=1 -run '^TestRealContainerdDump$$' ./internal/... && \
 	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/

@@ -27,18 +27,27 @@ if [ -x "$dir/containerd" ] && [ -x "$dir/ctr" ]; then
 	echo "$dir"
 	exit 0
 fi
-echo "containerd2: building containerd $version into $dir" >&2
 mkdir -p "$cache"
+# One build per version at a time: a second run (another clone on the
+# same machine) waits here for the first and then finds its result,
+# instead of building the same binaries again on the same cores.
+exec 9>"$dir.lock"
+flock 9
+if [ -x "$dir/containerd" ] && [ -x "$dir/ctr" ]; then
+	echo "$dir"
+	exit 0
+fi
+echo "containerd2: building containerd $version into $dir" >&2
 tmp=$(mktemp -d "$cache/.build-XXXXXX")
 chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 # A directory of its own, renamed into place once both binaries are
 # there: an interrupted build leaves nothing that looks complete.
-GOBIN=$tmp CGO_ENABLED=0 GOFLAGS=-mod=mod go install -trimpath \
+GOBIN=$tmp CGO_ENABLED=0 GOFLAGS=-mod=mod "${GO:-go}" install -trimpath \
 	-tags "no_btrfs no_devmapper no_zfs" \
 	"github.com/containerd/containerd/v2/cmd/containerd@$version" \
 	"github.com/containerd/containerd/v2/cmd/ctr@$version" >&2
 rm -rf "$dir"
-mv "$tmp" "$dir"
+mv -T "$tmp" "$dir"
 trap - EXIT
 echo "$dir"
