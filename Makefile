@@ -89,7 +89,7 @@ e2e: deps
 	bash hack/need.sh skopeo skopeo
 	dir=$$(GO=$(GO) bash hack/containerd2.sh $(CONTAINERD2_VERSION)) && \
 	export NODECACHE_E2E_CONTAINERD2=$$dir NODECACHE_TEST_CONTAINERD2=$${dir:+$$dir/containerd} && \
-	$(GO) test -count=1 -run '^TestRealContainerdDump$$' ./internal/... && \
+	$(GO) test -count=1 -v -run '^TestRealContainerdDump$$' ./internal/ctrdconf/ && \
 	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/
 
 # Shows nodecache at work with no network: an in-process upstream registry,
