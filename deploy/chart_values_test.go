@@ -104,6 +104,27 @@ func TestChartValuesReachFlags(t *testing.T) {
 			if paths["containerd-certs"] != "/etc/k3s/certs.d" || paths["data"] != "/data/nodecache" {
 				t.Errorf("hostPath volumes = %v", paths)
 			}
+			// doctor compares containerd's config_path, a path on the
+			// node, with --hosts-dir: it must be hostsDir itself, not
+			// where some other path is mounted.
+			pod := m.daemonSet.Spec.Template.Spec
+			volumes := map[string]corev1.Volume{}
+			for _, v := range pod.Volumes {
+				volumes[v.Name] = v
+			}
+			for _, c := range pod.InitContainers {
+				switch c.Command[1] {
+				case "doctor":
+					if got := flagValue(t, c.Command, "--hosts-dir"); got != "/etc/k3s/certs.d" ||
+						mountOf(c, volumes, "/etc/k3s/certs.d") != got {
+						t.Errorf("doctor --hosts-dir %q, want /etc/k3s/certs.d mounted there", got)
+					}
+				case "hosts":
+					if got := flagValue(t, c.Command, "--dir"); got != mountOf(c, volumes, "/etc/k3s/certs.d") {
+						t.Errorf("hosts --dir %q is not where /etc/k3s/certs.d is mounted", got)
+					}
+				}
+			}
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -38,10 +38,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/*
 The arguments of `nodecache hosts` after "nodecache hosts": the init
 container and the postStart hook write the files, the preStop hook
-(remove=true) undoes them for the same registries.
+(remove=true) undoes them for the same registries. The hosts directory
+is mounted at its path on the node (hostsDir), the one containerd's
+config_path names, so that doctor compares config_path with that path.
 */}}
 {{- define "nodecache.hostsArgs" -}}
-- --dir=/etc/containerd/certs.d
+- --dir={{ .root.Values.hostsDir }}
 {{- if .remove }}
 - --remove
 {{- else }}
