@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"encoding/json"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -92,6 +93,14 @@ func TestChartValuesReachFlags(t *testing.T) {
 		{"priorityClassName", `priorityClassName: node-cache`, func(t *testing.T, m manifests) {
 			if got := m.daemonSet.Spec.Template.Spec.PriorityClassName; got != "node-cache" {
 				t.Errorf("priorityClassName = %q", got)
+			}
+		}},
+		{"podAnnotations", `podAnnotations: {prometheus.io/scrape: "false", example.com/team: cache}`, func(t *testing.T, m manifests) {
+			got := m.daemonSet.Spec.Template.Annotations
+			want := map[string]string{"prometheus.io/scrape": "false", "prometheus.io/port": "9402",
+				"prometheus.io/path": "/metrics", "example.com/team": "cache"}
+			if !maps.Equal(got, want) {
+				t.Errorf("pod annotations = %v, want %v", got, want)
 			}
 		}},
 		{"hostsDir and dataDir", `{hostsDir: /etc/k3s/certs.d, dataDir: /data/nodecache}`, func(t *testing.T, m manifests) {
