@@ -251,6 +251,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{`nodeCredentials: {secretName: creds, flag: credentials-file, key: creds.json}`, "key"},
 		{`nodeCredentials: {secretName: creds, flag: netrc}`, "flag"},
 		{`serviceMonitor: {enable: true}`, "enable"},
+		// A Go duration, but not one the ServiceMonitor CRD takes.
+		{`serviceMonitor: {enabled: true, interval: 1.5s}`, "interval"},
 		{`terminationGracePeriodSeconds: 30`, "terminationGracePeriodSeconds"},
 	} {
 		t.Run(c.values, func(t *testing.T) {
