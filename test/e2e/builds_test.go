@@ -136,7 +136,7 @@ func (b containerdBuild) config(dir, hostsDir string) string {
 			cri = fmt.Sprintf(criConfig, filepath.Join(cni, "bin"), filepath.Join(cni, "net.d"), hostsDir)
 			disabled = ""
 		}
-		return fmt.Sprintf(containerdConfig, root, state, disabled, filepath.Join(dir, "containerd.sock"), cri)
+		return fmt.Sprintf(containerdConfig, root, state, disabled, filepath.Join(dir, "containerd.sock"), filepath.Join(dir, "opt"), cri)
 	}
 	cri, disabled := "", cri2Disabled
 	if hostsDir != "" {

@@ -28,7 +28,8 @@ const (
 // containerdConfig is a containerd 1.6 configuration with only what a pull
 // into the content store needs: no snapshotters that need special file
 // systems or devices (native and overlayfs remain), and no CRI unless the
-// cri argument configures it.
+// cri argument configures it. opt keeps its directory in the test's,
+// instead of creating /opt/containerd on the machine.
 const containerdConfig = `version = 2
 root = %q
 state = %q
@@ -41,6 +42,9 @@ disabled_plugins = [%s
 
 [grpc]
   address = %q
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
 %s`
 
 // criDisabled is the disabled_plugins entry that turns the CRI plugin off.
