@@ -23,6 +23,9 @@ const (
 	// ctrTimeout bounds one ctr command; a pull of the test image through
 	// 127.0.0.1 takes well under a second.
 	ctrTimeout = 2 * time.Minute
+	// maxSocketPath is the longest path of a unix socket on Linux: the
+	// 108 bytes of sun_path less its terminating NUL.
+	maxSocketPath = 107
 )
 
 // containerdConfig is a containerd 1.6 configuration with only what a pull
@@ -148,6 +151,13 @@ func startContainerdWith(t *testing.T, b containerdBuild, hostsDir string) *cont
 	dir := t.TempDir()
 	root, state := filepath.Join(dir, "root"), filepath.Join(dir, "state")
 	sock := filepath.Join(dir, "containerd.sock")
+	// containerd also listens on sock+".ttrpc"; a unix socket path has at
+	// most maxSocketPath bytes, and a long TMPDIR under the test's long
+	// directory name passes that, which containerd reports only as a
+	// failed bind, and the test as a daemon never ready.
+	if n := len(sock + ".ttrpc"); n > maxSocketPath {
+		t.Fatalf("containerd's socket %s.ttrpc is %d bytes, over the %d a unix socket takes: set a shorter TMPDIR", sock, n, maxSocketPath)
+	}
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(b.config(dir, hostsDir)), 0o644); err != nil {
 		t.Fatal(err)
