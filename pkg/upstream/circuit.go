@@ -82,15 +82,22 @@ type circuits struct {
 	stop   context.CancelFunc
 	probes sync.WaitGroup
 
-	// mu guards state.
-	mu    sync.Mutex
-	state map[string]*circuit
+	// mu guards state, closed and the gauge, whose value follows the
+	// state it is set with.
+	mu     sync.Mutex
+	state  map[string]*circuit
+	closed bool // close was called: no probe starts
 }
 
 // circuit is one registry's state.
 type circuit struct {
-	failed     int       // attempts in a row without an answer
-	open       bool      // marked down; a probe runs
+	failed int  // attempts in a row without an answer
+	open   bool // marked down
+	// probing: a probe goroutine runs for the registry. It outlives open
+	// when a request in flight closes the circuit, until it wakes; a
+	// circuit opened again meanwhile keeps it rather than starting a
+	// second one.
+	probing    bool
 	nextProbe  time.Time // when the running probe asks next
 	lastAnswer time.Time // when the registry last answered any request
 }
@@ -136,7 +143,7 @@ func unanswered(ctx context.Context, err error) bool {
 func (cs *circuits) noteRequest(ctx context.Context, registry string, start time.Time, unansweredAttempts int, err error) {
 	switch {
 	case err == nil:
-		cs.answered(registry)
+		cs.answered(registry, false)
 	case unansweredAttempts > 0 && ctx.Err() == nil:
 		cs.failed(registry, start, unansweredAttempts)
 	}
@@ -168,8 +175,13 @@ func (cs *circuits) failed(registry string, start time.Time, n int) {
 	}
 	c.failed += n
 	opened := !c.open && c.failed >= cs.failures
+	launch := opened && !c.probing && !cs.closed
 	if opened {
 		c.open = true
+		cs.gauge.WithLabelValues(registry).Set(1)
+	}
+	if launch {
+		c.probing = true
 		c.nextProbe = time.Now().Add(cs.interval)
 		cs.probes.Add(1)
 	}
@@ -180,15 +192,17 @@ func (cs *circuits) failed(registry string, start time.Time, n int) {
 	}
 	cs.log.Warn("registry marked down: requests fail at once until a probe gets an answer",
 		"registry", registry, "failed_attempts", count)
-	cs.gauge.WithLabelValues(registry).Set(1)
 	if cs.onChange != nil {
 		cs.onChange(registry, true)
 	}
-	go cs.probeUntilAnswered(registry)
+	if launch {
+		go cs.probeUntilAnswered(registry)
+	}
 }
 
-// answered resets registry's count and closes its circuit.
-func (cs *circuits) answered(registry string) {
+// answered resets registry's count and closes its circuit. The probe
+// says so with fromProbe, which ends its turn.
+func (cs *circuits) answered(registry string, fromProbe bool) {
 	cs.mu.Lock()
 	c := cs.state[registry]
 	if c == nil {
@@ -197,12 +211,17 @@ func (cs *circuits) answered(registry string) {
 	}
 	closed := c.open
 	c.failed, c.open, c.lastAnswer = 0, false, time.Now()
+	if fromProbe {
+		c.probing = false
+	}
+	if closed {
+		cs.gauge.WithLabelValues(registry).Set(0)
+	}
 	cs.mu.Unlock()
 	if !closed {
 		return
 	}
 	cs.log.Info("registry answers again", "registry", registry)
-	cs.gauge.WithLabelValues(registry).Set(0)
 	if cs.onChange != nil {
 		cs.onChange(registry, false)
 	}
@@ -210,31 +229,43 @@ func (cs *circuits) answered(registry string) {
 
 // probeUntilAnswered is the one probe of an open circuit: it asks the
 // registry with backoff and jitter until it answers, then closes the
-// circuit, or until Close.
+// circuit. It ends without asking if the circuit was closed while it
+// waited (a request in flight got an answer), and at Close.
 func (cs *circuits) probeUntilAnswered(registry string) {
 	defer cs.probes.Done()
 	wait := cs.interval
 	for {
-		if cs.sleep(cs.ctx, jitter(wait)) != nil {
+		if !cs.nextTurn(registry, wait) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(cs.ctx, probeTimeout)
 		ok := cs.probe(ctx, registry)
 		cancel()
 		if ok {
-			cs.answered(registry)
-			return
-		}
-		if cs.ctx.Err() != nil {
+			cs.answered(registry, true)
 			return
 		}
 		wait = min(2*wait, cs.maxWait)
-		cs.mu.Lock()
-		if c := cs.state[registry]; c != nil {
-			c.nextProbe = time.Now().Add(wait)
-		}
-		cs.mu.Unlock()
 	}
+}
+
+// nextTurn waits about wait (jittered, and told to callers as
+// RetryAfter), then reports whether the probe is still needed. When it is
+// not, the probe's turn is over: a circuit opened later starts another.
+func (cs *circuits) nextTurn(registry string, wait time.Duration) bool {
+	d := jitter(wait)
+	cs.mu.Lock()
+	c := cs.state[registry]
+	c.nextProbe = time.Now().Add(d)
+	cs.mu.Unlock()
+	slept := cs.sleep(cs.ctx, d) == nil
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if !slept || !c.open {
+		c.probing = false
+		return false
+	}
+	return true
 }
 
 // jitter is d give or take a quarter, so that nodes that lost a registry
@@ -248,6 +279,9 @@ func jitter(d time.Duration) time.Duration {
 
 // close ends the probes and waits for them.
 func (cs *circuits) close() {
+	cs.mu.Lock()
+	cs.closed = true
+	cs.mu.Unlock()
 	cs.stop()
 	cs.probes.Wait()
 }

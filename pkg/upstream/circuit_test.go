@@ -284,3 +284,67 @@ func TestCircuitOnePathSilent(t *testing.T) {
 		t.Fatal("registry marked down")
 	}
 }
+
+// TestCircuitReopenedKeepsOneProbe: a circuit that a request in flight
+// closes while its probe waits, and that opens again, still has one
+// probe; the waiting probe ends when it finds the circuit closed, and the
+// gauge follows every change.
+func TestCircuitReopenedKeepsOneProbe(t *testing.T) {
+	cfg := defaultConfig()
+	var running, most atomic.Int64
+	turns := make(chan chan struct{}) // a probe waiting for its turn
+	cs := newCircuits(cfg, func(context.Context, string) bool { return false })
+	t.Cleanup(cs.close)
+	cs.sleep = func(ctx context.Context, d time.Duration) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		turn := make(chan struct{})
+		select {
+		case turns <- turn:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case <-turn:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	gauge := func() float64 { return testutil.ToFloat64(cs.gauge.WithLabelValues(testRegistry)) }
+
+	cs.failed(testRegistry, time.Now(), cfg.circuitFailures)
+	first := <-turns
+	if gauge() != 1 {
+		t.Fatal("gauge not 1 once open")
+	}
+	cs.answered(testRegistry, false) // a request in flight got an answer
+	if gauge() != 0 {
+		t.Fatal("gauge not 0 once closed")
+	}
+	cs.failed(testRegistry, time.Now(), cfg.circuitFailures)
+	if gauge() != 1 {
+		t.Fatal("gauge not 1 once open again")
+	}
+	close(first) // the probe asks, gets no answer, and waits again
+	second := <-turns
+	select {
+	case <-turns:
+		t.Fatal("a second probe waits for its turn")
+	default:
+	}
+	if n := most.Load(); n != 1 {
+		t.Fatalf("%d probes at once, want 1", n)
+	}
+	cs.answered(testRegistry, false)
+	close(second) // finds the circuit closed and ends
+	cs.failed(testRegistry, time.Now(), cfg.circuitFailures)
+	third := <-turns // opened after the probe ended: a new one starts
+	close(third)
+	<-turns
+	if n := most.Load(); n != 1 {
+		t.Fatalf("%d probes at once, want 1", n)
+	}
+}
