@@ -28,10 +28,15 @@ const (
 	// others has one bad path (a stalled blob), and stays up.
 	DefaultCircuitFailures = maxAttempts
 
-	// DefaultProbeInterval is the wait before the first probe of a
-	// registry marked down; it doubles after each probe without an
-	// answer. A registry that is back within a second or two is used
-	// again within a second or two.
+	// DefaultProbeInterval is the wait after the first probe of a
+	// registry marked down, which asks at once; it doubles after each
+	// probe without an answer. A registry that is back within a second or
+	// two is used again within a second or two.
+	//
+	// The first probe does not wait: a registry marked down by one
+	// request whose path alone went silent (with no other request
+	// answered meanwhile to tell) answers it, and so fails the other
+	// clients' requests for one round trip, not for an interval.
 	DefaultProbeInterval = time.Second
 
 	// DefaultMaxProbeInterval caps the wait between probes: a registry
@@ -182,7 +187,7 @@ func (cs *circuits) failed(registry string, start time.Time, n int) {
 	}
 	if launch {
 		c.probing = true
-		c.nextProbe = time.Now().Add(cs.interval)
+		c.nextProbe = time.Now()
 		cs.probes.Add(1)
 	}
 	count := c.failed
@@ -228,12 +233,12 @@ func (cs *circuits) answered(registry string, fromProbe bool) {
 }
 
 // probeUntilAnswered is the one probe of an open circuit: it asks the
-// registry with backoff and jitter until it answers, then closes the
-// circuit. It ends without asking if the circuit was closed while it
-// waited (a request in flight got an answer), and at Close.
+// registry at once, then with backoff and jitter, until it answers, then
+// closes the circuit. It ends without asking if the circuit was closed
+// while it waited (a request in flight got an answer), and at Close.
 func (cs *circuits) probeUntilAnswered(registry string) {
 	defer cs.probes.Done()
-	wait := cs.interval
+	wait := time.Duration(0)
 	for {
 		if !cs.nextTurn(registry, wait) {
 			return
@@ -245,7 +250,7 @@ func (cs *circuits) probeUntilAnswered(registry string) {
 			cs.answered(registry, true)
 			return
 		}
-		wait = min(2*wait, cs.maxWait)
+		wait = min(max(2*wait, cs.interval), cs.maxWait)
 	}
 }
 

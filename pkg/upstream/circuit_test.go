@@ -39,6 +39,17 @@ func waitEvent(t *testing.T, ch chan bool, want bool) {
 	}
 }
 
+// holdProbes keeps c's probes of registries marked down from asking
+// until c is closed (at the end of the test), for tests that count the
+// connections of requests.
+func holdProbes(t *testing.T, c *Client) {
+	t.Cleanup(c.Close)
+	c.circuits.sleep = func(ctx context.Context, _ time.Duration) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+}
+
 // refusingAddr returns a loopback address where nothing listens: its
 // connections are refused.
 func refusingAddr(t *testing.T) string {
@@ -346,5 +357,30 @@ func TestCircuitReopenedKeepsOneProbe(t *testing.T) {
 	<-turns
 	if n := most.Load(); n != 1 {
 		t.Fatalf("%d probes at once, want 1", n)
+	}
+}
+
+// TestCircuitOneSilentRequestAlone: a registry that leaves one request
+// without an answer for its whole budget, with no other request to show
+// it answers, is marked down, and the first probe, which does not wait
+// for the interval, finds it answering and closes the circuit at once:
+// one client's silent path fails the others' requests for a round trip.
+func TestCircuitOneSilentRequestAlone(t *testing.T) {
+	reg := registrytest.Start(t)
+	gate := registrytest.NewGate()
+	t.Cleanup(gate.Release)
+	reg.SetFault(reg.NoHeaders(gate, registrytest.Path(http.MethodGet, "/v2/team/slow/manifests/v1")))
+	events, onChange := circuitEvents()
+	c := newTestClient(t, reg.URL(), onChange, WithFirstResponseBudget(300*time.Millisecond),
+		WithProbeInterval(time.Hour, time.Hour))
+	t.Cleanup(c.Close)
+
+	if _, err := c.Do(testCtx(t), manifestRequest("team/slow", "v1")); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("the silent path: %v, want unreachable", err)
+	}
+	waitEvent(t, events, true)
+	waitEvent(t, events, false)
+	if code := mustDo(t, c, manifestRequest("team/app", "v1")); code != http.StatusNotFound {
+		t.Fatalf("another path after the probe: status %d, want 404", code)
 	}
 }
