@@ -15,8 +15,9 @@ import (
 
 // The circuit: a registry that stops answering is marked down, so that
 // the requests after the first fail at once instead of each paying the
-// whole retry budget (0.75 s when connections are refused, 25 s when
-// packets are dropped), and the mirror serves what it has at once.
+// whole retry budget (0.75 s when connections are refused, 16 s when
+// packets are dropped, 25 s when connections are taken and never
+// answered), and the mirror serves what it has at once.
 const (
 	// DefaultCircuitFailures is how many failed attempts in a row (no
 	// answer: refused, reset, timed out) mark a registry down. It is
