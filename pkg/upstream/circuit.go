@@ -132,12 +132,19 @@ func (cs *circuits) allow(registry string) error {
 	return &CircuitOpenError{Registry: registry, RetryAfter: max(time.Until(c.nextProbe), 0)}
 }
 
+// errRedirectTarget marks an attempt that failed at a host the registry
+// redirected to (a blob's storage): the error still wraps ErrUnreachable,
+// and is retried, but the registry answered.
+var errRedirectTarget = errors.New("redirect target unreachable")
+
 // unanswered reports whether an attempt's err means the registry gave no
 // answer while the caller still waited: refused, reset, timed out. A
-// refused redirect or a redirect loop is an answer.
+// refused redirect, a redirect loop or a redirect whose target gave no
+// answer is an answer: the storage behind one path is not the registry.
 func unanswered(ctx context.Context, err error) bool {
 	return ctx.Err() == nil && errors.Is(err, ErrUnreachable) &&
-		!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused)
+		!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused) &&
+		!errors.Is(err, errRedirectTarget)
 }
 
 // noteRequest records the outcome of one request that began at start,

@@ -384,3 +384,39 @@ func TestCircuitOneSilentRequestAlone(t *testing.T) {
 		t.Fatalf("another path after the probe: status %d, want 404", code)
 	}
 }
+
+// TestCircuitDeadRedirectTarget: a registry that answers with a redirect
+// to a storage host that refuses connections, or takes them and never
+// answers for the whole budget, is not marked down: the registry
+// answered; the storage behind one path did not.
+func TestCircuitDeadRedirectTarget(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // never accepts: the kernel takes connections
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	for name, target := range map[string]string{"refused": refusingAddr(t), "silent": silent.Addr().String()} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "http://"+target+"/blob", http.StatusTemporaryRedirect)
+			}))
+			t.Cleanup(srv.Close)
+			events, onChange := circuitEvents()
+			c := newTestClient(t, srv.URL, onChange, WithFirstResponseBudget(300*time.Millisecond))
+			t.Cleanup(c.Close)
+			for range 2 {
+				if _, err := c.Do(testCtx(t), manifestRequest("team/app", "v1")); !errors.Is(err, ErrUnreachable) || errors.Is(err, ErrCircuitOpen) {
+					t.Fatalf("err = %v, want the storage host unreachable", err)
+				}
+			}
+			select {
+			case open := <-events:
+				t.Fatalf("circuit changed (open = %v) although the registry answered", open)
+			default:
+			}
+			if c.CircuitOpen(testRegistry) {
+				t.Fatal("registry marked down for its storage host")
+			}
+		})
+	}
+}
