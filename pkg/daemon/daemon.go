@@ -34,6 +34,7 @@ import (
 	"nodecache/pkg/mirror"
 	"nodecache/pkg/pin"
 	"nodecache/pkg/tagstore"
+	"nodecache/pkg/upstream"
 )
 
 // Daemon is a nodecache ready to serve. Run it once.
@@ -45,6 +46,7 @@ type Daemon struct {
 	maxSize int64           // the store's bound, resolved
 	ls      listeners
 	creds   *credentials.Store // nil without credentials
+	up      *upstream.Client   // its probes of registries marked down end with Run
 	peers   *peerParts         // nil without peers
 	mirror  *mirror.Server
 	pins    *pin.Manager // nil without --pin-file
@@ -101,6 +103,12 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.up = client
+	defer func() {
+		if err != nil {
+			client.Close()
+		}
+	}()
 	if d.peers, err = newPeers(cfg, log); err != nil {
 		return nil, err
 	}
@@ -191,6 +199,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return d.shutdown(gctx, abort)
 	})
 	err := g.Wait()
+	// No request is left to open a circuit: the probes of registries
+	// marked down end here, not with the process.
+	d.up.Close()
 	// Last, once no fill and no sweep is left: the data directory is free
 	// for the next daemon.
 	return errors.Join(err, d.tags.Close(), d.store.Close())

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -46,7 +47,8 @@ func TestTagRecordsOnTheDataDir(t *testing.T) {
 }
 
 // TestCircuitGaugeIsServed: nodecache_upstream_circuit_open is
-// registered, so it shows on /metrics once a registry has been asked.
+// registered, so it shows on /metrics once a registry has been asked;
+// the probe of the registry marked down ends when the daemon stops.
 func TestCircuitGaugeIsServed(t *testing.T) {
 	up := registrytest.Start(t)
 	cfg := testConfig(t, up)
@@ -59,5 +61,13 @@ func TestCircuitGaugeIsServed(t *testing.T) {
 	_, metrics := get(t, "http://"+r.Addrs().Metrics[0]+"/metrics")
 	if !strings.Contains(metrics, `nodecache_upstream_circuit_open{registry="`+up.Host()+`"} 1`) {
 		t.Fatalf("no open circuit for %s in /metrics", up.Host())
+	}
+	// The circuit's probe ends with Run, not with the process.
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "probeUntilAnswered") {
+		t.Fatal("a registry probe still runs after Run returned")
 	}
 }

@@ -77,7 +77,7 @@ type listings struct {
 
 func newListings(fresh, notFound, keep time.Duration, now func() time.Time) *listings {
 	l := &listings{fresh: fresh, notFound: notFound, keep: keep, now: now}
-	lru, err := simplelru.NewLRU[string, *listing](maxListings, func(_ string, v *listing) { l.bytes -= int64(len(v.body)) })
+	lru, err := simplelru.NewLRU[string, *listing](maxListings, func(k string, v *listing) { l.bytes -= v.size(k) })
 	if err != nil {
 		panic(err) // unreachable: the size is positive
 	}
@@ -105,14 +105,35 @@ func (l *listings) get(k string) (v *listing, fresh, ok bool) {
 	return v, age < l.fresh, true
 }
 
+// set keeps v under k, in place of the answer kept there before (which
+// Add replaces without calling the eviction callback, so its bytes are
+// taken off here), then evicts the least recently used down to
+// maxListingBytes.
 func (l *listings) set(k string, v *listing) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if old, ok := l.lru.Peek(k); ok {
+		l.bytes -= old.size(k)
+	}
 	l.lru.Add(k, v)
-	l.bytes += int64(len(v.body))
-	for l.bytes > maxListingBytes {
+	l.bytes += v.size(k)
+	for l.bytes > maxListingBytes && l.lru.Len() > 0 {
 		l.lru.RemoveOldest()
 	}
+}
+
+// size is what v kept under k counts against maxListingBytes: the body,
+// the kept headers and the key, which holds the client's last= and
+// artifactType= values.
+func (v *listing) size(k string) int64 {
+	n := len(k) + len(v.body)
+	for name, vs := range v.header {
+		n += len(name)
+		for _, s := range vs {
+			n += len(s)
+		}
+	}
+	return int64(n)
 }
 
 // passThrough answers tags/list and referrers from the kept answer while

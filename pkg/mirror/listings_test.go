@@ -163,3 +163,56 @@ func TestLargeListingIsRelayed(t *testing.T) {
 		t.Fatalf("%d listings kept, want none", n)
 	}
 }
+
+// TestListingsBytesStayBounded: answers kept again under the same key
+// (a listing refreshed every DefaultListingTTL) replace the bytes they
+// held instead of adding to them, and keys count too; the total never
+// exceeds maxListingBytes and a set never spins on an empty cache.
+func TestListingsBytesStayBounded(t *testing.T) {
+	l := newListings(DefaultListingTTL, DefaultNotFoundTTL, 0, time.Now)
+	body := make([]byte, maxListingSize)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2 * maxListingBytes / maxListingSize {
+			l.set("registry/app|tags||?|", &listing{status: http.StatusOK, body: body})
+		}
+		l.set("registry/other|tags||?|", &listing{status: http.StatusOK, body: body})
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("set did not return: the byte count outgrew what the cache holds")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lru.Len() != 2 {
+		t.Fatalf("%d listings kept, want both", l.lru.Len())
+	}
+	var sum int64
+	for _, k := range l.lru.Keys() {
+		v, _ := l.lru.Peek(k)
+		sum += v.size(k)
+	}
+	if l.bytes != sum {
+		t.Fatalf("byte count %d, want the %d the kept listings hold", l.bytes, sum)
+	}
+}
+
+// TestListingKeysCount: a key is counted with the body, so answers to
+// clients sending long last= values cannot hold more than the bound.
+func TestListingKeysCount(t *testing.T) {
+	l := newListings(DefaultListingTTL, DefaultNotFoundTTL, 0, time.Now)
+	last := strings.Repeat("x", 256<<10)
+	for i := range 2 * maxListingBytes / len(last) {
+		l.set(fmt.Sprintf("registry/app|tags||?last=%s%d|", last, i), &listing{status: http.StatusNotFound})
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bytes > maxListingBytes {
+		t.Fatalf("%d bytes kept, over the bound %d", l.bytes, maxListingBytes)
+	}
+	if l.lru.Len() >= 2*maxListingBytes/len(last) {
+		t.Fatalf("%d listings kept, none evicted", l.lru.Len())
+	}
+}

@@ -22,8 +22,14 @@ import (
 const (
 	// tagResolveTimeout bounds one upstream tag resolution, which runs on
 	// its own context so that one client hanging up does not fail the
-	// others waiting on it. It stays below containerd's 30 s header wait.
-	tagResolveTimeout = 20 * time.Second
+	// others waiting on it. It stays below containerd's 30 s header wait,
+	// and above the upstream client's first-response budget: a registry
+	// that takes connections and never answers must spend that budget,
+	// which marks it down (upstream.ErrCircuitOpen), before this context
+	// ends the request, which would count for nothing (a caller that gave
+	// up is not an outage). At 20 s, below the budget, a tag request to
+	// such a registry waited 20 s every time and never marked it down.
+	tagResolveTimeout = upstream.DefaultFirstResponseBudget + 2*time.Second
 	// maxTagRecords bounds the tag records, and so their memory: a key is
 	// at most a registry, a 255-byte name, a 128-byte tag, the manifest
 	// types of Accept (parseAccept) and a 64-byte identity, a record a

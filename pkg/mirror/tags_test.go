@@ -16,6 +16,7 @@ import (
 	"nodecache/internal/ocierr"
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/diskstore"
+	"nodecache/pkg/upstream"
 )
 
 // TestTagByGetWhenHeadHasNoDigest: a registry that sends no
@@ -240,5 +241,16 @@ func TestTagByGetDoesNotWaitForOthersFill(t *testing.T) {
 	body, err := io.ReadAll(byDigest.Body)
 	if err != nil || !bytes.Equal(body, want) {
 		t.Fatalf("GET by digest: %d bytes, %v; want the index", len(body), err)
+	}
+}
+
+// TestTagTimeoutsOutlastTheBudget: a tag resolution or a listing is not
+// cut before the upstream client's first-response budget is spent (which
+// marks a silent registry down), and ends before containerd's 30 s.
+func TestTagTimeoutsOutlastTheBudget(t *testing.T) {
+	for name, d := range map[string]time.Duration{"tags": tagResolveTimeout, "listings": listingTimeout} {
+		if d <= upstream.DefaultFirstResponseBudget || d >= 30*time.Second {
+			t.Errorf("%s: timeout %s, want above the budget %s and below 30 s", name, d, upstream.DefaultFirstResponseBudget)
+		}
 	}
 }

@@ -28,6 +28,8 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/opencontainers/go-digest"
+
+	"nodecache/internal/atomicfile"
 )
 
 const (
@@ -164,6 +166,11 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return s, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("tagstore: %w", err)
+	}
+	// The directory's own entry, made by the first Open, must survive a
+	// crash as the log's entry in it does.
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
 		return nil, fmt.Errorf("tagstore: %w", err)
 	}
 	// A rewrite a crash interrupted leaves its temporary file behind.

@@ -3,6 +3,7 @@ package tagstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -279,5 +280,27 @@ func TestFailedWriteRewritesFromMemory(t *testing.T) {
 		if _, ok := s.Get(fmt.Sprintf("r/a:v%d|", i)); !ok {
 			t.Fatalf("record %d lost after a failed write", i)
 		}
+	}
+}
+
+// TestInterruptedRewriteLeavesTheLog: a rewrite that a crash cut before
+// its rename leaves its temporary file and the old log; Open reads the old
+// log whole and removes the temporary file.
+func TestInterruptedRewriteLeavesTheLog(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	s.Set("r/a:v1|", rec(1))
+	s.Close()
+	tmp := filepath.Join(dir, "."+logName+".tmp-123")
+	if err := os.WriteFile(tmp, encode("r/a:v2|", rec(2))[:10], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	if _, ok := s.Get("r/a:v1|"); !ok || s.Len() != 1 {
+		t.Fatalf("Len = %d, want the old log's one record", s.Len())
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the cut rewrite's temporary file is still there: %v", err)
 	}
 }

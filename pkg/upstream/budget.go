@@ -36,7 +36,9 @@ func (c *Client) firstResponse(ctx context.Context, registry string, fetch func(
 			discard(resp.Response)
 		}
 		cancel(nil)
-		c.circuits.trip(registry, start)
+		if !st.redirected { // the budget went by at a redirect's target: the registry answered
+			c.circuits.trip(registry, start)
+		}
 		return nil, fmt.Errorf("%w: registry %s: no answer within %s: %w", ErrUnreachable, registry, c.budget, errBudgetSpent)
 	}
 	c.circuits.noteRequest(ctx, registry, start, st.unanswered, err)

@@ -75,6 +75,9 @@ func TestFirstResponseBudget(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			up := newSilentUpstream(t)
 			c := newTestClient(t, up.URL(), WithFirstResponseBudget(budget), WithResponseHeaderTimeout(tt.header))
+			// The spent budget marks the registry down; its probe would be
+			// one more connection.
+			holdProbes(t, c)
 			// Bounds a failing test only: three attempts without a budget
 			// take three header timeouts, or forever.
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)

@@ -15,8 +15,9 @@ import (
 
 // The circuit: a registry that stops answering is marked down, so that
 // the requests after the first fail at once instead of each paying the
-// whole retry budget (0.75 s when connections are refused, 25 s when
-// packets are dropped), and the mirror serves what it has at once.
+// whole retry budget (0.75 s when connections are refused, 16 s when
+// packets are dropped, 25 s when connections are taken and never
+// answered), and the mirror serves what it has at once.
 const (
 	// DefaultCircuitFailures is how many failed attempts in a row (no
 	// answer: refused, reset, timed out) mark a registry down. It is
@@ -28,10 +29,15 @@ const (
 	// others has one bad path (a stalled blob), and stays up.
 	DefaultCircuitFailures = maxAttempts
 
-	// DefaultProbeInterval is the wait before the first probe of a
-	// registry marked down; it doubles after each probe without an
-	// answer. A registry that is back within a second or two is used
-	// again within a second or two.
+	// DefaultProbeInterval is the wait after the first probe of a
+	// registry marked down, which asks at once; it doubles after each
+	// probe without an answer. A registry that is back within a second or
+	// two is used again within a second or two.
+	//
+	// The first probe does not wait: a registry marked down by one
+	// request whose path alone went silent (with no other request
+	// answered meanwhile to tell) answers it, and so fails the other
+	// clients' requests for one round trip, not for an interval.
 	DefaultProbeInterval = time.Second
 
 	// DefaultMaxProbeInterval caps the wait between probes: a registry
@@ -82,15 +88,22 @@ type circuits struct {
 	stop   context.CancelFunc
 	probes sync.WaitGroup
 
-	// mu guards state.
-	mu    sync.Mutex
-	state map[string]*circuit
+	// mu guards state, closed and the gauge, whose value follows the
+	// state it is set with.
+	mu     sync.Mutex
+	state  map[string]*circuit
+	closed bool // close was called: no probe starts
 }
 
 // circuit is one registry's state.
 type circuit struct {
-	failed     int       // attempts in a row without an answer
-	open       bool      // marked down; a probe runs
+	failed int  // attempts in a row without an answer
+	open   bool // marked down
+	// probing: a probe goroutine runs for the registry. It outlives open
+	// when a request in flight closes the circuit, until it wakes; a
+	// circuit opened again meanwhile keeps it rather than starting a
+	// second one.
+	probing    bool
 	nextProbe  time.Time // when the running probe asks next
 	lastAnswer time.Time // when the registry last answered any request
 }
@@ -119,12 +132,19 @@ func (cs *circuits) allow(registry string) error {
 	return &CircuitOpenError{Registry: registry, RetryAfter: max(time.Until(c.nextProbe), 0)}
 }
 
+// errRedirectTarget marks an attempt that failed at a host the registry
+// redirected to (a blob's storage): the error still wraps ErrUnreachable,
+// and is retried, but the registry answered.
+var errRedirectTarget = errors.New("redirect target unreachable")
+
 // unanswered reports whether an attempt's err means the registry gave no
 // answer while the caller still waited: refused, reset, timed out. A
-// refused redirect or a redirect loop is an answer.
+// refused redirect, a redirect loop or a redirect whose target gave no
+// answer is an answer: the storage behind one path is not the registry.
 func unanswered(ctx context.Context, err error) bool {
 	return ctx.Err() == nil && errors.Is(err, ErrUnreachable) &&
-		!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused)
+		!errors.Is(err, errTooManyRedirects) && !errors.Is(err, ErrRedirectRefused) &&
+		!errors.Is(err, errRedirectTarget)
 }
 
 // noteRequest records the outcome of one request that began at start,
@@ -136,7 +156,7 @@ func unanswered(ctx context.Context, err error) bool {
 func (cs *circuits) noteRequest(ctx context.Context, registry string, start time.Time, unansweredAttempts int, err error) {
 	switch {
 	case err == nil:
-		cs.answered(registry)
+		cs.answered(registry, false)
 	case unansweredAttempts > 0 && ctx.Err() == nil:
 		cs.failed(registry, start, unansweredAttempts)
 	}
@@ -168,9 +188,14 @@ func (cs *circuits) failed(registry string, start time.Time, n int) {
 	}
 	c.failed += n
 	opened := !c.open && c.failed >= cs.failures
+	launch := opened && !c.probing && !cs.closed
 	if opened {
 		c.open = true
-		c.nextProbe = time.Now().Add(cs.interval)
+		cs.gauge.WithLabelValues(registry).Set(1)
+	}
+	if launch {
+		c.probing = true
+		c.nextProbe = time.Now()
 		cs.probes.Add(1)
 	}
 	count := c.failed
@@ -180,15 +205,17 @@ func (cs *circuits) failed(registry string, start time.Time, n int) {
 	}
 	cs.log.Warn("registry marked down: requests fail at once until a probe gets an answer",
 		"registry", registry, "failed_attempts", count)
-	cs.gauge.WithLabelValues(registry).Set(1)
 	if cs.onChange != nil {
 		cs.onChange(registry, true)
 	}
-	go cs.probeUntilAnswered(registry)
+	if launch {
+		go cs.probeUntilAnswered(registry)
+	}
 }
 
-// answered resets registry's count and closes its circuit.
-func (cs *circuits) answered(registry string) {
+// answered resets registry's count and closes its circuit. The probe
+// says so with fromProbe, which ends its turn.
+func (cs *circuits) answered(registry string, fromProbe bool) {
 	cs.mu.Lock()
 	c := cs.state[registry]
 	if c == nil {
@@ -197,44 +224,61 @@ func (cs *circuits) answered(registry string) {
 	}
 	closed := c.open
 	c.failed, c.open, c.lastAnswer = 0, false, time.Now()
+	if fromProbe {
+		c.probing = false
+	}
+	if closed {
+		cs.gauge.WithLabelValues(registry).Set(0)
+	}
 	cs.mu.Unlock()
 	if !closed {
 		return
 	}
 	cs.log.Info("registry answers again", "registry", registry)
-	cs.gauge.WithLabelValues(registry).Set(0)
 	if cs.onChange != nil {
 		cs.onChange(registry, false)
 	}
 }
 
 // probeUntilAnswered is the one probe of an open circuit: it asks the
-// registry with backoff and jitter until it answers, then closes the
-// circuit, or until Close.
+// registry at once, then with backoff and jitter, until it answers, then
+// closes the circuit. It ends without asking if the circuit was closed
+// while it waited (a request in flight got an answer), and at Close.
 func (cs *circuits) probeUntilAnswered(registry string) {
 	defer cs.probes.Done()
-	wait := cs.interval
+	wait := time.Duration(0)
 	for {
-		if cs.sleep(cs.ctx, jitter(wait)) != nil {
+		if !cs.nextTurn(registry, wait) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(cs.ctx, probeTimeout)
 		ok := cs.probe(ctx, registry)
 		cancel()
 		if ok {
-			cs.answered(registry)
+			cs.answered(registry, true)
 			return
 		}
-		if cs.ctx.Err() != nil {
-			return
-		}
-		wait = min(2*wait, cs.maxWait)
-		cs.mu.Lock()
-		if c := cs.state[registry]; c != nil {
-			c.nextProbe = time.Now().Add(wait)
-		}
-		cs.mu.Unlock()
+		wait = min(max(2*wait, cs.interval), cs.maxWait)
 	}
+}
+
+// nextTurn waits about wait (jittered, and told to callers as
+// RetryAfter), then reports whether the probe is still needed. When it is
+// not, the probe's turn is over: a circuit opened later starts another.
+func (cs *circuits) nextTurn(registry string, wait time.Duration) bool {
+	d := jitter(wait)
+	cs.mu.Lock()
+	c := cs.state[registry]
+	c.nextProbe = time.Now().Add(d)
+	cs.mu.Unlock()
+	slept := cs.sleep(cs.ctx, d) == nil
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if !slept || !c.open {
+		c.probing = false
+		return false
+	}
+	return true
 }
 
 // jitter is d give or take a quarter, so that nodes that lost a registry
@@ -248,6 +292,9 @@ func jitter(d time.Duration) time.Duration {
 
 // close ends the probes and waits for them.
 func (cs *circuits) close() {
+	cs.mu.Lock()
+	cs.closed = true
+	cs.mu.Unlock()
 	cs.stop()
 	cs.probes.Wait()
 }

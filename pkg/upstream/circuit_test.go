@@ -39,6 +39,17 @@ func waitEvent(t *testing.T, ch chan bool, want bool) {
 	}
 }
 
+// holdProbes keeps c's probes of registries marked down from asking
+// until c is closed (at the end of the test), for tests that count the
+// connections of requests.
+func holdProbes(t *testing.T, c *Client) {
+	t.Cleanup(c.Close)
+	c.circuits.sleep = func(ctx context.Context, _ time.Duration) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+}
+
 // refusingAddr returns a loopback address where nothing listens: its
 // connections are refused.
 func refusingAddr(t *testing.T) string {
@@ -282,5 +293,130 @@ func TestCircuitOnePathSilent(t *testing.T) {
 	}
 	if c.CircuitOpen(testRegistry) {
 		t.Fatal("registry marked down")
+	}
+}
+
+// TestCircuitReopenedKeepsOneProbe: a circuit that a request in flight
+// closes while its probe waits, and that opens again, still has one
+// probe; the waiting probe ends when it finds the circuit closed, and the
+// gauge follows every change.
+func TestCircuitReopenedKeepsOneProbe(t *testing.T) {
+	cfg := defaultConfig()
+	var running, most atomic.Int64
+	turns := make(chan chan struct{}) // a probe waiting for its turn
+	cs := newCircuits(cfg, func(context.Context, string) bool { return false })
+	t.Cleanup(cs.close)
+	cs.sleep = func(ctx context.Context, d time.Duration) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		turn := make(chan struct{})
+		select {
+		case turns <- turn:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case <-turn:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	gauge := func() float64 { return testutil.ToFloat64(cs.gauge.WithLabelValues(testRegistry)) }
+
+	cs.failed(testRegistry, time.Now(), cfg.circuitFailures)
+	first := <-turns
+	if gauge() != 1 {
+		t.Fatal("gauge not 1 once open")
+	}
+	cs.answered(testRegistry, false) // a request in flight got an answer
+	if gauge() != 0 {
+		t.Fatal("gauge not 0 once closed")
+	}
+	cs.failed(testRegistry, time.Now(), cfg.circuitFailures)
+	if gauge() != 1 {
+		t.Fatal("gauge not 1 once open again")
+	}
+	close(first) // the probe asks, gets no answer, and waits again
+	second := <-turns
+	select {
+	case <-turns:
+		t.Fatal("a second probe waits for its turn")
+	default:
+	}
+	if n := most.Load(); n != 1 {
+		t.Fatalf("%d probes at once, want 1", n)
+	}
+	cs.answered(testRegistry, false)
+	close(second) // finds the circuit closed and ends
+	cs.failed(testRegistry, time.Now(), cfg.circuitFailures)
+	third := <-turns // opened after the probe ended: a new one starts
+	close(third)
+	<-turns
+	if n := most.Load(); n != 1 {
+		t.Fatalf("%d probes at once, want 1", n)
+	}
+}
+
+// TestCircuitOneSilentRequestAlone: a registry that leaves one request
+// without an answer for its whole budget, with no other request to show
+// it answers, is marked down, and the first probe, which does not wait
+// for the interval, finds it answering and closes the circuit at once:
+// one client's silent path fails the others' requests for a round trip.
+func TestCircuitOneSilentRequestAlone(t *testing.T) {
+	reg := registrytest.Start(t)
+	gate := registrytest.NewGate()
+	t.Cleanup(gate.Release)
+	reg.SetFault(reg.NoHeaders(gate, registrytest.Path(http.MethodGet, "/v2/team/slow/manifests/v1")))
+	events, onChange := circuitEvents()
+	c := newTestClient(t, reg.URL(), onChange, WithFirstResponseBudget(300*time.Millisecond),
+		WithProbeInterval(time.Hour, time.Hour))
+	t.Cleanup(c.Close)
+
+	if _, err := c.Do(testCtx(t), manifestRequest("team/slow", "v1")); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("the silent path: %v, want unreachable", err)
+	}
+	waitEvent(t, events, true)
+	waitEvent(t, events, false)
+	if code := mustDo(t, c, manifestRequest("team/app", "v1")); code != http.StatusNotFound {
+		t.Fatalf("another path after the probe: status %d, want 404", code)
+	}
+}
+
+// TestCircuitDeadRedirectTarget: a registry that answers with a redirect
+// to a storage host that refuses connections, or takes them and never
+// answers for the whole budget, is not marked down: the registry
+// answered; the storage behind one path did not.
+func TestCircuitDeadRedirectTarget(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // never accepts: the kernel takes connections
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	for name, target := range map[string]string{"refused": refusingAddr(t), "silent": silent.Addr().String()} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "http://"+target+"/blob", http.StatusTemporaryRedirect)
+			}))
+			t.Cleanup(srv.Close)
+			events, onChange := circuitEvents()
+			c := newTestClient(t, srv.URL, onChange, WithFirstResponseBudget(300*time.Millisecond))
+			t.Cleanup(c.Close)
+			for range 2 {
+				if _, err := c.Do(testCtx(t), manifestRequest("team/app", "v1")); !errors.Is(err, ErrUnreachable) || errors.Is(err, ErrCircuitOpen) {
+					t.Fatalf("err = %v, want the storage host unreachable", err)
+				}
+			}
+			select {
+			case open := <-events:
+				t.Fatalf("circuit changed (open = %v) although the registry answered", open)
+			default:
+			}
+			if c.CircuitOpen(testRegistry) {
+				t.Fatal("registry marked down for its storage host")
+			}
+		})
 	}
 }

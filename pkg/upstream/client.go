@@ -393,7 +393,13 @@ func (c *Client) send(ctx context.Context, r Request, ep endpoint, target *url.U
 	resp, err := ep.http.Do(req)
 	if err != nil {
 		cancel()
-		return nil, transportError(ctx, r.Registry, err)
+		err = transportError(ctx, r.Registry, err)
+		var uerr *url.Error
+		if errors.As(err, &uerr) && uerr.URL != req.URL.String() {
+			// It failed at a hop the registry redirected to.
+			err = fmt.Errorf("%w: %w", errRedirectTarget, err)
+		}
+		return nil, err
 	}
 	resp.Body = c.watch(resp.Body, cancel)
 	return resp, nil

@@ -44,6 +44,7 @@ func TestUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	holdProbes(t, c) // the request marks the registry down; its probe would dial too
 	r := manifestRequest("x/y", "v1")
 	r.Registry = "dead.test"
 	_, err = c.Do(testCtx(t), r)

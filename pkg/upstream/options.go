@@ -276,8 +276,9 @@ func WithCircuitFailures(n int) Option {
 	}
 }
 
-// WithProbeInterval sets the first wait before a registry marked down is
-// probed, which doubles up to max after each probe without an answer.
+// WithProbeInterval sets the wait after the first probe of a registry
+// marked down (which asks at once), doubling up to max after each probe
+// without an answer.
 // Zero means DefaultProbeInterval and DefaultMaxProbeInterval; a negative
 // value means the default too: a circuit that is never probed would never
 // close. A max below d is d.

@@ -58,6 +58,9 @@ type retryState struct {
 	waited time.Duration
 	// unanswered counts the attempts that got no answer, for the circuit.
 	unanswered int
+	// redirected: an attempt failed at a host the registry redirected
+	// to, so the registry answered, though the request got nothing.
+	redirected bool
 	// deadline is when the first-response budget runs out; zero if none.
 	deadline time.Time
 }
@@ -75,8 +78,11 @@ func (st *retryState) fits(d time.Duration) bool {
 func (c *Client) retrying(ctx context.Context, registry string, st *retryState, attempt func() (*Response, error)) (*Response, error) {
 	for n := 1; ; n++ {
 		resp, err := attempt()
-		if err != nil && unanswered(ctx, err) {
+		switch {
+		case err != nil && unanswered(ctx, err):
 			st.unanswered++
+		case errors.Is(err, errRedirectTarget):
+			st.redirected = true
 		}
 		if n >= maxAttempts || !retryable(ctx, resp, err) {
 			return resp, err
