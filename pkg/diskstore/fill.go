@@ -18,10 +18,15 @@ import (
 // Fill writes one entry. One goroutine writes and then calls Commit or
 // Abort; any number of Readers, created with NewReader, read concurrently.
 //
-// Readers are held back by one byte until the fill is committed: a reader
-// never sees the whole content before its digest is verified, so a client
-// streaming a fill that fails verification cannot mistake what it got for
-// a complete answer.
+// Readers are held back by one byte until the content is verified: a
+// reader never sees the whole content before its digest and size are
+// checked, so a client streaming a fill that fails verification cannot
+// mistake what it got for a complete answer. The commit (fsync, rename)
+// comes after that release, off the readers' path: until it is done the
+// fill stays in progress, and new readers join it and read the verified
+// temporary file. If the commit fails, the entry is simply not stored:
+// readers that have the file go on reading it, and later ones are turned
+// away with ErrSpilled, as from a fill that lost its disk.
 type Fill struct {
 	store    *Store
 	key      key
@@ -35,13 +40,14 @@ type Fill struct {
 	dg       *blobio.Digester // used by the writer only
 
 	// mu guards the fields below.
-	mu      sync.Mutex
-	written int64
-	done    bool                 // committed or aborted
-	err     error                // why the fill was aborted; nil once committed
-	wake    chan struct{}        // closed and replaced whenever the fields above change
-	readers map[*Reader]struct{} // readers of the fill's descriptor; it closes once done and none are left
-	sp      *spill               // set once a file write failed
+	mu       sync.Mutex
+	written  int64
+	verified bool                 // digest and size checked: written is final and all of it may be read
+	done     bool                 // committed or aborted
+	err      error                // why the fill was aborted; nil once committed
+	wake     chan struct{}        // closed and replaced whenever the fields above change
+	readers  map[*Reader]struct{} // readers of the fill's descriptor; it closes once done and none are left
+	sp       *spill               // set once a file write failed
 }
 
 // Meta is what is stored with an entry besides its bytes.
@@ -208,8 +214,11 @@ func (f *Fill) Write(p []byte) (int, error) {
 }
 
 // Commit verifies the content against the digest and the expected size and,
-// if it matches, makes it durable and visible. Otherwise it aborts the fill
-// and returns an error matching ErrDigestMismatch or ErrSizeMismatch.
+// if it matches, releases the last byte to the readers and then makes the
+// entry durable and visible. Otherwise it aborts the fill and returns an
+// error matching ErrDigestMismatch or ErrSizeMismatch. If the content
+// matched but cannot be made durable, Commit returns that error and
+// nothing is stored; the readers still get every byte (see Fill).
 func (f *Fill) Commit() error {
 	f.mu.Lock()
 	spilled := f.sp != nil
@@ -219,8 +228,12 @@ func (f *Fill) Commit() error {
 	}
 	// Read once: the file's mode and the index must agree.
 	public := f.public.Load()
-	if err := f.commit(public); err != nil {
+	if err := f.release(); err != nil {
 		f.Abort(err)
+		return err
+	}
+	if err := f.commit(public); err != nil {
+		f.Abort(err) // the readers keep the verified file they have
 		return err
 	}
 	s := f.store
@@ -243,7 +256,9 @@ func (f *Fill) Commit() error {
 	return nil
 }
 
-func (f *Fill) commit(public bool) error {
+// release checks the content against its digest and size and, if it
+// matches, lets the readers have the last byte.
+func (f *Fill) release() error {
 	f.mu.Lock()
 	done, abortErr := f.done, f.err
 	f.mu.Unlock()
@@ -253,6 +268,16 @@ func (f *Fill) commit(public bool) error {
 	if err := f.dg.Verify(); err != nil {
 		return err
 	}
+	f.mu.Lock()
+	f.verified = true
+	f.signalLocked()
+	f.mu.Unlock()
+	f.store.step(StepReleased)
+	return nil
+}
+
+// commit makes the verified content durable and puts it in place.
+func (f *Fill) commit(public bool) error {
 	s := f.store
 	final := s.path(f.digest)
 	if err := ensureDir(filepath.Dir(final)); err != nil {
@@ -291,7 +316,8 @@ func (f *Fill) commit(public bool) error {
 }
 
 // Abort ends the fill without committing it. Readers get an error wrapping
-// err (or ErrAborted if err is nil) once they have read what was written.
+// err (or ErrAborted if err is nil) once they have read what was written,
+// unless the content was verified already: they then read it to the end.
 // Abort after Commit, or a second Abort, does nothing.
 func (f *Fill) Abort(err error) {
 	if err == nil {

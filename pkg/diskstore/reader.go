@@ -11,11 +11,12 @@ import (
 )
 
 // NewReader returns a reader of the fill's content starting at off. Reads
-// block until bytes are available or ctx is done. If the fill is aborted,
-// reads fail with an error matching ErrAborted. The caller must Close it.
+// block until bytes are available or ctx is done. If the fill is aborted
+// before its content is verified, reads fail with an error matching
+// ErrAborted. The caller must Close it.
 func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
 	f.mu.Lock()
-	done, err := f.done, f.err
+	done, err, verified := f.done, f.err, f.verified
 	r := &Reader{ctx: ctx, fill: f, file: f.file, off: off}
 	if !done && f.sp != nil && off < f.sp.start {
 		f.mu.Unlock()
@@ -34,6 +35,9 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
 	case errors.Is(err, ErrSpilled):
 		// Not a broken download: this reader came too late to share it.
 		return nil, fmt.Errorf("%w: %s streamed uncached", ErrSpilled, f.digest)
+	case err != nil && verified:
+		// Verified, then not stored: the same for a latecomer.
+		return nil, fmt.Errorf("%w: %s was verified but could not be stored: %w", ErrSpilled, f.digest, err)
 	case err != nil:
 		return nil, err
 	}
@@ -69,12 +73,15 @@ func (r *Reader) Read(p []byte) (int, error) {
 	for {
 		f.mu.Lock()
 		limit, done, err, wake := f.written, f.done, f.err, f.wake
-		if err != nil {
+		// Verified, the content is final and whole: a commit that fails
+		// after that takes nothing from a reader that has the file.
+		verified := f.verified || (done && err == nil)
+		if err != nil && !f.verified {
 			f.mu.Unlock()
 			return 0, err
 		}
-		// Committed means verified; until then the last byte is held back.
-		limit = blobio.Releasable(limit, done)
+		// Until verified, the last byte is held back.
+		limit = blobio.Releasable(limit, verified)
 		if sp := f.sp; sp != nil && r.off >= sp.fileEnd && r.off < limit {
 			n := copy(p, sp.buf[r.off-sp.start:limit-sp.start])
 			r.off += int64(n)
@@ -97,7 +104,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 			f.mu.Unlock()
 			return n2, err
 		}
-		if done {
+		if verified {
 			return 0, io.EOF
 		}
 		select {
@@ -138,4 +145,54 @@ func (r *Reader) Close() error {
 		f.file.Close()
 	}
 	return nil
+}
+
+// Verified waits until the fill's content has been checked against its
+// digest and size, and returns nil if it matched. It returns the fill's
+// error if the fill was aborted before, and ctx's if ctx ends first. A
+// commit failing after the check does not change the answer.
+func (f *Fill) Verified(ctx context.Context) error {
+	return f.await(ctx, func() (bool, error) {
+		switch {
+		case f.verified, f.done && f.err == nil:
+			return true, nil
+		case f.done:
+			return true, f.err
+		}
+		return false, nil
+	})
+}
+
+// Ended waits until the fill is committed, and returns nil, or aborted,
+// and returns its error; or until ctx ends, and returns ctx's error. A
+// fill whose commit failed after its content was verified has ended with
+// an error too: nothing was stored.
+func (f *Fill) Ended(ctx context.Context) error {
+	return f.await(ctx, func() (bool, error) { return f.done, f.err })
+}
+
+// await waits until cond, called with f.mu held, reports that it holds,
+// and returns its error; or until ctx ends.
+func (f *Fill) await(ctx context.Context, cond func() (bool, error)) error {
+	for {
+		f.mu.Lock()
+		ok, err := cond()
+		wake := f.wake
+		f.mu.Unlock()
+		if ok {
+			return err
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// settle waits for the commit of a fill whose content is verified: it is
+// a matter of an fsync and a rename, and the answer about the entry
+// follows it. A fill not yet verified is not waited for.
+func (f *Fill) settle() {
+	_ = f.await(context.Background(), func() (bool, error) { return !f.verified || f.done, nil })
 }

@@ -5,7 +5,8 @@
 // A file under blobs/ therefore always holds the bytes its name promises, and
 // a crash at any moment leaves at worst a leftover temporary file, which Open
 // removes. While a Fill is in progress other goroutines can read it from any
-// offset and receive bytes as they are written.
+// offset and receive bytes as they are written; they get the last byte once
+// the digest is verified, before the fsync and rename.
 //
 // Layout under the root directory:
 //
@@ -82,6 +83,7 @@ type Step string
 
 // The commit sequence, in order.
 const (
+	StepReleased    Step = "released"     // content verified; readers may have the last byte
 	StepTypeWritten Step = "type-written" // media type sidecar renamed into place
 	StepWritten     Step = "written"      // all bytes in the temporary file
 	StepSynced      Step = "synced"       // temporary file fsynced
@@ -235,10 +237,17 @@ func Open(dir string, opts ...Option) (*Store, error) {
 func (s *Store) Root() string { return s.root }
 
 // Stat returns the committed entry for d without counting it as a use.
+// If a fill of d is verified and its commit under way, Stat waits for the
+// commit and answers with its outcome: readers of a fill get the last
+// byte before the commit, and a client that has the whole content finds
+// it committed, unless the commit failed.
 func (s *Store) Stat(d digest.Digest) (Info, error) {
 	k, _, err := keyOf(d)
 	if err != nil {
 		return Info{}, ErrNotFound
+	}
+	if f := s.Filling(d); f != nil {
+		f.settle()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

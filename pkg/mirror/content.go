@@ -90,9 +90,9 @@ func newFillingContent(run fillRun) *fillingContent {
 func (c *fillingContent) info() contentInfo { return c.contentInfo }
 
 // open returns a reader of the fill. The fill's reader holds back the
-// fill's last byte until the commit; a part that ends before it holds
-// back its own last byte the same way, so that no answer completes with
-// bytes that fail verification later. A fill that lost its disk before
+// fill's last byte until the content is verified; a part that ends before
+// it holds back its own last byte the same way, so that no answer
+// completes with bytes that fail verification later. A fill that lost its disk before
 // this request joined it answers diskstore.ErrSpilled: the caller then
 // fetches its own copy.
 func (c *fillingContent) open(q *request, start, length int64) (io.Reader, error) {
@@ -105,25 +105,9 @@ func (c *fillingContent) open(q *request, start, length int64) (io.Reader, error
 	}
 	c.reader = r
 	if length >= 0 && start+length < c.size {
-		return blobio.HoldBack(r, length, func() error { return committed(q.r.Context(), c.fill) }), nil
+		return blobio.HoldBack(r, length, func() error { return c.fill.Verified(q.r.Context()) }), nil
 	}
 	return r, nil
-}
-
-// committed waits until f is committed, and fails if it is aborted (or
-// ctx ends): it reads f's last byte, which a reader of a fill gets only
-// after the commit.
-func committed(ctx context.Context, f *diskstore.Fill) error {
-	r, err := f.NewReader(ctx, f.Size()-1)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	n, err := io.Copy(io.Discard, r)
-	if err == nil && n != 1 {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
 }
 
 // markSource: a fill is a miss, or a peer's if its bytes come from a peer.
