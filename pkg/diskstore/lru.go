@@ -1,5 +1,10 @@
 package diskstore
 
+import (
+	"cmp"
+	"slices"
+)
+
 // lru is the index's recency order: a doubly linked list threaded through a
 // slice by int32 positions, plus a map from key to position.
 //
@@ -138,4 +143,19 @@ func (l *lru) unlink(i int32) {
 		l.tail = s.prev
 	}
 	s.prev, s.next = none, none
+}
+
+// load replaces the index with slots, ordered by their last use: one sort
+// and one pass, rather than an Add per entry. It is how Open builds the
+// index; tails holds the second halves of the sha512 keys.
+func (l *lru) load(slots []slot, tails map[key]*[32]byte) {
+	slices.SortFunc(slots, func(a, b slot) int { return cmp.Compare(a.used, b.used) })
+	l.slots, l.free, l.tails = slots, nil, tails
+	l.pos = make(map[key]int32, len(slots))
+	l.head, l.tail = none, none
+	for i := range slots {
+		i := int32(i)
+		l.pos[slots[i].key] = i
+		l.pushFront(i)
+	}
 }

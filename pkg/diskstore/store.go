@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -220,14 +221,17 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		s.unlock()
 		return nil, err
 	}
-	found, err := s.load()
-	if err != nil {
+	if err := s.load(); err != nil {
 		s.unlock()
 		return nil, err
 	}
 	if !clean {
-		s.verifyRecent(found)
+		s.verifyRecent()
 	}
+	// The load's buffers are garbage now, and a large store's were tens
+	// of megabytes: give them back to the system at once rather than
+	// over the next minutes.
+	debug.FreeOSMemory()
 	// The bounds may have shrunk since the last run.
 	s.Sweep()
 	return s, nil
