@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"nodecache/internal/ociref"
 )
 
@@ -76,5 +78,26 @@ func TestLoadSkipsWhatIsNotAnEntry(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(shard, "ab"+strings.Repeat("ef", 31)+typeSuffix)); !os.IsNotExist(err) {
 		t.Fatalf("an orphan media type file is still there: %v", err)
+	}
+}
+
+// TestLoadReadsMediaTypes: media types come back after a restart, short
+// ones and one longer than the loader's single read.
+func TestLoadReadsMediaTypes(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	types := []string{"application/vnd.oci.image.index.v1+json", "application/x." + strings.Repeat("long", maxTypeBytes/4)}
+	var digests []digest.Digest
+	for i, mt := range types {
+		digests = append(digests, put(t, s, []byte{byte(i), 1, 2}, mt))
+	}
+	s.Close()
+
+	s = openStore(t, dir)
+	defer s.Close()
+	for i, d := range digests {
+		if info, err := s.Stat(d); err != nil || info.MediaType != types[i] {
+			t.Fatalf("entry %d: media type %q, %v; want %q", i, info.MediaType, err, types[i])
+		}
 	}
 }
