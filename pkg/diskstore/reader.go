@@ -163,6 +163,15 @@ func (f *Fill) Verified(ctx context.Context) error {
 	})
 }
 
+// IsVerified reports whether the fill's content has been checked against
+// its digest and size and matched: every byte is then on the disk, and
+// only the commit may be under way.
+func (f *Fill) IsVerified() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.verified || (f.done && f.err == nil)
+}
+
 // Ended waits until the fill is committed, and returns nil, or aborted,
 // and returns its error; or until ctx ends, and returns ctx's error. A
 // fill whose commit failed after its content was verified has ended with

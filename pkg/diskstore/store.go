@@ -325,20 +325,39 @@ func (s *Store) Delete(d digest.Digest) error {
 	return nil
 }
 
-// Len returns the number of committed entries.
+// Len returns the number of committed entries. Like Stat, it first waits
+// for the commits of fills whose content is verified.
 func (s *Store) Len() int {
+	s.settleVerified()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.index.Len()
 }
 
-// Stats returns a snapshot of the store's size and counters.
+// Stats returns a snapshot of the store's size and counters. Like Stat,
+// it first waits for the commits of fills whose content is verified.
 func (s *Store) Stats() Stats {
+	s.settleVerified()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.counts
 	st.Bytes, st.Reserved, st.Entries = s.used, s.reserved, s.index.Len()
 	return st
+}
+
+// settleVerified waits for the commits of the fills whose content is
+// verified: a client that has had the whole content of a fill finds the
+// entry counted.
+func (s *Store) settleVerified() {
+	s.mu.Lock()
+	fills := make([]*Fill, 0, len(s.fills))
+	for _, f := range s.fills {
+		fills = append(fills, f)
+	}
+	s.mu.Unlock()
+	for _, f := range fills {
+		f.settle()
+	}
 }
 
 // Filling returns the fill in progress for d, or nil.

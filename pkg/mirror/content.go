@@ -76,6 +76,9 @@ type fillingContent struct {
 	peer    string
 	reader  *diskstore.Reader // once opened
 	clients *fillClients      // counts this request in until close
+	// local: the fill was verified when this request found it, and only
+	// its commit was under way; the bytes come from the store's disk.
+	local bool
 }
 
 func newFillingContent(run fillRun) *fillingContent {
@@ -83,7 +86,7 @@ func newFillingContent(run fillRun) *fillingContent {
 	run.clients.join()
 	return &fillingContent{
 		contentInfo: contentInfo{digest: f.Digest(), size: f.Size(), mediaType: f.MediaType(), public: f.Public(), arriving: true},
-		fill:        f, peer: run.peer, clients: run.clients,
+		fill:        f, peer: run.peer, clients: run.clients, local: f.IsVerified(),
 	}
 }
 
@@ -110,8 +113,13 @@ func (c *fillingContent) open(q *request, start, length int64) (io.Reader, error
 	return r, nil
 }
 
-// markSource: a fill is a miss, or a peer's if its bytes come from a peer.
+// markSource: a fill is a miss, or a peer's if its bytes come from a
+// peer; a fill found verified, its commit under way, is a hit.
 func (c *fillingContent) markSource(rec *recorder) {
+	if c.local {
+		rec.source, rec.result = "cache", resultHit
+		return
+	}
 	if c.peer != "" {
 		rec.source, rec.result = "peer", resultPeer
 		return

@@ -62,7 +62,7 @@ func (s *Server) obtain(q *request, d digest.Digest, header http.Header) (conten
 		}
 		c, ok, err := s.lookup(d)
 		if ok || err != nil {
-			if _, filling := c.(*fillingContent); filling {
+			if fc, filling := c.(*fillingContent); filling && !fc.local {
 				s.metrics.joinedFill()
 			}
 			return c, err
