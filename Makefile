@@ -43,6 +43,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench '^BenchmarkWarmManifest$$' -benchtime 2s -count 1 ./pkg/mirror
 	$(GO) test -run '^$$' -bench '^BenchmarkColdFill$$' -benchtime 5x -count 1 ./pkg/mirror
 	$(GO) test -run '^$$' -bench '^BenchmarkDaemonRSS$$' -benchtime 1x -count 1 -v ./bench/rss
+	$(GO) test -run '^$$' -bench '^BenchmarkStartup$$' -benchtime 1x -count 1 -timeout 30m -v ./bench/startup
 	$(GO) test -run '^$$' -bench '^BenchmarkIndexMemory$$|^BenchmarkOpen100k$$' -benchtime 1x -count 1 ./pkg/diskstore
 	$(GO) test -run '^$$' -bench '^BenchmarkIndexMillion$$' -benchtime 1s -count 1 ./pkg/diskstore
 	$(GO) test -run '^$$' -bench '^BenchmarkOwner$$' -benchtime 1s -count 1 ./pkg/peer

@@ -31,6 +31,11 @@ func TestTagsSurviveKill9(t *testing.T) {
 		t.Fatalf("first daemon: status %d", status)
 	}
 	waitForRecord(t, filepath.Join(data, "tags", "tags.log"), img.Index.Encoded())
+	// The manifest's commit (fsync, rename) follows the release of its
+	// last byte to the client: a kill before it would leave the tag with
+	// nothing to point at, as documented. Wait for the committed file.
+	hex := img.Index.Encoded()
+	waitForRecord(t, filepath.Join(data, "blobs", "sha256", hex[:2], hex), "")
 	if err := first.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +83,9 @@ func getTag(t *testing.T, base string) (int, []byte) {
 	return resp.StatusCode, body
 }
 
-// waitForRecord waits until the tag log holds want, which the daemon
-// writes within its flush interval; the deadline only bounds a failing
+// waitForRecord waits until the file at path exists and holds want, which
+// the daemon writes within its flush interval (the tag log) or once a
+// fill is committed (a store entry); the deadline only bounds a failing
 // test.
 func waitForRecord(t *testing.T, path, want string) {
 	t.Helper()
@@ -88,12 +94,12 @@ func waitForRecord(t *testing.T, path, want string) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if b, _ := os.ReadFile(path); bytes.Contains(b, []byte(want)) {
+		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(want)) {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("the tag record never reached %s", path)
+			t.Fatalf("%q never reached %s", want, path)
 		case <-tick.C:
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // cleanName is the file Close leaves in the store's root and Open
@@ -45,7 +47,7 @@ func (s *Store) leaveCleanMark() error {
 
 // verifyRecent re-hashes, after a crash, the entries whose mtime is
 // within crashWindow of the newest one's, and removes those that do not
-// match their digest. found is in recency order, oldest first.
+// match their digest.
 //
 // It runs inside Open, before anything can be served, rather than in the
 // background after: an entry found bad then was never served, and the
@@ -53,21 +55,37 @@ func (s *Store) leaveCleanMark() error {
 // is the last use as well as the write). A daemon that is
 // not listening yet costs its clients little, as containerd pulls from
 // the registry itself when its mirror does not answer.
-func (s *Store) verifyRecent(found []loaded) {
-	if len(found) == 0 {
+func (s *Store) verifyRecent() {
+	recent := s.recentEntries()
+	if len(recent) == 0 {
 		return
 	}
 	start := s.now()
-	since := found[len(found)-1].r.used - int64(crashWindow/time.Second)
-	var entries, bytes int64
-	for i := len(found) - 1; i >= 0 && found[i].r.used >= since; i-- {
-		d := digestOf(found[i].k, found[i].r)
+	var bytes int64
+	for _, d := range recent {
 		n, err := verifyFile(s.path(d), d)
-		entries, bytes = entries+1, bytes+n
+		bytes += n
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.removeCorrupt(d, nil, err)
 		}
 	}
 	s.log.Info("re-verified the entries written or used just before an unclean stop",
-		"entries", entries, "bytes", bytes, "took", s.now().Sub(start))
+		"entries", len(recent), "bytes", bytes, "took", s.now().Sub(start))
+}
+
+// recentEntries returns the entries used within crashWindow of the most
+// recently used one, newest first.
+func (s *Store) recentEntries() []digest.Digest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.index
+	if l.head == none {
+		return nil
+	}
+	since := l.slots[l.head].used - int64(crashWindow/time.Second)
+	var recent []digest.Digest
+	for i := l.head; i != none && l.slots[i].used >= since; i = l.slots[i].next {
+		recent = append(recent, digestOf(l.slots[i].key, l.record(i)))
+	}
+	return recent
 }

@@ -41,6 +41,7 @@ func TestCrashAtEachStep(t *testing.T) {
 		step          Step
 		wantCommitted bool
 	}{
+		{StepReleased, false}, // readers had every byte; nothing is stored
 		{StepTypeWritten, false},
 		{StepWritten, false},
 		{StepSynced, false},

@@ -2,10 +2,8 @@ package diskstore
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -20,10 +18,15 @@ import (
 // Fill writes one entry. One goroutine writes and then calls Commit or
 // Abort; any number of Readers, created with NewReader, read concurrently.
 //
-// Readers are held back by one byte until the fill is committed: a reader
-// never sees the whole content before its digest is verified, so a client
-// streaming a fill that fails verification cannot mistake what it got for
-// a complete answer.
+// Readers are held back by one byte until the content is verified: a
+// reader never sees the whole content before its digest and size are
+// checked, so a client streaming a fill that fails verification cannot
+// mistake what it got for a complete answer. The commit (fsync, rename)
+// comes after that release, off the readers' path: until it is done the
+// fill stays in progress, and new readers join it and read the verified
+// temporary file. If the commit fails, the entry is simply not stored:
+// readers that have the file go on reading it, and later ones are turned
+// away with ErrSpilled, as from a fill that lost its disk.
 type Fill struct {
 	store    *Store
 	key      key
@@ -37,13 +40,14 @@ type Fill struct {
 	dg       *blobio.Digester // used by the writer only
 
 	// mu guards the fields below.
-	mu      sync.Mutex
-	written int64
-	done    bool                 // committed or aborted
-	err     error                // why the fill was aborted; nil once committed
-	wake    chan struct{}        // closed and replaced whenever the fields above change
-	readers map[*Reader]struct{} // readers of the fill's descriptor; it closes once done and none are left
-	sp      *spill               // set once a file write failed
+	mu       sync.Mutex
+	written  int64
+	verified bool                 // digest and size checked: written is final and all of it may be read
+	done     bool                 // committed or aborted
+	err      error                // why the fill was aborted; nil once committed
+	wake     chan struct{}        // closed and replaced whenever the fields above change
+	readers  map[*Reader]struct{} // readers of the fill's descriptor; it closes once done and none are left
+	sp       *spill               // set once a file write failed
 }
 
 // Meta is what is stored with an entry besides its bytes.
@@ -210,8 +214,11 @@ func (f *Fill) Write(p []byte) (int, error) {
 }
 
 // Commit verifies the content against the digest and the expected size and,
-// if it matches, makes it durable and visible. Otherwise it aborts the fill
-// and returns an error matching ErrDigestMismatch or ErrSizeMismatch.
+// if it matches, releases the last byte to the readers and then makes the
+// entry durable and visible. Otherwise it aborts the fill and returns an
+// error matching ErrDigestMismatch or ErrSizeMismatch. If the content
+// matched but cannot be made durable, Commit returns that error and
+// nothing is stored; the readers still get every byte (see Fill).
 func (f *Fill) Commit() error {
 	f.mu.Lock()
 	spilled := f.sp != nil
@@ -221,8 +228,12 @@ func (f *Fill) Commit() error {
 	}
 	// Read once: the file's mode and the index must agree.
 	public := f.public.Load()
-	if err := f.commit(public); err != nil {
+	if err := f.release(); err != nil {
 		f.Abort(err)
+		return err
+	}
+	if err := f.commit(public); err != nil {
+		f.Abort(err) // the readers keep the verified file they have
 		return err
 	}
 	s := f.store
@@ -245,7 +256,9 @@ func (f *Fill) Commit() error {
 	return nil
 }
 
-func (f *Fill) commit(public bool) error {
+// release checks the content against its digest and size and, if it
+// matches, lets the readers have the last byte.
+func (f *Fill) release() error {
 	f.mu.Lock()
 	done, abortErr := f.done, f.err
 	f.mu.Unlock()
@@ -255,6 +268,16 @@ func (f *Fill) commit(public bool) error {
 	if err := f.dg.Verify(); err != nil {
 		return err
 	}
+	f.mu.Lock()
+	f.verified = true
+	f.signalLocked()
+	f.mu.Unlock()
+	f.store.step(StepReleased)
+	return nil
+}
+
+// commit makes the verified content durable and puts it in place.
+func (f *Fill) commit(public bool) error {
 	s := f.store
 	final := s.path(f.digest)
 	if err := ensureDir(filepath.Dir(final)); err != nil {
@@ -293,7 +316,8 @@ func (f *Fill) commit(public bool) error {
 }
 
 // Abort ends the fill without committing it. Readers get an error wrapping
-// err (or ErrAborted if err is nil) once they have read what was written.
+// err (or ErrAborted if err is nil) once they have read what was written,
+// unless the content was verified already: they then read it to the end.
 // Abort after Commit, or a second Abort, does nothing.
 func (f *Fill) Abort(err error) {
 	if err == nil {
@@ -344,134 +368,4 @@ func (s *Store) step(st Step) {
 	if s.hook != nil {
 		s.hook(st)
 	}
-}
-
-// NewReader returns a reader of the fill's content starting at off. Reads
-// block until bytes are available or ctx is done. If the fill is aborted,
-// reads fail with an error matching ErrAborted. The caller must Close it.
-func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
-	f.mu.Lock()
-	done, err := f.done, f.err
-	r := &Reader{ctx: ctx, fill: f, file: f.file, off: off}
-	if !done && f.sp != nil && off < f.sp.start {
-		f.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s has moved past offset %d", ErrSpilled, f.digest, off)
-	}
-	if !done {
-		if f.readers == nil {
-			f.readers = make(map[*Reader]struct{})
-		}
-		f.readers[r] = struct{}{}
-	}
-	f.mu.Unlock()
-	switch {
-	case !done:
-		return r, nil
-	case errors.Is(err, ErrSpilled):
-		// Not a broken download: this reader came too late to share it.
-		return nil, fmt.Errorf("%w: %s streamed uncached", ErrSpilled, f.digest)
-	case err != nil:
-		return nil, err
-	}
-	// Committed: the fill's own descriptor may be closed already, so read
-	// the committed file.
-	file, err := os.Open(f.store.path(f.digest))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s was committed and then removed: %w", ErrAborted, f.digest, err)
-	}
-	return &Reader{ctx: ctx, fill: f, file: file, own: true, off: off}, nil
-}
-
-// Reader reads a Fill as it is being written. It is not safe for
-// concurrent use; create one per client.
-type Reader struct {
-	ctx    context.Context
-	fill   *Fill
-	file   *os.File // the fill's descriptor, or the committed file if own
-	own    bool
-	off    int64
-	closed bool
-}
-
-// Read implements io.Reader.
-func (r *Reader) Read(p []byte) (int, error) {
-	if r.closed {
-		return 0, os.ErrClosed
-	}
-	if r.own {
-		return r.readCommitted(p)
-	}
-	f := r.fill
-	for {
-		f.mu.Lock()
-		limit, done, err, wake := f.written, f.done, f.err, f.wake
-		if err != nil {
-			f.mu.Unlock()
-			return 0, err
-		}
-		// Committed means verified; until then the last byte is held back.
-		limit = blobio.Releasable(limit, done)
-		if sp := f.sp; sp != nil && r.off >= sp.fileEnd && r.off < limit {
-			n := copy(p, sp.buf[r.off-sp.start:limit-sp.start])
-			r.off += int64(n)
-			f.signalLocked() // the writer may be waiting for room
-			f.mu.Unlock()
-			return n, nil
-		}
-		if f.sp != nil {
-			limit = min(limit, f.sp.fileEnd)
-		}
-		f.mu.Unlock()
-		if r.off < limit {
-			n := min(int64(len(p)), limit-r.off)
-			n2, err := r.file.ReadAt(p[:n], r.off)
-			if err == io.EOF {
-				err = nil // the file holds at least limit bytes
-			}
-			f.mu.Lock()
-			r.off += int64(n2)
-			f.mu.Unlock()
-			return n2, err
-		}
-		if done {
-			return 0, io.EOF
-		}
-		select {
-		case <-wake:
-		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
-		}
-	}
-}
-
-// readCommitted reads the committed file of a fill that had ended when
-// the reader was created.
-func (r *Reader) readCommitted(p []byte) (int, error) {
-	n, err := r.file.ReadAt(p, r.off)
-	r.off += int64(n)
-	if err == io.EOF && n > 0 {
-		err = nil
-	}
-	return n, err
-}
-
-// Close releases the reader.
-func (r *Reader) Close() error {
-	if r.closed {
-		return nil
-	}
-	r.closed = true
-	if r.own {
-		return r.file.Close()
-	}
-	f := r.fill
-	f.mu.Lock()
-	delete(f.readers, r)
-	f.signalLocked() // a spilling writer may wait on this reader
-	closeNow := len(f.readers) == 0 && f.done
-	f.mu.Unlock()
-	if closeNow {
-		f.file.Close()
-	}
-	return nil
 }

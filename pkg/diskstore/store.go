@@ -5,7 +5,8 @@
 // A file under blobs/ therefore always holds the bytes its name promises, and
 // a crash at any moment leaves at worst a leftover temporary file, which Open
 // removes. While a Fill is in progress other goroutines can read it from any
-// offset and receive bytes as they are written.
+// offset and receive bytes as they are written; they get the last byte once
+// the digest is verified, before the fsync and rename.
 //
 // Layout under the root directory:
 //
@@ -26,6 +27,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -84,6 +86,7 @@ type Step string
 
 // The commit sequence, in order.
 const (
+	StepReleased    Step = "released"     // content verified; readers may have the last byte
 	StepTypeWritten Step = "type-written" // media type sidecar renamed into place
 	StepWritten     Step = "written"      // all bytes in the temporary file
 	StepSynced      Step = "synced"       // temporary file fsynced
@@ -225,19 +228,22 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		s.unlock()
 		return nil, err
 	}
-	found, err := s.load()
-	if err != nil {
+	if err := s.load(); err != nil {
 		s.unlock()
 		return nil, err
 	}
 	if !clean {
-		s.verifyRecent(found)
+		s.verifyRecent()
 	}
 	// Pins before the first sweep: nothing pinned is evicted at start.
 	if err := s.loadPins(); err != nil {
 		s.unlock()
 		return nil, err
 	}
+	// The load's buffers are garbage now, and a large store's were tens
+	// of megabytes: give them back to the system at once rather than
+	// over the next minutes.
+	debug.FreeOSMemory()
 	// The bounds may have shrunk since the last run.
 	s.Sweep()
 	return s, nil
@@ -247,10 +253,17 @@ func Open(dir string, opts ...Option) (*Store, error) {
 func (s *Store) Root() string { return s.root }
 
 // Stat returns the committed entry for d without counting it as a use.
+// If a fill of d is verified and its commit under way, Stat waits for the
+// commit and answers with its outcome: readers of a fill get the last
+// byte before the commit, and a client that has the whole content finds
+// it committed, unless the commit failed.
 func (s *Store) Stat(d digest.Digest) (Info, error) {
 	k, _, err := keyOf(d)
 	if err != nil {
 		return Info{}, ErrNotFound
+	}
+	if f := s.Filling(d); f != nil {
+		f.settle()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -324,20 +337,39 @@ func (s *Store) Delete(d digest.Digest) error {
 	return nil
 }
 
-// Len returns the number of committed entries.
+// Len returns the number of committed entries. Like Stat, it first waits
+// for the commits of fills whose content is verified.
 func (s *Store) Len() int {
+	s.settleVerified()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.index.Len()
 }
 
-// Stats returns a snapshot of the store's size and counters.
+// Stats returns a snapshot of the store's size and counters. Like Stat,
+// it first waits for the commits of fills whose content is verified.
 func (s *Store) Stats() Stats {
+	s.settleVerified()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.counts
 	st.Bytes, st.Reserved, st.Entries = s.used, s.reserved, s.index.Len()
 	return st
+}
+
+// settleVerified waits for the commits of the fills whose content is
+// verified: a client that has had the whole content of a fill finds the
+// entry counted.
+func (s *Store) settleVerified() {
+	s.mu.Lock()
+	fills := make([]*Fill, 0, len(s.fills))
+	for _, f := range s.fills {
+		fills = append(fills, f)
+	}
+	s.mu.Unlock()
+	for _, f := range fills {
+		f.settle()
+	}
 }
 
 // Filling returns the fill in progress for d, or nil.

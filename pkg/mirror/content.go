@@ -76,6 +76,9 @@ type fillingContent struct {
 	peer    string
 	reader  *diskstore.Reader // once opened
 	clients *fillClients      // counts this request in until close
+	// local: the fill was verified when this request found it, and only
+	// its commit was under way; the bytes come from the store's disk.
+	local bool
 }
 
 func newFillingContent(run fillRun) *fillingContent {
@@ -87,12 +90,23 @@ func newFillingContent(run fillRun) *fillingContent {
 	}
 }
 
+// joinFillingContent is newFillingContent for a request that found the
+// fill in the store rather than in its own flight: if the fill is
+// verified by then, only its commit is under way, and the request is
+// served from the store's disk (a hit). A request of the flight that
+// fetched the bytes is never a hit, however fast the fill was.
+func joinFillingContent(run fillRun) *fillingContent {
+	c := newFillingContent(run)
+	c.local = run.fill.IsVerified()
+	return c
+}
+
 func (c *fillingContent) info() contentInfo { return c.contentInfo }
 
 // open returns a reader of the fill. The fill's reader holds back the
-// fill's last byte until the commit; a part that ends before it holds
-// back its own last byte the same way, so that no answer completes with
-// bytes that fail verification later. A fill that lost its disk before
+// fill's last byte until the content is verified; a part that ends before
+// it holds back its own last byte the same way, so that no answer
+// completes with bytes that fail verification later. A fill that lost its disk before
 // this request joined it answers diskstore.ErrSpilled: the caller then
 // fetches its own copy.
 func (c *fillingContent) open(q *request, start, length int64) (io.Reader, error) {
@@ -105,29 +119,18 @@ func (c *fillingContent) open(q *request, start, length int64) (io.Reader, error
 	}
 	c.reader = r
 	if length >= 0 && start+length < c.size {
-		return blobio.HoldBack(r, length, func() error { return committed(q.r.Context(), c.fill) }), nil
+		return blobio.HoldBack(r, length, func() error { return c.fill.Verified(q.r.Context()) }), nil
 	}
 	return r, nil
 }
 
-// committed waits until f is committed, and fails if it is aborted (or
-// ctx ends): it reads f's last byte, which a reader of a fill gets only
-// after the commit.
-func committed(ctx context.Context, f *diskstore.Fill) error {
-	r, err := f.NewReader(ctx, f.Size()-1)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	n, err := io.Copy(io.Discard, r)
-	if err == nil && n != 1 {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
-
-// markSource: a fill is a miss, or a peer's if its bytes come from a peer.
+// markSource: a fill is a miss, or a peer's if its bytes come from a
+// peer; a fill found verified, its commit under way, is a hit.
 func (c *fillingContent) markSource(rec *recorder) {
+	if c.local {
+		rec.source, rec.result = "cache", resultHit
+		return
+	}
 	if c.peer != "" {
 		rec.source, rec.result = "peer", resultPeer
 		return

@@ -47,15 +47,17 @@
 //     needed before any layer, take none. The flight then lands
 //     (landedFill): it lasts one round trip, not the download.
 //  4. copyFill copies the source into the fill. The store hashes the bytes
-//     as they arrive, and Fill.Commit checks the digest and size, fsyncs
-//     and renames the file into place; a mismatch aborts the fill instead.
+//     as they arrive, and Fill.Commit checks the digest and size, releases
+//     the last byte to the readers, then fsyncs and renames the file into
+//     place; a mismatch aborts the fill instead.
 //  5. Back in obtain, the starter and every caller that joined get a
 //     fillingContent. serve (content.go) checks that this client may have
 //     it (authorize, access.go) and serveContent sends the headers at
 //     once, then copies from a diskstore.Reader of the fill. The reader
-//     follows the writer and holds back the last byte until the commit, so
-//     no client receives a whole answer that failed verification; a fill
-//     that fails cuts the connection (panic(http.ErrAbortHandler)).
+//     follows the writer and holds back the last byte until the content
+//     is verified, so no client receives a whole answer that failed
+//     verification, nor waits for the fsync; a fill that fails cuts the
+//     connection (panic(http.ErrAbortHandler)).
 //  6. The next request finds the committed file: lookup returns a
 //     storedFile, whose *os.File reaches the connection by sendfile.
 //

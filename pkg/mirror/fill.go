@@ -46,7 +46,7 @@ func (s *Server) lookup(d digest.Digest) (c content, ok bool, err error) {
 		info := found.Info
 		return &storedFile{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, file: found.File}, true, nil
 	case diskstore.BeingFilled:
-		return newFillingContent(s.running.of(found.Fill)), true, nil
+		return joinFillingContent(s.running.of(found.Fill)), true, nil
 	}
 	return nil, false, nil
 }
@@ -62,7 +62,7 @@ func (s *Server) obtain(q *request, d digest.Digest, header http.Header) (conten
 		}
 		c, ok, err := s.lookup(d)
 		if ok || err != nil {
-			if _, filling := c.(*fillingContent); filling {
+			if fc, filling := c.(*fillingContent); filling && !fc.local {
 				s.metrics.joinedFill()
 			}
 			return c, err

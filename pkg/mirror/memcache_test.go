@@ -127,7 +127,11 @@ func TestManifestServedFromMemory(t *testing.T) {
 			}
 		}
 		// The first GET is served by the fill; the copy is made when the
-		// manifest is first read from disk.
+		// manifest is first read from disk, once the fill's commit (which
+		// follows the release of its last byte) is done.
+		if i == 0 {
+			waitCommitted(t, e, img.Index)
+		}
 		if n, used := e.mirror.mem.usage(); i > 0 && (n != 1 || used != int64(len(idx))) {
 			t.Fatalf("after request %d: %d manifests, %d bytes in memory; want 1, %d", i, n, used, len(idx))
 		}
@@ -173,6 +177,7 @@ func TestMemoryCopyGoesWithTheStoreEntry(t *testing.T) {
 	img := e.up.PushImage(t, "test/app", "v1", 1000)
 	path := e.url("/v2/test/app/manifests/" + img.Index.String())
 	e.do(http.MethodGet, path, acceptIndex)
+	waitCommitted(t, e, img.Index)
 	e.do(http.MethodGet, path, acceptIndex)
 	if n, _ := e.mirror.mem.usage(); n != 1 {
 		t.Fatalf("%d manifests in memory, want 1", n)
@@ -204,9 +209,12 @@ func TestPrivateManifestInMemory(t *testing.T) {
 	img := e.up.PushSingleImage(t, "private/app", "v1", 1000)
 	e.up.PushSingleImage(t, "public/base", "v1", 1000)
 	m := img.Manifests["linux/amd64"]
-	for range 2 {
+	for i := range 2 {
 		if resp, _ := getManifestAs(t, e, "/v2/private/app/manifests/"+m.String(), "alice", "alice-secret"); resp.StatusCode != http.StatusOK {
 			t.Fatalf("alice: status %d", resp.StatusCode)
+		}
+		if i == 0 {
+			waitCommitted(t, e, m)
 		}
 	}
 	if n, _ := e.mirror.mem.usage(); n != 1 {
@@ -287,8 +295,11 @@ func TestTagWithinTTLNeedsNoDisk(t *testing.T) {
 	e := newEnv(t, nil)
 	img := e.up.PushImage(t, "test/app", "v1", 1000)
 	path := e.url("/v2/test/app/manifests/v1")
-	for range 3 { // a fill, a read from disk that copies it, a hit
+	for i := range 3 { // a fill, a read from disk that copies it, a hit
 		e.do(http.MethodGet, path, acceptIndex)
+		if i == 0 {
+			waitCommitted(t, e, img.Index)
+		}
 	}
 	hex := img.Index.Encoded()
 	if err := os.Remove(filepath.Join(e.store.Root(), "blobs", "sha256", hex[:2], hex)); err != nil {
@@ -305,5 +316,16 @@ func TestTagWithinTTLNeedsNoDisk(t *testing.T) {
 	}
 	if h, g := e.up.ManifestRequests(http.MethodHead), e.up.ManifestRequests(http.MethodGet); h != heads || g != gets {
 		t.Errorf("upstream manifest HEADs %d → %d, GETs %d → %d; want none", heads, h, gets, g)
+	}
+}
+
+// waitCommitted returns once the fill of d is committed to the store. A
+// fill's readers get its last byte before the commit (fsync, rename), so
+// a request that follows at once may still be served from the fill; a
+// manifest is copied into memory when it is read from the store.
+func waitCommitted(t *testing.T, e *env, d digest.Digest) {
+	t.Helper()
+	if _, err := e.store.Stat(d); err != nil { // Stat waits for a commit under way
+		t.Fatalf("%s not committed: %v", d, err)
 	}
 }

@@ -239,17 +239,8 @@ func (s *Server) keepManifest(ctx context.Context, q *request, d digest.Digest, 
 	}
 }
 
-// waitForEnd returns once f is committed or aborted, or ctx ends. A
-// reader of a fill holds back the last byte until the commit, so reading
-// that byte waits for it.
-func waitForEnd(ctx context.Context, f *diskstore.Fill) {
-	r, err := f.NewReader(ctx, max(f.Size()-1, 0))
-	if err != nil {
-		return
-	}
-	defer r.Close()
-	io.Copy(io.Discard, r)
-}
+// waitForEnd returns once f is committed or aborted, or ctx ends.
+func waitForEnd(ctx context.Context, f *diskstore.Fill) { _ = f.Ended(ctx) }
 
 // isTransient reports whether err means upstream could not answer now, as
 // opposed to answering no: the condition for serving a stale tag.

@@ -1,0 +1,196 @@
+package diskstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// readerTimeout bounds a test whose reader never gets its bytes; a passing
+// test does not wait for it.
+const readerTimeout = 30 * time.Second
+
+// readAllOf reads r to the end in a goroutine, so that a reader that
+// blocks fails the test rather than hanging it.
+func readAllOf(t *testing.T, r io.Reader) []byte {
+	t.Helper()
+	type result struct {
+		b   []byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(r)
+		got <- result{b, err}
+	}()
+	select {
+	case res := <-got:
+		if res.err != nil {
+			t.Fatalf("read: %v", res.err)
+		}
+		return res.b
+	case <-time.After(readerTimeout):
+		t.Fatal("the reader did not get the last byte")
+		return nil
+	}
+}
+
+// gatedStore opens a store whose commits stop at step until the test
+// lets them go on; reached gets a value when a commit stops there.
+func gatedStore(t *testing.T, dir string, step Step, at func()) (s *Store, reached <-chan struct{}, proceed func()) {
+	t.Helper()
+	r, p := make(chan struct{}, 1), make(chan struct{})
+	s = openStore(t, dir, WithStepHook(func(st Step) {
+		if st != step {
+			return
+		}
+		if at != nil {
+			at()
+		}
+		r <- struct{}{}
+		<-p
+	}))
+	return s, r, func() { close(p) }
+}
+
+// TestReadersGetTheLastByteBeforeTheCommit: once verified, a fill's
+// readers, and a reader that joins while the commit is still pending,
+// read the whole content while the entry is not yet committed.
+func TestReadersGetTheLastByteBeforeTheCommit(t *testing.T) {
+	data := randomBytes(7, 300<<10)
+	s, reached, proceed := gatedStore(t, t.TempDir(), StepSynced, nil)
+	defer s.Close()
+	f, err := s.Begin(digest.FromBytes(data), int64(len(data)), Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	early, err := f.NewReader(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	go func() { committed <- f.Commit() }()
+	<-reached // verified and fsynced, not renamed
+
+	if got := readAllOf(t, early); !bytes.Equal(got, data) {
+		t.Fatalf("reader got %d bytes, want the %d written", len(got), len(data))
+	}
+	if _, err := os.Stat(s.path(f.Digest())); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the entry's file before the rename: %v, want none", err)
+	}
+	found, err := s.Lookup(f.Digest())
+	if err != nil || found.Presence != BeingFilled {
+		t.Fatalf("Lookup while committing = %v, %v; want BeingFilled", found.Presence, err)
+	}
+	late, err := found.Fill.NewReader(context.Background(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if got := readAllOf(t, late); !bytes.Equal(got, data[1000:]) {
+		t.Fatal("a reader joining during the commit got wrong bytes")
+	}
+	if err := f.Verified(context.Background()); err != nil {
+		t.Fatalf("Verified = %v", err)
+	}
+
+	// Stat answers with the commit's outcome, not "not found" meanwhile.
+	stat := make(chan error, 1)
+	go func() {
+		_, err := s.Stat(f.Digest())
+		stat <- err
+	}()
+	proceed()
+	if err := <-committed; err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	if err := <-stat; err != nil {
+		t.Fatalf("Stat during the commit: %v", err)
+	}
+	if got := readAll(t, s, f.Digest()); !bytes.Equal(got, data) {
+		t.Fatal("committed entry holds wrong bytes")
+	}
+}
+
+// TestCommitFailingAfterTheRelease: the content is verified and its
+// readers have it, but the rename fails (the temporary file is gone). The
+// readers keep every byte, nothing is stored, a latecomer is turned away
+// with ErrSpilled, and the next fill of the digest stores it.
+func TestCommitFailingAfterTheRelease(t *testing.T) {
+	data := randomBytes(8, 200<<10)
+	dir := t.TempDir()
+	var failed atomic.Bool
+	removeTmp := func() { // the first commit only
+		if failed.Swap(true) {
+			return
+		}
+		names, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+		for _, n := range names {
+			os.Remove(filepath.Join(dir, "tmp", n.Name()))
+		}
+	}
+	s, reached, proceed := gatedStore(t, dir, StepReleased, removeTmp)
+	defer s.Close()
+	d := digest.FromBytes(data)
+	f, err := s.Begin(d, int64(len(data)), Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.NewReader(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	go func() { committed <- f.Commit() }()
+	<-reached
+	proceed()
+	if err := <-committed; err == nil {
+		t.Fatal("Commit succeeded without its temporary file")
+	}
+
+	if got := readAllOf(t, r); !bytes.Equal(got, data) {
+		t.Fatalf("reader got %d bytes after the failed commit, want the %d verified", len(got), len(data))
+	}
+	if err := f.Verified(context.Background()); err != nil {
+		t.Fatalf("Verified after a failed commit = %v, want nil", err)
+	}
+	if _, err := f.NewReader(context.Background(), 0); !errors.Is(err, ErrSpilled) {
+		t.Fatalf("NewReader after the failed commit = %v, want ErrSpilled", err)
+	}
+	if found, err := s.Lookup(d); err != nil || found.Presence != Absent {
+		t.Fatalf("Lookup = %v, %v; want Absent", found.Presence, err)
+	}
+	if st := s.Stats(); st.Reserved != 0 || st.Entries != 0 {
+		t.Fatalf("stats after the failed commit = %+v, want nothing reserved or stored", st)
+	}
+
+	again, err := s.Begin(d, int64(len(data)), Meta{})
+	if err != nil {
+		t.Fatalf("Begin after the failed commit: %v", err)
+	}
+	if _, err := again.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Commit(); err != nil {
+		t.Fatalf("second Commit: %v", err)
+	}
+	if got := readAll(t, s, d); !bytes.Equal(got, data) {
+		t.Fatal("the refilled entry holds wrong bytes")
+	}
+}
