@@ -51,3 +51,16 @@ func (s *Store) Touch(d digest.Digest) (Info, error) {
 // Removals has not changed: no entry has left the store since. It takes
 // no lock.
 func (s *Store) Removals() uint64 { return s.removals.Load() }
+
+// RemoveCorrupt removes d's entry, whose file f a reader found not to
+// match d, and counts it as the scrub counts what it finds: a reader
+// that has just hashed the bytes need not leave them to be served until
+// the next scrub pass. If d's file is another one by now (d was removed
+// and filled again), it is left alone.
+func (s *Store) RemoveCorrupt(d digest.Digest, f *os.File) {
+	fi, err := f.Stat()
+	if err != nil {
+		return // the scrub judges it in its turn
+	}
+	s.removeCorrupt(d, fi, ErrDigestMismatch)
+}
