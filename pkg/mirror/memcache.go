@@ -182,25 +182,33 @@ func (s *Server) lookupManifest(d digest.Digest) (content, bool, error) {
 	if !ok || err != nil {
 		return c, ok, err
 	}
-	return s.keepInMemory(c), true, nil
+	c, ok = s.keepInMemory(c)
+	return c, ok, nil
 }
 
 // keepInMemory reads a small committed manifest into memory and returns
 // it served from there; any other content is returned as it is. The
 // bytes are checked against the digest once more, so that a file changed
-// on disk since its commit is not copied; the store's scrub finds it.
-func (s *Server) keepInMemory(c content) content {
+// on disk since its commit is not copied. One that no longer matches is
+// not served either: the store removes it, as its scrub would, and the
+// answer is a miss, filled again.
+func (s *Server) keepInMemory(c content) (content, bool) {
 	f, ok := c.(*storedFile)
 	if !ok || s.mem == nil || f.mediaType == "" || f.size < 0 || f.size > maxMemManifestSize {
-		return c
+		return c, true
 	}
 	body := make([]byte, f.size)
-	if _, err := io.ReadFull(f.file, body); err != nil || digest.FromBytes(body) != f.digest {
-		return c // storedFile.open seeks back to where it is asked to start
+	if _, err := io.ReadFull(f.file, body); err != nil {
+		return c, true // storedFile.open seeks back to where it is asked to start
+	}
+	if digest.FromBytes(body) != f.digest {
+		s.store.RemoveCorrupt(f.digest, f.file)
+		f.close()
+		return nil, false
 	}
 	s.mem.put(f.digest, body)
 	f.close()
-	return &memContent{contentInfo: f.contentInfo, body: body}
+	return &memContent{contentInfo: f.contentInfo, body: body}, true
 }
 
 // memContent is a committed manifest served from memory.
