@@ -265,42 +265,19 @@ func (s *Store) Stat(d digest.Digest) (Info, error) {
 // The caller closes the file. An open file stays readable even if the
 // entry is evicted meanwhile.
 func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
-	k, _, err := keyOf(d)
+	info, err := s.Touch(d) // the use, as a hit from memory records it
 	if err != nil {
-		return nil, Info{}, ErrNotFound
+		return nil, Info{}, err
 	}
-	now := s.now()
-	s.mu.Lock()
-	r, ok := s.index.Peek(k)
-	if ok && s.expiredLocked(k, r) {
-		s.counts.Expirations++
-		v := s.takeLocked(k, r)
-		s.mu.Unlock()
-		s.removeVictims([]victim{v}, "expired")
-		return nil, Info{}, ErrNotFound
-	}
-	if !ok {
-		s.mu.Unlock()
-		return nil, Info{}, ErrNotFound
-	}
-	touch := now.Unix()-r.used >= int64(touchInterval/time.Second)
-	r.used = now.Unix()
-	s.index.Add(k, r)
-	info := s.infoLocked(k, r)
-	s.mu.Unlock()
-
 	f, err := os.Open(s.path(d))
 	if errors.Is(err, os.ErrNotExist) {
 		// Removed behind our back (by an operator, or verify): forget it.
+		k, _, _ := keyOf(d)
 		s.forget(k)
 		return nil, Info{}, ErrNotFound
 	}
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("diskstore: open %s: %w", d, err)
-	}
-	if touch {
-		// Persist recency for the next start; failure costs only that.
-		_ = os.Chtimes(s.path(d), now, now)
 	}
 	return f, info, nil
 }
