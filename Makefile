@@ -52,7 +52,7 @@ bench: deps
 # nodecache side by side with nginx proxy_cache, docker/distribution in
 # proxy mode and the direct download, each workload 3 times interleaved
 # (bench/compare). Needs root; installs Debian's nginx, docker-registry
-# and wrk with hack/need.sh. Takes about 15 minutes; writes under
+# and wrk with hack/need.sh. Takes about 7½ minutes; writes under
 # /var/tmp/nodecache-bench-compare. COMPARE_REPS=1 for a quick look.
 bench-compare: build
 	bash hack/need.sh nginx nginx

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,8 +39,11 @@ const (
 	wrkDuration = 5 * time.Second
 	// startupEntries is the store size of the start-up workload.
 	startupEntries = 200_000
-	// workDir is on the real disk, not tmpfs, as a node's cache is.
+	// workDir is on the real disk, not tmpfs, as a node's cache is
+	// (newSetup checks).
 	workDir = "/var/tmp/nodecache-bench-compare"
+	// tmpfsMagic is tmpfs's f_type in statfs(2).
+	tmpfsMagic = 0x01021994
 )
 
 // The contenders' addresses: each on its own loopback address.
@@ -127,6 +131,11 @@ func TestCompare(t *testing.T) {
 
 func newSetup(t *testing.T, bin string) *setup {
 	must(t, os.MkdirAll(workDir, 0o755))
+	var fs syscall.Statfs_t
+	must(t, syscall.Statfs(workDir, &fs))
+	if fs.Type == tmpfsMagic {
+		t.Fatalf("%s is on tmpfs: the caches' data must be on the real disk, as a node's cache is", workDir)
+	}
 	// Each run's logs start empty; the start-up store is kept for the next.
 	for _, pattern := range []string{"*.log", "*/*.log"} {
 		logs, _ := filepath.Glob(filepath.Join(workDir, pattern))

@@ -17,7 +17,7 @@
 // It is a test behind the benchcompare build tag, run as root (the
 // caches' processes and data directories) by `make bench-compare`:
 //
-//	go test -tags benchcompare -run '^TestCompare$' -count 1 -v -timeout 60m ./bench/compare
+//	go test -tags benchcompare -run '^TestCompare$' -count 1 -v -timeout 90m ./bench/compare
 //
 // See docs/benchmarks.md for what each workload measures and the last
 // figures.

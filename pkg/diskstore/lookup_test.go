@@ -2,6 +2,7 @@ package diskstore
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"sync"
 	"testing"
@@ -89,5 +90,31 @@ func TestLookupNeverAbsentOnceFilling(t *testing.T) {
 		}
 		close(done)
 		wg.Wait()
+	}
+}
+
+// TestReaderOfAFillCommittedThenDeleted: a request that found a fill and
+// opens its reader only after the fill was committed and its entry
+// deleted gets ErrSpilled, the answer that sends it to fetch its own copy,
+// rather than ErrAborted, which would fail it: its bytes were good.
+func TestReaderOfAFillCommittedThenDeleted(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	data := randomBytes(42, 10_000)
+	d := digest.FromBytes(data)
+	fill, err := s.Begin(d, int64(len(data)), Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fill.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := fill.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fill.NewReader(t.Context(), 0); !errors.Is(err, ErrSpilled) || errors.Is(err, ErrAborted) {
+		t.Fatalf("reader after commit and delete: %v; want ErrSpilled", err)
 	}
 }

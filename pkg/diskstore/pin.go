@@ -107,6 +107,7 @@ func (s *Store) DeleteUnpinned(d digest.Digest) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
+	s.settle(d)
 	s.mu.Lock()
 	if _, pinned := s.pins[k]; pinned {
 		s.mu.Unlock()

@@ -42,10 +42,12 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
 		return nil, err
 	}
 	// Committed: the fill's own descriptor may be closed already, so read
-	// the committed file.
+	// the committed file. If it was removed since (evicted, deleted), the
+	// bytes were good but are gone: like a latecomer to a spilled fill,
+	// the reader fetches its own copy.
 	file, err := os.Open(f.store.path(f.digest))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s was committed and then removed: %w", ErrAborted, f.digest, err)
+		return nil, fmt.Errorf("%w: %s was committed and then removed: %w", ErrSpilled, f.digest, err)
 	}
 	return &Reader{ctx: ctx, fill: f, file: file, own: true, off: off}, nil
 }

@@ -41,15 +41,19 @@ import (
 
 // Sentinel errors. Callers test them with errors.Is.
 var (
-	ErrNotFound        = errors.New("diskstore: not found")
-	ErrExists          = errors.New("diskstore: already stored")
-	ErrFilling         = errors.New("diskstore: fill already in progress")
-	ErrUnsupported     = errors.New("diskstore: unsupported digest algorithm")
-	ErrDigestMismatch  = blobio.ErrDigestMismatch // the same error as a Verifier's
-	ErrSizeMismatch    = blobio.ErrSizeMismatch
-	ErrAborted         = errors.New("diskstore: fill aborted")
-	ErrTooLarge        = errors.New("diskstore: larger than the store's maximum size")
-	ErrNoSpace         = errors.New("diskstore: no space to cache")
+	ErrNotFound       = errors.New("diskstore: not found")
+	ErrExists         = errors.New("diskstore: already stored")
+	ErrFilling        = errors.New("diskstore: fill already in progress")
+	ErrUnsupported    = errors.New("diskstore: unsupported digest algorithm")
+	ErrDigestMismatch = blobio.ErrDigestMismatch // the same error as a Verifier's
+	ErrSizeMismatch   = blobio.ErrSizeMismatch
+	ErrAborted        = errors.New("diskstore: fill aborted")
+	ErrTooLarge       = errors.New("diskstore: larger than the store's maximum size")
+	ErrNoSpace        = errors.New("diskstore: no space to cache")
+	// ErrSpilled: a fill's bytes are not to be had from the store by a
+	// reader that comes now (the fill lost its disk, its commit failed,
+	// or its entry was removed once committed); the caller fetches its
+	// own copy.
 	ErrSpilled         = errors.New("diskstore: fill lost its disk and streams only to its readers")
 	ErrPinned          = errors.New("diskstore: pinned")
 	errInvalidLeftover = errors.New("diskstore: not a store file")
@@ -262,9 +266,7 @@ func (s *Store) Stat(d digest.Digest) (Info, error) {
 	if err != nil {
 		return Info{}, ErrNotFound
 	}
-	if f := s.Filling(d); f != nil {
-		f.settle()
-	}
+	s.settle(d)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.index.Peek(k)
@@ -274,46 +276,32 @@ func (s *Store) Stat(d digest.Digest) (Info, error) {
 	return s.infoLocked(k, r), nil
 }
 
+// settle waits for the commit of d's fill if its content is verified, so
+// that an answer about d (Stat) or a removal of d (Delete) follows the
+// commit its readers were promised, rather than being undone by it.
+func (s *Store) settle(d digest.Digest) {
+	if f := s.Filling(d); f != nil {
+		f.settle()
+	}
+}
+
 // Open opens the committed content of d for reading and records the use.
 // The caller closes the file. An open file stays readable even if the
 // entry is evicted meanwhile.
 func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
-	k, _, err := keyOf(d)
+	info, err := s.Touch(d) // the use, as a hit from memory records it
 	if err != nil {
-		return nil, Info{}, ErrNotFound
+		return nil, Info{}, err
 	}
-	now := s.now()
-	s.mu.Lock()
-	r, ok := s.index.Peek(k)
-	if ok && s.expiredLocked(k, r) {
-		s.counts.Expirations++
-		v := s.takeLocked(k, r)
-		s.mu.Unlock()
-		s.removeVictims([]victim{v}, "expired")
-		return nil, Info{}, ErrNotFound
-	}
-	if !ok {
-		s.mu.Unlock()
-		return nil, Info{}, ErrNotFound
-	}
-	touch := now.Unix()-r.used >= int64(touchInterval/time.Second)
-	r.used = now.Unix()
-	s.index.Add(k, r)
-	info := s.infoLocked(k, r)
-	s.mu.Unlock()
-
 	f, err := os.Open(s.path(d))
 	if errors.Is(err, os.ErrNotExist) {
 		// Removed behind our back (by an operator, or verify): forget it.
+		k, _, _ := keyOf(d)
 		s.forget(k)
 		return nil, Info{}, ErrNotFound
 	}
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("diskstore: open %s: %w", d, err)
-	}
-	if touch {
-		// Persist recency for the next start; failure costs only that.
-		_ = os.Chtimes(s.path(d), now, now)
 	}
 	return f, info, nil
 }
@@ -325,6 +313,7 @@ func (s *Store) Delete(d digest.Digest) error {
 	if err != nil {
 		return err
 	}
+	s.settle(d)
 	s.mu.Lock()
 	r, ok := s.index.Peek(k)
 	if !ok {

@@ -7,13 +7,13 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// Touch records a use of d's committed entry, as Open does, without
-// opening its file, and returns the entry. It is for a caller that keeps
-// d's bytes in memory: the store's index stays the one truth of what may
-// be served (an entry evicted, expired or deleted answers ErrNotFound,
-// and the copy in memory must go too), and eviction and the idle TTL see
-// every use. Only the index is read; the file's times are updated, as by
-// Open, at most once per touchInterval.
+// Touch records a use of d's committed entry without opening its file,
+// and returns the entry; Open is Touch and the open. It is for a caller
+// that keeps d's bytes in memory: the store's index stays the one truth
+// of what may be served (an entry evicted, expired or deleted answers
+// ErrNotFound, and the copy in memory must go too), and eviction and the
+// idle TTL see every use. Only the index is read; the file's times are
+// updated at most once per touchInterval.
 func (s *Store) Touch(d digest.Digest) (Info, error) {
 	k, _, err := keyOf(d)
 	if err != nil {
@@ -51,3 +51,16 @@ func (s *Store) Touch(d digest.Digest) (Info, error) {
 // Removals has not changed: no entry has left the store since. It takes
 // no lock.
 func (s *Store) Removals() uint64 { return s.removals.Load() }
+
+// RemoveCorrupt removes d's entry, whose file f a reader found not to
+// match d, and counts it as the scrub counts what it finds: a reader
+// that has just hashed the bytes need not leave them to be served until
+// the next scrub pass. If d's file is another one by now (d was removed
+// and filled again), it is left alone.
+func (s *Store) RemoveCorrupt(d digest.Digest, f *os.File) {
+	fi, err := f.Stat()
+	if err != nil {
+		return // the scrub judges it in its turn
+	}
+	s.removeCorrupt(d, fi, ErrDigestMismatch)
+}

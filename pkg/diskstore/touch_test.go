@@ -2,6 +2,7 @@ package diskstore
 
 import (
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -64,5 +65,31 @@ func TestRemovalsCountEvictions(t *testing.T) {
 	put(t, s, randomBytes(3, 100), "") // 300 bytes > 250: the oldest goes
 	if n, st := s.Removals(), s.Stats(); n != st.Evictions || n == 0 {
 		t.Fatalf("Removals = %d, evictions %d", n, st.Evictions)
+	}
+}
+
+// TestRemoveCorrupt: an entry a reader found corrupt is removed and
+// counted, and counts as a removal; a file that is no longer d's is
+// left alone.
+func TestRemoveCorrupt(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	d := put(t, s, randomBytes(1, 100), "")
+	f, _, err := s.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	corrupt(t, s, d)
+	s.RemoveCorrupt(d, f)
+	if has(s, d) || s.Removals() != 1 || s.Stats().Corrupt != 1 {
+		t.Fatalf("after RemoveCorrupt: kept %v, Removals %d, Corrupt %d; want gone, 1, 1", has(s, d), s.Removals(), s.Stats().Corrupt)
+	}
+	if _, err := os.Stat(s.path(d)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the corrupt file is still there (%v)", err)
+	}
+	put(t, s, randomBytes(1, 100), "") // d filled again: a new, good file
+	s.RemoveCorrupt(d, f)              // the old file's report comes late
+	if !has(s, d) || s.Removals() != 1 || s.Stats().Corrupt != 1 {
+		t.Fatalf("a late report of the old file: kept %v, Removals %d, Corrupt %d; want kept, 1, 1", has(s, d), s.Removals(), s.Stats().Corrupt)
 	}
 }

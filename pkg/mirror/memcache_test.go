@@ -44,8 +44,8 @@ func TestMemCacheBudget(t *testing.T) {
 			t.Errorf("%s was evicted, not the least recently used", d)
 		}
 	}
-	if n, used := m.usage(); n != 2 || used != 8<<10 {
-		t.Errorf("usage = %d entries, %d bytes; want 2, %d", n, used, 8<<10)
+	if n, used := m.usage(); n != 2 || used != memCost(a)+memCost(c) {
+		t.Errorf("usage = %d entries, %d bytes; want 2, %d", n, used, memCost(a)+memCost(c))
 	}
 	big, dbig := randomBody(4, 11<<10)
 	m.put(dbig, big)
@@ -62,7 +62,7 @@ func TestMemCacheBudget(t *testing.T) {
 		t.Error("a copy larger than maxMemManifestSize was kept")
 	}
 	m.remove(da)
-	if n, used := m.usage(); n != 1 || used != 4<<10 {
+	if n, used := m.usage(); n != 1 || used != memCost(c) {
 		t.Errorf("after remove: %d entries, %d bytes", n, used)
 	}
 	var off *memCache
@@ -101,7 +101,7 @@ func TestMemCacheConcurrent(t *testing.T) {
 	n, used := m.usage()
 	var sum int64
 	for el := m.order.Front(); el != nil; el = el.Next() {
-		sum += int64(len(el.Value.(*memEntry).body))
+		sum += memCost(el.Value.(*memEntry).body)
 	}
 	if n != m.order.Len() || sum != used || used > budget {
 		t.Errorf("usage %d entries, %d bytes; list %d entries, %d bytes", n, used, m.order.Len(), sum)
@@ -132,8 +132,8 @@ func TestManifestServedFromMemory(t *testing.T) {
 		if i == 0 {
 			waitCommitted(t, e, img.Index)
 		}
-		if n, used := e.mirror.mem.usage(); i > 0 && (n != 1 || used != int64(len(idx))) {
-			t.Fatalf("after request %d: %d manifests, %d bytes in memory; want 1, %d", i, n, used, len(idx))
+		if n, used := e.mirror.mem.usage(); i > 0 && (n != 1 || used != memCost(idx)) {
+			t.Fatalf("after request %d: %d manifests, %d bytes in memory; want 1, %d", i, n, used, memCost(idx))
 		}
 	}
 	if n := e.up.ManifestRequests(http.MethodGet); n != 1 {
