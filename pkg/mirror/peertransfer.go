@@ -119,8 +119,10 @@ func (t *peerTransfer) follow(ctx context.Context, addr string, a peer.Ask) (io.
 		switch {
 		case a.Hop >= peer.MaxHops || ctx.Err() != nil:
 			return nil, 0, "", err
-		case errors.As(err, &redirect):
+		case errors.As(err, &redirect) && !t.s.peers.Client.IsBad(redirect.To):
 			at, a.Mode = redirect.To, peer.ModeRelay
+		case errors.As(err, &redirect):
+			a.Failed, at, a.Mode = redirect.To, origin, originMode // a node we know lies or fails
 		case at != origin:
 			// The relay had nothing for us or failed: back to the
 			// node that pointed to it, which picks another.

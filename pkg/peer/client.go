@@ -227,6 +227,9 @@ func (c *Client) failed(ctx context.Context, owner, reason string) {
 	}
 }
 
+// IsBad reports whether addr is marked bad: a node to point nobody to.
+func (c *Client) IsBad(addr string) bool { return c.health.IsBad(addr) }
+
 // ReportCorrupt records that content fetched from owner did not match its
 // digest or size, and marks owner bad: a peer that serves wrong bytes once
 // is not asked again for DefaultBadFor.

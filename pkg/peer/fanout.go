@@ -34,9 +34,11 @@ const (
 // from its store or its own fill in progress. It is safe for concurrent
 // use.
 type Fanout struct {
-	limit int
-	mu    sync.Mutex
-	fans  map[digest.Digest]*fan
+	limit  int
+	mu     sync.Mutex
+	fans   map[digest.Digest]*fan
+	active int             // streams now, all digests
+	notify chan<- struct{} // told of every change; nil: nobody
 }
 
 // fan is what Fanout knows of one digest.
@@ -73,11 +75,13 @@ func (f *Fanout) Admit(d digest.Digest, a Ask) (release func(complete bool), to 
 		f.fans[d] = fn
 	}
 	if fn.streams >= f.limit && a.Hop < MaxHops {
-		if to = fn.pickLocked(a.From, a.Failed); to != "" {
+		if to = fn.pickLocked(a); to != "" {
 			return nil, to
 		}
 	}
 	fn.streams++
+	f.active++
+	f.changedLocked()
 	if a.From != "" {
 		fn.receiving[a.From]++
 	}
@@ -89,6 +93,8 @@ func (f *Fanout) release(d digest.Digest, fn *fan, from string, complete bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn.streams--
+	f.active--
+	f.changedLocked()
 	if from != "" {
 		if fn.receiving[from]--; fn.receiving[from] <= 0 {
 			delete(fn.receiving, from)
@@ -107,19 +113,23 @@ func (f *Fanout) release(d digest.Digest, fn *fan, from string, complete bool) {
 }
 
 // pickLocked returns the next node, round robin over those receiving d
-// now and its holders, other than the asker and a node that failed.
-func (fn *fan) pickLocked(asker, failed string) string {
+// now and its holders, other than the asker and a node that failed. A
+// continuation is pointed to holders only: a node still receiving d
+// would not serve it (see ModeRelay).
+func (fn *fan) pickLocked(a Ask) string {
 	cands := make([]string, 0, len(fn.receiving)+len(fn.holders))
-	for n := range fn.receiving {
-		cands = append(cands, n)
+	if !a.Continue {
+		for n := range fn.receiving {
+			cands = append(cands, n)
+		}
+		slices.Sort(cands) // map order is random; the rotation should not be
 	}
-	slices.Sort(cands) // map order is random; the rotation should not be
 	for _, h := range fn.holders {
 		if fn.receiving[h] == 0 {
 			cands = append(cands, h)
 		}
 	}
-	cands = slices.DeleteFunc(cands, func(n string) bool { return n == asker || n == failed })
+	cands = slices.DeleteFunc(cands, func(n string) bool { return n == a.From || n == a.Failed })
 	if len(cands) == 0 {
 		return ""
 	}
@@ -138,6 +148,41 @@ func (f *Fanout) evictLocked() {
 			delete(f.fans, d)
 			return
 		}
+	}
+}
+
+// Active returns the number of streams to peers now, over all digests.
+func (f *Fanout) Active() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.active
+}
+
+// Streams returns the number of streams of d to peers now.
+func (f *Fanout) Streams(d digest.Digest) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fn := f.fans[d]; fn != nil {
+		return fn.streams
+	}
+	return 0
+}
+
+// Notify sends on ch, without blocking, after every change of Active.
+// Tests wait on it instead of polling.
+func (f *Fanout) Notify(ch chan<- struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.notify = ch
+}
+
+func (f *Fanout) changedLocked() {
+	if f.notify == nil {
+		return
+	}
+	select {
+	case f.notify <- struct{}{}:
+	default:
 	}
 }
 
