@@ -18,12 +18,21 @@
 //     lock. Run keeps the set current.
 //   - Health: peers that failed recently. MarkBad skips a peer for
 //     DefaultBadFor; Owner reports the digests of a bad owner as this
-//     node's own, so the node fills them from upstream. It never tries a
-//     second peer: one failure costs one attempt, never a chain of them.
+//     node's own, and OwnerExcept passes them to the next live node in
+//     their rendezvous order, which every asker agrees on.
 //   - Secret: the shared secret from --peer-secret-file, reloaded when the
 //     file changes. Sign and Verify implement the request signature.
-//   - Client: Fetch(ctx, owner, registry, repo, d, offset), with short
-//     connect and header timeouts, resumable from an offset.
+//   - Client: Fetch(ctx, owner, registry, repo, d, offset), and Get with
+//     a whole Ask (mode, asker, hop, failed source), with short connect
+//     and header timeouts, resumable from an offset; a redirect comes
+//     back as a *RedirectError.
+//   - Fanout: at most F streams of one blob at once (--peer-fanout); asks
+//     beyond it are pointed, round robin, to nodes receiving the blob
+//     from this one or holding it, which serve it in ModeRelay from their
+//     store or fill only. Holder knowledge is soft and bounded.
+//   - OwnerExcept and After walk a digest's rendezvous order: the one
+//     node every receiver continues from after a failure, and the nodes
+//     a new owner asks before upstream.
 //   - Handler: the peer API served on --peer-listen, in front of a
 //     Fetcher.
 //
@@ -83,6 +92,10 @@
 // catches up. Peer traffic is plain HTTP: the signature authorises, it
 // does not hide which digests a node pulls, and the content is public.
 //
+// The mode, the asker, the hop count and the failed source of an ask are
+// in the signed query (Ask), so a captured request cannot be replayed
+// with another meaning.
+//
 // Peers serve only content the mirror classifies as public. A peer request
 // carries no client credentials that upstream could check, so the mirror's
 // ServePeer refuses content fetched with credentials (403) and the asking
@@ -94,14 +107,18 @@
 //
 // A dead owner costs at most DefaultDialTimeout (300 ms), a hung one
 // DefaultResponseHeaderTimeout (2 s), a stalled body DefaultStallTimeout;
-// each marks the owner bad, and the asking node goes to upstream. A 4xx
+// each marks the owner bad, and the asking node goes to the next live
+// node in the digest's rendezvous order (the mirror's peerTransfer),
+// which fills once for every such asker, or to upstream when that node is
+// itself. A 4xx
 // from the owner (unknown blob, registry not allowed there) and a 5xx (the
 // owner's upstream failing) also send the node to upstream but do not
 // mark the owner, since they describe upstream rather than the peer; a
 // 401 does, since the secrets differ and every request would fail alike.
 //
-// Non-goals: asking a second peer when the owner fails, replication, TLS
-// between peers, and peers that disagree about the peer set for long
-// (during a change, two nodes may name different owners for a few keys;
-// each owner still fills correctly, the cost is an extra upstream fetch).
+// Non-goals: a tracker or scheduler (what a node knows of holders is soft
+// state learnt from its own streams), replication, TLS between peers, and
+// peers that disagree about the peer set for long (during a change, two
+// nodes may name different owners for a few keys; each owner still fills
+// correctly, the cost is an extra upstream fetch).
 package peer
