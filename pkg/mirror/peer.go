@@ -73,25 +73,30 @@ func (s *Server) peerSource(ctx context.Context, q *request, d digest.Digest) (s
 	if s.peers == nil || q.route.kind != ociref.KindBlobs || !q.auth.IsZero() {
 		return fillSource{}, false
 	}
-	t := &peerTransfer{s: s, q: q, d: d, fromPeer: peer.IsPeerRequest(q.r)}
-	body, size, from, err := t.open(ctx, 0, false)
-	if err != nil {
-		if !errors.Is(err, errNoPeer) {
-			s.log.LogAttrs(ctx, slog.LevelDebug, "peer fetch failed; filling from upstream",
-				slog.String("digest", d.String()), slog.Any("error", err))
-		}
-		return fillSource{}, false
-	}
+	t := &peerTransfer{s: s, q: q, d: d, fromPeer: peer.IsPeerRequest(q.r), begun: make(chan struct{})}
+	// Registered while it opens, so that a relay ask for d arriving
+	// meanwhile (the owner already counts this node as receiving d) waits
+	// for the fill instead of finding nothing.
 	tr := s.peers.tr
 	tr.mu.Lock()
 	tr.m[d] = t
 	tr.mu.Unlock()
 	done := func() {
+		t.markBegun()
 		tr.mu.Lock()
 		if tr.m[d] == t {
 			delete(tr.m, d)
 		}
 		tr.mu.Unlock()
+	}
+	body, size, from, err := t.open(ctx, 0, false)
+	if err != nil {
+		done()
+		if !errors.Is(err, errNoPeer) {
+			s.log.LogAttrs(ctx, slog.LevelDebug, "peer fetch failed; filling from upstream",
+				slog.String("digest", d.String()), slog.Any("error", err))
+		}
+		return fillSource{}, false
 	}
 	rb := blobio.NewResumer(ctx, blobio.Transfer{
 		Body: body, From: "peer " + from, Size: size, Sources: []blobio.Source{t},
@@ -101,7 +106,7 @@ func (s *Server) peerSource(ctx context.Context, q *request, d digest.Digest) (s
 				slog.String("source", from), slog.String("digest", d.String()), slog.Int64("offset", offset), slog.Any("error", err))
 		},
 	})
-	return fillSource{body: &transferBody{ReadCloser: rb, done: done}, size: size, public: true, peer: from}, true
+	return fillSource{body: &transferBody{ReadCloser: rb, t: t, done: done}, size: size, public: true, peer: from}, true
 }
 
 // transfer returns the peer transfer feeding this node's fill of d, if any.
@@ -220,22 +225,23 @@ func (s *Server) servePeer(q *request, a peer.Ask) error {
 	if a.Mode == peer.ModeRelay {
 		return s.serveRelay(q, a)
 	}
-	release, to := s.admit(d, a)
-	if to != "" {
-		return redirectPeer(q, to)
-	}
 	if t := s.transfer(d); t != nil && a.Continue && !t.fedByUpstream() {
 		t.cut(a.Failed)
 	}
+	// The fill first, then the fan-out: a node pointed to is one this
+	// node already streams to, so it has headers and is about to fill.
 	c, err := s.obtain(q, d, nil)
 	if err != nil {
-		release(false)
 		return err
 	}
 	if !c.info().public {
-		release(false)
 		c.close()
 		return errNotPublic
+	}
+	release, to := s.admit(d, a)
+	if to != "" {
+		c.close()
+		return redirectPeer(q, to)
 	}
 	sent := false
 	defer func() { release(sent) }()

@@ -3,6 +3,7 @@ package mirror
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -19,6 +20,9 @@ import (
 func (s *Server) serveRelay(q *request, a peer.Ask) error {
 	d := q.route.digest
 	c, ok, err := s.lookup(d)
+	if err == nil && !ok && a.Hop > 0 && s.awaitFill(q, d) {
+		c, ok, err = s.lookup(d)
+	}
 	if err != nil {
 		return err
 	}
@@ -50,6 +54,33 @@ func (s *Server) serveRelay(q *request, a peer.Ask) error {
 	}
 	sent = err == nil
 	return err
+}
+
+// relayWait bounds how long a redirected relay ask waits for this node's
+// fill of the digest to begin, when this node is opening it (its owner
+// already streams to it and so points others here). A holder probe (hop
+// 0) never waits: it comes from a node about to fill the digest itself,
+// perhaps the very node this one is waiting on. It is half the asker's
+// header timeout (peer.DefaultResponseHeaderTimeout), so an asker whose
+// relay has nothing yet still hears in time to ask elsewhere.
+const relayWait = peer.DefaultResponseHeaderTimeout / 2
+
+// awaitFill waits, at most relayWait, for the fill of d that this node is
+// opening through peers to begin. It reports whether there was one.
+func (s *Server) awaitFill(q *request, d digest.Digest) bool {
+	t := s.transfer(d)
+	if t == nil {
+		return false
+	}
+	timer := time.NewTimer(relayWait)
+	defer timer.Stop()
+	select {
+	case <-t.begun:
+		return true
+	case <-timer.C:
+	case <-q.r.Context().Done():
+	}
+	return false
 }
 
 // admit applies the fan-out bound to an ask for d: release ends the

@@ -2,9 +2,11 @@ package mirror
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -130,6 +132,9 @@ func (c *scaleCluster) build(n *scaleNode, members []string, extra []Option) {
 	}
 	opts := append([]Option{WithAllowList([]string{c.up.Host()}), WithDefaultRegistry(c.up.Host()),
 		WithPeers(Peers{Members: n.members, Client: n.client, Fanout: n.fanout})}, c.opts...)
+	if os.Getenv("SCALE_DEBUG") != "" {
+		opts = append(opts, WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", n.addr)))
+	}
 	m := New(n.store, upClient, append(opts, extra...)...)
 	t.Cleanup(m.Close)
 	var h http.Handler = peer.NewHandler(secret, m.Allowed, m)

@@ -24,7 +24,9 @@ type peerTransfer struct {
 	s        *Server
 	q        *request
 	d        digest.Digest
-	fromPeer bool // the fill serves a peer's ask: never ask an owner
+	fromPeer bool          // the fill serves a peer's ask: never ask an owner
+	begun    chan struct{} // closed once the fill reads its first bytes, or gives up
+	begunOne sync.Once
 
 	mu      sync.Mutex
 	cur     string    // the source of the current body; "" for upstream
@@ -214,11 +216,21 @@ func (t *peerTransfer) peersUsed() []string {
 	return slices.Clone(t.used)
 }
 
+// markBegun says the fill exists (or never will).
+func (t *peerTransfer) markBegun() { t.begunOne.Do(func() { close(t.begun) }) }
+
 // transferBody is a fill's body from a peerTransfer; closing it ends the
-// transfer's registration.
+// transfer's registration. Its first Read marks the transfer begun: the
+// fill reads only after the store began it.
 type transferBody struct {
 	io.ReadCloser
+	t    *peerTransfer
 	done func()
+}
+
+func (b *transferBody) Read(p []byte) (int, error) {
+	b.t.markBegun()
+	return b.ReadCloser.Read(p)
 }
 
 func (b *transferBody) Close() error {
