@@ -132,7 +132,8 @@ func (c *scaleCluster) build(n *scaleNode, members []string, extra []Option) {
 	}
 	opts := append([]Option{WithAllowList([]string{c.up.Host()}), WithDefaultRegistry(c.up.Host()),
 		WithPeers(Peers{Members: n.members, Client: n.client, Fanout: n.fanout})}, c.opts...)
-	if os.Getenv("SCALE_DEBUG") != "" {
+	// NODECACHE_SCALE_LOG=1 logs every node to stderr, to follow a rollout.
+	if os.Getenv("NODECACHE_SCALE_LOG") != "" {
 		opts = append(opts, WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", n.addr)))
 	}
 	m := New(n.store, upClient, append(opts, extra...)...)
