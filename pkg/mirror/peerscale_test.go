@@ -323,3 +323,19 @@ func TestPeersTransferOutlastsFillTimeout(t *testing.T) {
 		t.Errorf("%d upstream GETs, want 1", got)
 	}
 }
+
+// TestPeersDeadOwnerRunnerUpFills: the owner of a layer is dead before a
+// rollout starts. Every node that finds it dead asks the runner-up, which
+// fills once: upstream still sends each blob once.
+func TestPeersDeadOwnerRunnerUpFills(t *testing.T) {
+	const k = 6
+	up := registrytest.Start(t)
+	repo, blobs, _ := scaleImage(t, up)
+	c := newScaleCluster(t, up, k, peer.DefaultFanout)
+	o := c.ownerNode(blobs[0])
+	o.kill()
+	checkErrs(t, pullEvery(c.except(o), repo, blobs))
+	if got := up.BlobGets(blobs[0]); got != 1 {
+		t.Errorf("%d upstream GETs of the dead owner's layer, want 1", got)
+	}
+}

@@ -42,6 +42,19 @@ type peerTransfer struct {
 // the client's retry start afresh.
 const peerContinuations = 4
 
+// ownerTries is how many owners a fill asks in turn: the owner, then, if
+// it does not answer, its runner-up, which every node that found the
+// owner dead asks too and which fills once for all of them. Asking a
+// third would only repeat a failure the health marks will soon spare us.
+const ownerTries = 2
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // holderProbes is how many nodes a node asks for a digest it should fill
 // itself before going to upstream: the nodes after it in the digest's
 // rendezvous order (the previous owner, when a node joined), and the
@@ -63,15 +76,20 @@ func (t *peerTransfer) open(ctx context.Context, offset int64, cont bool) (io.Re
 		base.Failed = skip[len(skip)-1]
 	}
 	err := errNoPeer
-	if !t.fromPeer {
-		if owner, self := p.Members.OwnerExcept(t.d, skip...); !self {
-			var body io.ReadCloser
-			var size int64
-			var from string
-			if body, size, from, err = t.follow(ctx, owner, base); err == nil {
-				return body, size, from, nil
-			}
-			skip = append(skip, owner)
+	for range ownerTries * btoi(!t.fromPeer) {
+		owner, self := p.Members.OwnerExcept(t.d, skip...)
+		if self {
+			break
+		}
+		var body io.ReadCloser
+		var size int64
+		var from string
+		if body, size, from, err = t.follow(ctx, owner, base); err == nil {
+			return body, size, from, nil
+		}
+		skip = append(skip, owner)
+		if errors.Is(err, peer.ErrRefused) {
+			break // a 4xx describes upstream or the content: the next owner would say the same
 		}
 	}
 	for _, h := range t.holders(skip) {
