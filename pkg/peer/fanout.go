@@ -13,7 +13,8 @@ const (
 	// times its share of the registry's bandwidth (10 Gbit/s against
 	// 2 Gbit/s); four streams then each still run at least at the speed
 	// the blob arrives from upstream, so a relay never slows the stream
-	// it passes on, and the tree of receivers is log4(K) deep: 5 levels
+	// it passes on, even with one stream more (a late asker or a
+	// continuation), and the tree of receivers is log4(K) deep: 5 levels
 	// for a thousand nodes.
 	DefaultFanout = 4
 
