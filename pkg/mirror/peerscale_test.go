@@ -339,3 +339,31 @@ func TestPeersDeadOwnerRunnerUpFills(t *testing.T) {
 		t.Errorf("%d upstream GETs of the dead owner's layer, want 1", got)
 	}
 }
+
+// TestPeersLeaveCostsNoUpstream: the owner of some blobs and one other
+// node hold them; the owner leaves and every node learns of it. A node
+// that lacks the blobs pulls them: each new owner that lacks one finds it
+// on the holder before upstream.
+func TestPeersLeaveCostsNoUpstream(t *testing.T) {
+	up := registrytest.Start(t)
+	c := newScaleCluster(t, up, 4, peer.DefaultFanout)
+	leaver, holder := c.nodes[0], c.nodes[1]
+	var blobs []digest.Digest
+	for i := 0; len(blobs) < 6; i++ { // blobs the leaver owns
+		data := registrytest.Random(uint64(300+i), 64<<10)
+		if _, self := leaver.members.Owner(digest.FromBytes(data)); self {
+			blobs = append(blobs, up.PushBlob(t, "team/app", data))
+		}
+	}
+	checkErrs(t, pullEvery([]*scaleNode{leaver, holder}, "team/app", blobs))
+	gets := up.Count(http.MethodGet, registrytest.KindBlobs)
+	leaver.kill()
+	c.nodes = c.nodes[1:]
+	for _, n := range c.nodes {
+		c.build(n, c.addrs(), nil)
+	}
+	checkErrs(t, pullEvery([]*scaleNode{c.nodes[1]}, "team/app", blobs))
+	if got := up.Count(http.MethodGet, registrytest.KindBlobs) - gets; got != 0 {
+		t.Errorf("%d upstream blob GETs after the owner left, want 0", got)
+	}
+}
