@@ -53,5 +53,5 @@ func (p *peerParts) handler(m *mirror.Server, log *slog.Logger) *peer.Handler {
 
 // collectors are the peer metrics for h.
 func (p *peerParts) collectors(h *peer.Handler) []prometheus.Collector {
-	return []prometheus.Collector{p.members, p.client, h}
+	return []prometheus.Collector{p.members, p.client, h, p.fanout}
 }

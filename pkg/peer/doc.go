@@ -36,10 +36,11 @@
 //   - Handler: the peer API served on --peer-listen, in front of a
 //     Fetcher.
 //
-// Membership, Client and Handler are prometheus.Collectors of
+// Membership, Client, Handler and Fanout are prometheus.Collectors of
 // nodecache_peers{state}, nodecache_peer_membership_changes_total,
-// nodecache_peer_fetches_total{result} and
-// nodecache_peer_requests_total{result}; pkg/daemon registers them.
+// nodecache_peer_fetches_total{result},
+// nodecache_peer_requests_total{result}, nodecache_peer_streams and
+// nodecache_peer_redirects_total; pkg/daemon registers them.
 //
 // # Wiring
 //
@@ -53,9 +54,10 @@
 //	}, health, peer.WithLogger(log))
 //	secret, err := peer.LoadSecret(cfg.PeerSecretFile, peer.WithLogger(log))
 //	client := peer.NewClient(secret, health)
-//	mirrorServer := mirror.New(store, upstream, mirror.WithPeers(mirror.Peers{Members: members, Client: client}))
+//	fanout := peer.NewFanout(cfg.PeerFanout)
+//	mirrorServer := mirror.New(store, upstream, mirror.WithPeers(mirror.Peers{Members: members, Client: client, Fanout: fanout}))
 //	handler := peer.NewHandler(secret, mirrorServer.Allowed, mirrorServer, peer.WithLogger(log))
-//	reg.MustRegister(members, client, handler)
+//	reg.MustRegister(members, client, handler, fanout)
 //	g.Go(func() error { return members.Run(ctx) })
 //	g.Go(func() error { return secret.Run(ctx) })
 //	// serve handler on --peer-listen, whose port every node shares and

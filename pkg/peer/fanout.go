@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const (
@@ -34,13 +35,24 @@ const (
 // bound is pointed to one of those nodes, round robin, which serves it
 // from its store or its own fill in progress. It is safe for concurrent
 // use.
+//
+// Fanout is a prometheus.Collector of nodecache_peer_streams and
+// nodecache_peer_redirects_total.
 type Fanout struct {
-	limit  int
-	mu     sync.Mutex
-	fans   map[digest.Digest]*fan
-	active int             // streams now, all digests
-	notify chan<- struct{} // told of every change; nil: nobody
+	limit     int
+	mu        sync.Mutex
+	fans      map[digest.Digest]*fan
+	active    int             // streams now, all digests
+	redirects uint64          // asks pointed elsewhere, ever
+	notify    chan<- struct{} // told of every change; nil: nobody
 }
+
+var (
+	streamsDesc = prometheus.NewDesc("nodecache_peer_streams",
+		"Blob streams this node sends to peers now (at most --peer-fanout per blob).", nil, nil)
+	redirectsDesc = prometheus.NewDesc("nodecache_peer_redirects_total",
+		"Peer asks pointed to another node, past the fan-out bound.", nil, nil)
+)
 
 // fan is what Fanout knows of one digest.
 type fan struct {
@@ -77,6 +89,7 @@ func (f *Fanout) Admit(d digest.Digest, a Ask) (release func(complete bool), to 
 	}
 	if fn.streams >= f.limit && a.Hop < MaxHops {
 		if to = fn.pickLocked(a); to != "" {
+			f.redirects++
 			return nil, to
 		}
 	}
@@ -157,6 +170,21 @@ func (f *Fanout) Active() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.active
+}
+
+// Describe implements prometheus.Collector.
+func (f *Fanout) Describe(ch chan<- *prometheus.Desc) {
+	ch <- streamsDesc
+	ch <- redirectsDesc
+}
+
+// Collect implements prometheus.Collector.
+func (f *Fanout) Collect(ch chan<- prometheus.Metric) {
+	f.mu.Lock()
+	active, redirects := f.active, f.redirects
+	f.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(streamsDesc, prometheus.GaugeValue, float64(active))
+	ch <- prometheus.MustNewConstMetric(redirectsDesc, prometheus.CounterValue, float64(redirects))
 }
 
 // Streams returns the number of streams of d to peers now.

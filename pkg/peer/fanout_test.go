@@ -5,10 +5,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Past its limit, Fanout points asks to the nodes it feeds, round robin,
@@ -42,6 +44,16 @@ func TestFanoutRedirectsPastLimit(t *testing.T) {
 		t.Error("an ask at MaxHops was redirected")
 	} else {
 		r(false)
+	}
+	if err := testutil.CollectAndCompare(f, strings.NewReader(`
+# HELP nodecache_peer_redirects_total Peer asks pointed to another node, past the fan-out bound.
+# TYPE nodecache_peer_redirects_total counter
+nodecache_peer_redirects_total 5
+# HELP nodecache_peer_streams Blob streams this node sends to peers now (at most --peer-fanout per blob).
+# TYPE nodecache_peer_streams gauge
+nodecache_peer_streams 2
+`)); err != nil {
+		t.Error(err)
 	}
 	rA(true)
 	rB(false)
