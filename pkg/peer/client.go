@@ -159,7 +159,13 @@ func (c *Client) Get(ctx context.Context, addr string, a Ask) (io.ReadCloser, in
 	resp, err := c.http.Do(req)
 	if err != nil {
 		cancel()
-		c.failed(ctx, addr, err.Error())
+		if a.Mode == ModeRelay && isTimeout(err) {
+			// A relay may wait for its own fill to begin before it
+			// answers; slow is not broken. The asker goes elsewhere.
+			c.fetches.WithLabelValues(ResultError).Inc()
+		} else {
+			c.failed(ctx, addr, err.Error())
+		}
 		return nil, 0, fmt.Errorf("%w: %s: %w", ErrUnavailable, addr, err)
 	}
 	if to := resp.Header.Get(HeaderSource); resp.StatusCode == http.StatusTemporaryRedirect && to != "" {
@@ -183,6 +189,13 @@ func (c *Client) Get(ctx context.Context, addr string, a Ask) (io.ReadCloser, in
 		}
 	}
 	return b, size, nil
+}
+
+// isTimeout reports whether err is a timeout (no headers in time) rather
+// than a refused or broken connection.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // checkResponse turns an unusable answer into an error, counting and
