@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 SOAK_DURATION ?= 60s
 SOAK_TIMEOUT ?= 20m
 
-.PHONY: build run test lint bench bench-compare fuzz soak deps clean e2e demo
+.PHONY: build run test lint bench bench-compare bench-cluster fuzz soak deps clean e2e demo
 
 deps:
 	$(GO) mod download
@@ -59,6 +59,14 @@ bench-compare: build
 	bash hack/need.sh docker-registry docker-registry
 	bash hack/need.sh wrk wrk
 	$(GO) test -tags benchcompare -run '^TestCompare$$' -count 1 -v -timeout 90m ./bench/compare
+
+# A rollout of one image (a 256 MiB layer and small ones) to K = 1, 4, 8,
+# 16 and 32 nodes with peers on, each node's card and registry share
+# paced at 10:2; prints upstream and busiest egress per image and the time
+# against K = 1, then the model for K = 100 and 1000 (docs/peers.md).
+# Several minutes; needs about 9 GiB of temporary disk at K = 32.
+bench-cluster: deps
+	$(GO) test -run '^$$' -bench '^BenchmarkCluster$$' -benchtime 1x -count 1 -timeout 60m -v ./bench/cluster
 
 # A short run of every fuzz target.
 fuzz: deps

@@ -65,7 +65,7 @@ func serveFlags() (*flag.FlagSet, func() (Config, error)) {
 	minFree := fs.String("min-free", daemon.DefaultMinFree, "free space to keep on the data directory's filesystem, evicting as needed: bytes or a percentage")
 	idleTTL := fs.Duration("ttl", daemon.DefaultTTL, "remove content unused for this long; 0 keeps it until evicted for space")
 	tagTTL := fs.Duration("tag-ttl", mirror.DefaultTagTTL, "how long a tag's digest is reused without asking upstream; 0 asks every time")
-	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest one upstream download may take")
+	fillTimeout := fs.Duration("fill-timeout", mirror.DefaultFillTimeout, "longest a fill may go without taking in a byte; a transfer making progress is never cut")
 	stall := fs.Duration("upstream-stall-timeout", upstream.DefaultStallTimeout, "an upstream body that sends nothing this long is a broken transfer: a blob resumes by Range, else its fill fails; 0 means the default")
 	maxFills := fs.Int("max-concurrent-fills", mirror.DefaultMaxConcurrentFills, "downloads into the store that run at once; more wait for one to end")
 	maxConns := fs.Int("max-connections", daemon.DefaultMaxConnections, "connections each listener serves at once; more wait to be accepted")

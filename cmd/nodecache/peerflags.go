@@ -18,6 +18,7 @@ type peerFlags struct {
 	advertise  *string
 	listen     *string
 	secretFile *string
+	fanout     *int
 }
 
 func addPeerFlags(fs *flag.FlagSet) *peerFlags {
@@ -28,6 +29,7 @@ func addPeerFlags(fs *flag.FlagSet) *peerFlags {
 	p.advertise = fs.String("advertise", "", "host:port of this node's peer listener as its peers know it; required with peers")
 	p.listen = fs.String("peer-listen", "", "address to serve the peer API on (host:port, the same port on every node); required with peers")
 	p.secretFile = fs.String("peer-secret-file", "", "file holding the secret shared by all peers (at least 16 bytes); reloaded on change; required with peers")
+	p.fanout = fs.Int("peer-fanout", peer.DefaultFanout, "peers this node streams one blob to at once; the rest are pointed to nodes receiving or holding it")
 	return p
 }
 
@@ -43,5 +45,6 @@ func (p *peerFlags) copyTo(cfg *daemon.Config) error {
 	}
 	cfg.PeerDNS, cfg.PeerFile = *p.dns, *p.file
 	cfg.Advertise, cfg.PeerListen, cfg.PeerSecretFile = *p.advertise, *p.listen, *p.secretFile
+	cfg.PeerFanout = *p.fanout
 	return nil
 }

@@ -57,6 +57,7 @@ func TestPeerFlagErrors(t *testing.T) {
 		{"unix listen", []string{"--peers", "10.0.0.2:5051", "--advertise", "10.0.0.1:5051", "--peer-listen", "unix:///run/p.sock", "--peer-secret-file", "/s"}, "--peer-listen"},
 		{"listen without peers", []string{"--peer-listen", ":5051"}, "--peer-listen"},
 		{"secret without peers", []string{"--peer-secret-file", "/s"}, "--peer-secret-file"},
+		{"negative fanout", append([]string{"--peers", "10.0.0.2:5051", "--peer-fanout", "-1"}, full...), "--peer-fanout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseServe(tc.args, io.Discard)

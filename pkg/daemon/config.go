@@ -72,6 +72,7 @@ type Config struct {
 	Advertise      string   // --advertise: this node's peer address as the others know it
 	PeerListen     string   // --peer-listen: where to serve the peer API
 	PeerSecretFile string   // --peer-secret-file: the shared secret
+	PeerFanout     int      // --peer-fanout: peers one blob streams to at once; 0 means peer.DefaultFanout
 	// MaxConcurrentFills (--max-concurrent-fills) bounds the fills that run
 	// at once; 0 means mirror.DefaultMaxConcurrentFills.
 	MaxConcurrentFills int
@@ -160,6 +161,9 @@ func (cfg *Config) Validate() error {
 
 // validatePeers checks the peer settings: all or none of them.
 func (cfg *Config) validatePeers() error {
+	if cfg.PeerFanout < 0 {
+		return fmt.Errorf("--peer-fanout: must not be negative")
+	}
 	if cfg.PeerDNS != "" {
 		if _, err := peer.NormalizeAddr(cfg.PeerDNS); err != nil {
 			return fmt.Errorf("--peer-dns %q: want name:port: %v", cfg.PeerDNS, err)

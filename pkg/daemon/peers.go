@@ -14,6 +14,7 @@ type peerParts struct {
 	members *peer.Membership
 	secret  *peer.Secret
 	client  *peer.Client
+	fanout  *peer.Fanout
 }
 
 // newPeers builds the membership, secret and client from cfg; nil
@@ -33,7 +34,8 @@ func newPeers(cfg Config, log *slog.Logger) (*peerParts, error) {
 	if err != nil {
 		return nil, configErrorf("--peer-secret-file %s: %v", cfg.PeerSecretFile, err)
 	}
-	return &peerParts{members: members, secret: secret, client: peer.NewClient(secret, health)}, nil
+	return &peerParts{members: members, secret: secret, client: peer.NewClient(secret, health),
+		fanout: peer.NewFanout(cfg.PeerFanout)}, nil
 }
 
 // mirrorOption is the mirror's option for p; none without peers.
@@ -41,7 +43,7 @@ func (p *peerParts) mirrorOption() mirror.Option {
 	if p == nil {
 		return func(*mirror.Server) {}
 	}
-	return mirror.WithPeers(mirror.Peers{Members: p.members, Client: p.client})
+	return mirror.WithPeers(mirror.Peers{Members: p.members, Client: p.client, Fanout: p.fanout})
 }
 
 // handler is the peer API in front of m.
@@ -51,5 +53,5 @@ func (p *peerParts) handler(m *mirror.Server, log *slog.Logger) *peer.Handler {
 
 // collectors are the peer metrics for h.
 func (p *peerParts) collectors(h *peer.Handler) []prometheus.Collector {
-	return []prometheus.Collector{p.members, p.client, h}
+	return []prometheus.Collector{p.members, p.client, h, p.fanout}
 }

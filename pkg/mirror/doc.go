@@ -17,7 +17,8 @@
 //     it is verified and committed.
 //   - A flight is the coalesced start of a fill: one per digest at a time.
 //   - A source is where a fill's bytes come from: the peer that owns the
-//     digest, or upstream.
+//     digest, a node it points to that holds or is receiving it (a relay),
+//     or upstream. A peerTransfer (peertransfer.go) picks them in turn.
 //   - Fetch names a request to upstream or to a peer, and nothing else.
 //   - Content is what an answer serves: a committed file, a fill in
 //     progress, or an uncached download.

@@ -116,8 +116,9 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 	}
 	// The fill outlives the request that started it: one client hanging up
 	// must not cancel it for the others. Close ends it, and so does the
-	// grace timer of a fill nobody reads (fillClients).
-	timeoutCtx, cancelTimeout := context.WithTimeout(s.fillCtx, s.fillTimeout)
+	// grace timer of a fill nobody reads (fillClients). The fill timeout
+	// counts time without progress (progress.go).
+	timeoutCtx, cancelTimeout, touch := progressContext(s.fillCtx, s.fillTimeout)
 	ctx, stop := context.WithCancelCause(timeoutCtx)
 	cancel := func() { stop(nil); cancelTimeout() }
 	release, err := s.fillSlot(q, ctx)
@@ -134,6 +135,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		cancel()
 		return landing{}, err
 	}
+	src.body = progressBody{ReadCloser: src.body, touch: touch}
 	fill, err := s.store.Begin(d, src.size, diskstore.Meta{MediaType: src.mediaType, Public: src.public})
 	if cannotCache(err) {
 		// The download keeps its slot until the stream is closed: it is

@@ -35,9 +35,10 @@ const (
 	// earlier answer is better than none, and the records are bounded in
 	// number (maxTagRecords). The daemon bounds them by --ttl, as content.
 	DefaultTagMaxStale = NoLimit
-	// DefaultFillTimeout bounds one upstream fetch. A 10 GiB layer at a
-	// slow 10 MB/s takes 17 minutes; an hour leaves room and still ends a
-	// fill that stalls for good.
+	// DefaultFillTimeout bounds how long a fill may take in no byte
+	// (progress.go); a fill making progress is never cut. The bodies
+	// under it stall out far sooner and continue; an hour is the
+	// backstop that still ends a fill that hangs for good.
 	DefaultFillTimeout = time.Hour
 
 	// NoDefaultRegistry, passed to WithDefaultRegistry, serves only
@@ -100,7 +101,7 @@ func WithTagMaxStale(d time.Duration) Option {
 	return func(s *Server) { s.tagMaxStale = max(d, 0) } // tagRecords: 0 keeps until evicted
 }
 
-// WithFillTimeout bounds one upstream fetch. Zero or negative means
+// WithFillTimeout bounds how long a fill may go without progress. Zero or negative means
 // DefaultFillTimeout: an unbounded fill is not offered, as a fill that
 // stalls for good would hold its digest's flight forever.
 func WithFillTimeout(d time.Duration) Option {

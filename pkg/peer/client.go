@@ -131,11 +131,18 @@ func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastR
 // ErrUnavailable or ErrRefused; either way the caller should go to
 // upstream. Cancelling ctx is never held against the peer.
 func (c *Client) Fetch(ctx context.Context, owner, registry, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	return c.Get(ctx, owner, Ask{Registry: registry, Repo: repo, Digest: d, Offset: offset})
+}
+
+// Get asks node addr for a.Digest as a says. It is Fetch with the whole
+// Ask; a redirect comes back as a *RedirectError naming the node to ask
+// next, and neither marks nor counts anybody (the fetch is not over).
+func (c *Client) Get(ctx context.Context, addr string, a Ask) (io.ReadCloser, int64, error) {
 	u := url.URL{
 		Scheme:   "http",
-		Host:     owner,
-		Path:     blobsPath + string(d),
-		RawQuery: url.Values{"ns": {registry}, "repo": {repo}}.Encode(),
+		Host:     addr,
+		Path:     blobsPath + string(a.Digest),
+		RawQuery: a.query().Encode(),
 	}
 	// The request's own context lets the stall timer end the body without
 	// cancelling the caller's ctx.
@@ -145,32 +152,50 @@ func (c *Client) Fetch(ctx context.Context, owner, registry, repo string, d dige
 		cancel()
 		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	if offset > 0 {
-		req.Header.Set("Range", blobio.RangeFrom(offset))
+	if a.Offset > 0 {
+		req.Header.Set("Range", blobio.RangeFrom(a.Offset))
 	}
 	c.secret.Sign(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		cancel()
-		c.failed(ctx, owner, err.Error())
-		return nil, 0, fmt.Errorf("%w: %s: %w", ErrUnavailable, owner, err)
+		if a.Mode == ModeRelay && isTimeout(err) {
+			// A relay may wait for its own fill to begin before it
+			// answers; slow is not broken. The asker goes elsewhere.
+			c.fetches.WithLabelValues(ResultError).Inc()
+		} else {
+			c.failed(ctx, addr, err.Error())
+		}
+		return nil, 0, fmt.Errorf("%w: %s: %w", ErrUnavailable, addr, err)
 	}
-	size, skip, err := c.checkResponse(owner, resp, offset)
+	if to := resp.Header.Get(HeaderSource); resp.StatusCode == http.StatusTemporaryRedirect && to != "" {
+		resp.Body.Close()
+		cancel()
+		return nil, 0, &RedirectError{From: addr, To: to}
+	}
+	size, skip, err := c.checkResponse(addr, resp, a.Offset)
 	if err != nil {
 		resp.Body.Close()
 		cancel()
 		return nil, 0, err
 	}
-	b := &body{c: c, ctx: ctx, owner: owner, rc: blobio.NewStallReader(resp.Body, c.stall, cancel, nil), cancel: cancel}
+	b := &body{c: c, ctx: ctx, owner: addr, rc: blobio.NewStallReader(resp.Body, c.stall, cancel, nil), cancel: cancel}
 	if skip > 0 {
 		// The owner ignored our Range (it streams some content uncached,
 		// start to end); drop what we already have.
 		if _, err := io.CopyN(io.Discard, b, skip); err != nil {
 			b.Close()
-			return nil, 0, fmt.Errorf("%w: %s: skipping to offset %d: %v", ErrUnavailable, owner, offset, err)
+			return nil, 0, fmt.Errorf("%w: %s: skipping to offset %d: %v", ErrUnavailable, addr, a.Offset, err)
 		}
 	}
 	return b, size, nil
+}
+
+// isTimeout reports whether err is a timeout (no headers in time) rather
+// than a refused or broken connection.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // checkResponse turns an unusable answer into an error, counting and
@@ -214,6 +239,9 @@ func (c *Client) failed(ctx context.Context, owner, reason string) {
 		c.health.MarkBad(owner, reason)
 	}
 }
+
+// IsBad reports whether addr is marked bad: a node to point nobody to.
+func (c *Client) IsBad(addr string) bool { return c.health.IsBad(addr) }
 
 // ReportCorrupt records that content fetched from owner did not match its
 // digest or size, and marks owner bad: a peer that serves wrong bytes once

@@ -18,19 +18,29 @@
 //     lock. Run keeps the set current.
 //   - Health: peers that failed recently. MarkBad skips a peer for
 //     DefaultBadFor; Owner reports the digests of a bad owner as this
-//     node's own, so the node fills them from upstream. It never tries a
-//     second peer: one failure costs one attempt, never a chain of them.
+//     node's own, and OwnerExcept passes them to the next live node in
+//     their rendezvous order, which every asker agrees on.
 //   - Secret: the shared secret from --peer-secret-file, reloaded when the
 //     file changes. Sign and Verify implement the request signature.
-//   - Client: Fetch(ctx, owner, registry, repo, d, offset), with short
-//     connect and header timeouts, resumable from an offset.
+//   - Client: Fetch(ctx, owner, registry, repo, d, offset), and Get with
+//     a whole Ask (mode, asker, hop, failed source), with short connect
+//     and header timeouts, resumable from an offset; a redirect comes
+//     back as a *RedirectError.
+//   - Fanout: at most F streams of one blob at once (--peer-fanout); asks
+//     beyond it are pointed, round robin, to nodes receiving the blob
+//     from this one or holding it, which serve it in ModeRelay from their
+//     store or fill only. Holder knowledge is soft and bounded.
+//   - OwnerExcept and After walk a digest's rendezvous order: the one
+//     node every receiver continues from after a failure, and the nodes
+//     a new owner asks before upstream.
 //   - Handler: the peer API served on --peer-listen, in front of a
 //     Fetcher.
 //
-// Membership, Client and Handler are prometheus.Collectors of
+// Membership, Client, Handler and Fanout are prometheus.Collectors of
 // nodecache_peers{state}, nodecache_peer_membership_changes_total,
-// nodecache_peer_fetches_total{result} and
-// nodecache_peer_requests_total{result}; pkg/daemon registers them.
+// nodecache_peer_fetches_total{result},
+// nodecache_peer_requests_total{result}, nodecache_peer_streams and
+// nodecache_peer_redirects_total; pkg/daemon registers them.
 //
 // # Wiring
 //
@@ -44,9 +54,10 @@
 //	}, health, peer.WithLogger(log))
 //	secret, err := peer.LoadSecret(cfg.PeerSecretFile, peer.WithLogger(log))
 //	client := peer.NewClient(secret, health)
-//	mirrorServer := mirror.New(store, upstream, mirror.WithPeers(mirror.Peers{Members: members, Client: client}))
+//	fanout := peer.NewFanout(cfg.PeerFanout)
+//	mirrorServer := mirror.New(store, upstream, mirror.WithPeers(mirror.Peers{Members: members, Client: client, Fanout: fanout}))
 //	handler := peer.NewHandler(secret, mirrorServer.Allowed, mirrorServer, peer.WithLogger(log))
-//	reg.MustRegister(members, client, handler)
+//	reg.MustRegister(members, client, handler, fanout)
 //	g.Go(func() error { return members.Run(ctx) })
 //	g.Go(func() error { return secret.Run(ctx) })
 //	// serve handler on --peer-listen, whose port every node shares and
@@ -83,6 +94,10 @@
 // catches up. Peer traffic is plain HTTP: the signature authorises, it
 // does not hide which digests a node pulls, and the content is public.
 //
+// The mode, the asker, the hop count and the failed source of an ask are
+// in the signed query (Ask), so a captured request cannot be replayed
+// with another meaning.
+//
 // Peers serve only content the mirror classifies as public. A peer request
 // carries no client credentials that upstream could check, so the mirror's
 // ServePeer refuses content fetched with credentials (403) and the asking
@@ -94,14 +109,18 @@
 //
 // A dead owner costs at most DefaultDialTimeout (300 ms), a hung one
 // DefaultResponseHeaderTimeout (2 s), a stalled body DefaultStallTimeout;
-// each marks the owner bad, and the asking node goes to upstream. A 4xx
+// each marks the owner bad, and the asking node goes to the next live
+// node in the digest's rendezvous order (the mirror's peerTransfer),
+// which fills once for every such asker, or to upstream when that node is
+// itself. A 4xx
 // from the owner (unknown blob, registry not allowed there) and a 5xx (the
 // owner's upstream failing) also send the node to upstream but do not
 // mark the owner, since they describe upstream rather than the peer; a
 // 401 does, since the secrets differ and every request would fail alike.
 //
-// Non-goals: asking a second peer when the owner fails, replication, TLS
-// between peers, and peers that disagree about the peer set for long
-// (during a change, two nodes may name different owners for a few keys;
-// each owner still fills correctly, the cost is an extra upstream fetch).
+// Non-goals: a tracker or scheduler (what a node knows of holders is soft
+// state learnt from its own streams), replication, TLS between peers, and
+// peers that disagree about the peer set for long (during a change, two
+// nodes may name different owners for a few keys; each owner still fills
+// correctly, the cost is an extra upstream fetch).
 package peer

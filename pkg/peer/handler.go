@@ -106,6 +106,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, deniedResult, http.StatusForbidden, ocierr.CodeDenied, "registry is not allowed on this node")
 		return
 	}
+	if _, err := ParseAsk(r, registry, repo, d); err != nil {
+		h.refuse(w, r, invalidResult, http.StatusBadRequest, ocierr.CodeUnsupported, err.Error())
+		return
+	}
 	h.requests.WithLabelValues(servedResult).Inc()
 	h.fetcher.ServePeer(w, r, registry, repo, d)
 }

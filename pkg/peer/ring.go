@@ -100,3 +100,23 @@ func mix64(x uint64) uint64 {
 	x ^= x >> 33
 	return x
 }
+
+// ranked returns the indexes of the nodes in the order they would own key:
+// the owner first, then its runner-up, and so on.
+func (r *ring) ranked(key uint64) []int {
+	idx := make([]int, len(r.seeds))
+	scores := make([]uint64, len(r.seeds))
+	for i, s := range r.seeds {
+		idx[i], scores[i] = i, mix64(s^key)
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		switch {
+		case scores[a] > scores[b]:
+			return -1
+		case scores[a] < scores[b]:
+			return 1
+		}
+		return a - b // the same tie-break as owner
+	})
+	return idx
+}
