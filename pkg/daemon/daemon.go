@@ -125,11 +125,22 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		mirror.WithMetrics(metrics),
 		d.peers.mirrorOption(),
 	)
+	if err = d.newServers(metrics); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// newServers registers the daemon's metrics and builds its HTTP servers:
+// the mirror's, the metrics listener's with the admin API, and the peer
+// API's when peers are on.
+func (d *Daemon) newServers(metrics *mirror.Metrics) (err error) {
+	cfg, log, client := d.cfg, d.log, d.up
 	reg := newRegistry(metrics, d.store, d.maxSize)
 	d.reg = reg
 	reg.MustRegister(client) // the upstream client's refused redirects and circuits
 	if d.pins, err = d.newPinManager(log); err != nil {
-		return nil, err
+		return err
 	}
 	if d.pins != nil {
 		reg.MustRegister(d.pins)
@@ -145,13 +156,13 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	d.servers.metrics = d.newServer(metricsMux)
 	if d.peers != nil {
 		if err = openPeerListener(cfg, &d.ls); err != nil {
-			return nil, err
+			return err
 		}
 		h := d.peers.handler(d.mirror, log)
 		reg.MustRegister(d.peers.collectors(h)...)
 		d.servers.peer = d.newServer(h)
 	}
-	return d, nil
+	return nil
 }
 
 // Addrs are the addresses a Daemon listens on, as host:port or a unix
