@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-
-	"nodecache/pkg/diskstore"
 )
 
 const (
@@ -70,9 +68,9 @@ type memEntry struct {
 
 // memCheck is what the store said of a memEntry, and when.
 type memCheck struct {
-	removals uint64    // the store's Removals then
-	at       time.Time // by the server's clock
-	info     diskstore.Info
+	removals uint64      // the store's Removals then
+	at       time.Time   // by the server's clock
+	info     contentInfo // what the store said, with the answer's headers
 }
 
 // newMemCache returns a cache of budget bytes, or nil if budget is 0.
@@ -164,11 +162,12 @@ func (s *Server) fromMemory(d digest.Digest) (content, bool) {
 			s.mem.remove(d)
 			return nil, false
 		}
-		chk = &memCheck{removals: removals, at: now, info: info}
+		ci := contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}
+		ci.headers = newAnswerHeaders(ci)
+		chk = &memCheck{removals: removals, at: now, info: ci}
 		e.checked.Store(chk)
 	}
-	info := chk.info
-	return &memContent{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, body: e.body}, true
+	return &memContent{contentInfo: chk.info, body: e.body}, true
 }
 
 // lookupManifest is lookup for a manifest's GET: from memory if kept,
