@@ -36,7 +36,7 @@ func TestProfileCachedManifest(t *testing.T) {
 	}
 	lw := NewLogWriter(logFile, 0)
 	t.Cleanup(func() { lw.Close() })
-	r := startWith(t, testConfig(t, up), slog.New(slog.NewTextHandler(lw, nil)))
+	r := startWith(t, testConfig(t, up), slog.New(NewTextHandler(lw, nil)))
 	base := "http://" + r.Addrs().Mirror[0]
 	paths := []string{base + "/v2/bench/app/manifests/" + d.String(), base + "/v2/bench/app/manifests/v1"}
 	for _, u := range paths {
