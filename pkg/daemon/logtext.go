@@ -19,7 +19,7 @@ import (
 // writes to the same output. Each line is one Write.
 type TextHandler struct {
 	slow  slog.Handler
-	out   *lockedWriter
+	out   io.Writer // safe for concurrent use: a LogWriter, or a lockedWriter
 	level slog.Leveler
 	fast  bool // no ReplaceAttr, no source, no groups or added attributes
 }
@@ -30,7 +30,10 @@ func NewTextHandler(out io.Writer, opts *slog.HandlerOptions) *TextHandler {
 	if opts == nil {
 		opts = &slog.HandlerOptions{}
 	}
-	lw := &lockedWriter{w: out}
+	var lw io.Writer = out
+	if _, ok := out.(*LogWriter); !ok { // a LogWriter takes whole lines from many goroutines
+		lw = &lockedWriter{w: out}
+	}
 	level := opts.Level
 	if level == nil {
 		level = slog.LevelInfo
