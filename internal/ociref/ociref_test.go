@@ -2,6 +2,7 @@ package ociref
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -236,4 +237,34 @@ func FuzzParseDigest(f *testing.F) {
 			t.Fatalf("ParseDigest(%q) prints as %q", s, d)
 		}
 	})
+}
+
+// The grammars as the distribution spec writes them: validName and
+// validTag must agree with them on every input.
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+func FuzzGrammarsMatchSpecRegexps(f *testing.F) {
+	for _, s := range []string{"nginx", "library/nginx", "a__b/c.d-e", "a___b", "a--b", "a.-b", "A", "a//b", "a/", "-", "v1.0", "_x", ".x", strings.Repeat("t", 128), strings.Repeat("t", 129), "a\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validName(s), nameRE.MatchString(s); got != want {
+			t.Fatalf("validName(%q) = %v, the spec's regexp says %v", s, got, want)
+		}
+		if got, want := validTag(s), tagRE.MatchString(s); got != want {
+			t.Fatalf("validTag(%q) = %v, the spec's regexp says %v", s, got, want)
+		}
+	})
+}
+
+func TestCheckNameAllocs(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _ = CheckName("library/my-app__x/b.c") }); n != 0 {
+		t.Errorf("CheckName of a valid name allocates %v times, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = CheckTag("v1.2.3-rc_1") }); n != 0 {
+		t.Errorf("CheckTag of a valid tag allocates %v times, want 0", n)
+	}
 }

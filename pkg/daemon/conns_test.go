@@ -195,3 +195,33 @@ func TestConnectionCap(t *testing.T) {
 		t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
 	}
 }
+
+// TestWriteDeadlineMovedOncePerSlack: back-to-back writes move the write
+// deadline once, not once each (each move is a runtime timer's).
+func TestWriteDeadlineMovedOncePerSlack(t *testing.T) {
+	conn := &deadlineCounter{}
+	c := &boundedConn{Conn: conn, progress: time.Hour, release: func() {}} // slack: a minute
+	for range 100 {
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if conn.sets != 1 {
+		t.Fatalf("100 writes within the slack set the deadline %d times, want 1", conn.sets)
+	}
+	c.deadline.Store(c.deadline.Load() - int64(2*time.Minute)) // as if set two minutes ago
+	c.Write([]byte("x"))
+	if conn.sets != 2 {
+		t.Fatalf("a write after the slack set the deadline %d times in all, want 2", conn.sets)
+	}
+}
+
+// deadlineCounter is a net.Conn that takes every write and counts the
+// write deadlines set on it.
+type deadlineCounter struct {
+	net.Conn
+	sets int
+}
+
+func (c *deadlineCounter) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *deadlineCounter) SetWriteDeadline(time.Time) error { c.sets++; return nil }

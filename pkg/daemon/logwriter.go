@@ -79,11 +79,18 @@ func (w *LogWriter) Write(p []byte) (int, error) {
 		w.drops.Inc()
 		return len(p), nil
 	}
+	// Only the line that finds the buffer empty wakes the writing
+	// goroutine: with lines already held, it is awake or woken, and it
+	// takes what gathered until it finds the buffer empty. A channel
+	// operation per line was a lock more on every request.
+	wake := len(w.buf) == 0
 	w.buf = append(w.buf, p...)
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
 	}
 	return len(p), nil
 }

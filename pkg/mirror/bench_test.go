@@ -41,7 +41,7 @@ type benchEnv struct {
 	client *http.Client
 }
 
-func newBenchEnv(b *testing.B, upOpts ...registrytest.Option) *benchEnv {
+func newBenchEnv(b testing.TB, upOpts ...registrytest.Option) *benchEnv {
 	b.Helper()
 	e := &benchEnv{up: registrytest.Start(b, upOpts...), client: benchClient()}
 	store, err := diskstore.Open(b.TempDir())

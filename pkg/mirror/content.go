@@ -45,7 +45,36 @@ type contentInfo struct {
 	// arriving: the bytes are still arriving, so headers go out before
 	// the first byte (containerd gives up after 30 s without headers).
 	arriving bool
+	// headers are the answer's header values, built once for content
+	// that is served often (a manifest in memory); nil: built per answer.
+	headers *answerHeaders
 }
+
+// answerHeaders are the header values of an answer with content. Built
+// once and shared by the answers of a manifest in memory, they are
+// assigned to each answer's header map as they are, with no formatting
+// or canonicalising of keys: they must never be modified.
+type answerHeaders struct {
+	contentType, digest, etag []string
+	length                    []string // the whole content's; nil if its size is not known
+}
+
+func newAnswerHeaders(info contentInfo) *answerHeaders {
+	mediaType := info.mediaType
+	if mediaType == "" {
+		mediaType = "application/octet-stream"
+	}
+	d := info.digest.String()
+	a := &answerHeaders{contentType: []string{mediaType}, digest: []string{d}, etag: []string{`"` + d + `"`}}
+	if info.size >= 0 {
+		a.length = []string{strconv.FormatInt(info.size, 10)}
+	}
+	return a
+}
+
+// acceptRanges is the Accept-Ranges value of every answer that honours
+// a Range; shared, never modified.
+var acceptRanges = []string{"bytes"}
 
 // storedFile is committed content: a file of the store.
 type storedFile struct {
@@ -210,22 +239,20 @@ func (s *Server) serveAuthorized(q *request, c content) error {
 // aborts the connection: a client never receives a short 200 or 206.
 func serveContent(q *request, c content) error {
 	info := c.info()
-	h := q.rec.Header()
-	mediaType := info.mediaType
-	if mediaType == "" {
-		mediaType = "application/octet-stream"
+	hv := info.headers
+	if hv == nil {
+		hv = newAnswerHeaders(info)
 	}
-	h.Set("Content-Type", mediaType)
-	h.Set("Docker-Content-Digest", info.digest.String())
-	h.Set("Etag", `"`+info.digest.String()+`"`)
+	h := q.rec.Header()
+	h["Content-Type"], h["Docker-Content-Digest"], h["Etag"] = hv.contentType, hv.digest, hv.etag
 
 	status, start, length := http.StatusOK, int64(0), info.size
 	if info.whole {
-		if info.size >= 0 {
-			h.Set("Content-Length", strconv.FormatInt(info.size, 10))
+		if hv.length != nil {
+			h["Content-Length"] = hv.length
 		}
 	} else if info.size >= 0 {
-		h.Set("Accept-Ranges", "bytes")
+		h["Accept-Ranges"] = acceptRanges
 		rng, partial, err := parseRange(q.r.Header.Get("Range"), info.size)
 		if err != nil {
 			e := ocierr.Errorf(http.StatusRequestedRangeNotSatisfiable, ocierr.CodeRangeInvalid, "%v for %d bytes", err, info.size)
@@ -235,8 +262,10 @@ func serveContent(q *request, c content) error {
 		if partial {
 			status, start, length = http.StatusPartialContent, rng.start, rng.length
 			h.Set("Content-Range", blobio.ContentRange{Start: start, End: start + length - 1, Total: info.size}.String())
+			h.Set("Content-Length", strconv.FormatInt(length, 10))
+		} else {
+			h["Content-Length"] = hv.length
 		}
-		h.Set("Content-Length", strconv.FormatInt(length, 10))
 	}
 	if q.r.Method == http.MethodHead {
 		q.rec.WriteHeader(status)

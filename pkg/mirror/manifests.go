@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -105,11 +107,46 @@ const acceptNoManifest = "none"
 // parseAccept returns the manifest media types a client accepts
 // (manifestTypes), without parameters, sorted and deduplicated, so that
 // equivalent headers share a tag record; acceptNoManifest alone if the
-// client named only other types.
+// client named only other types. The slice is shared: callers must not
+// modify it.
 func parseAccept(h http.Header) []string {
+	vs := h["Accept"]
+	if len(vs) != 1 || len(vs[0]) > maxAcceptCacheKey {
+		return parseAcceptValues(vs)
+	}
+	if types, ok := acceptCache.Load(vs[0]); ok {
+		return types.([]string)
+	}
+	types := parseAcceptValues(vs)
+	if acceptCached.Add(1) <= maxAcceptCache {
+		acceptCache.Store(vs[0], types)
+	}
+	return types
+}
+
+const (
+	// maxAcceptCache bounds the Accept headers whose parse is kept: the
+	// clients of a node send a handful (one per client program and
+	// version), so 256 keeps them all, while a client sending a new one
+	// on every request cannot grow the cache past a few hundred KiB.
+	maxAcceptCache = 256
+	// maxAcceptCacheKey is the longest Accept header kept: containerd's
+	// is about 300 bytes, the usual ones are shorter.
+	maxAcceptCacheKey = 1 << 10
+)
+
+// acceptCache maps an Accept header, as sent, to parseAcceptValues of
+// it; acceptCached counts the entries stored (never more than
+// maxAcceptCache).
+var (
+	acceptCache  sync.Map
+	acceptCached atomic.Int64
+)
+
+func parseAcceptValues(vs []string) []string {
 	var types []string
 	named := false
-	for _, v := range h.Values("Accept") {
+	for _, v := range vs {
 		for part := range strings.SplitSeq(v, ",") {
 			mt, _, _ := strings.Cut(part, ";")
 			mt = strings.ToLower(strings.TrimSpace(mt))
@@ -123,7 +160,7 @@ func parseAccept(h http.Header) []string {
 		return []string{acceptNoManifest}
 	}
 	slices.Sort(types)
-	return slices.Compact(types)
+	return slices.Clip(slices.Compact(types))
 }
 
 // acceptHeader is the Accept sent upstream for accept: its types, or none.

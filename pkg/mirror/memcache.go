@@ -1,7 +1,6 @@
 package mirror
 
 import (
-	"bytes"
 	"container/list"
 	"io"
 	"sync"
@@ -9,8 +8,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-
-	"nodecache/pkg/diskstore"
 )
 
 const (
@@ -75,9 +72,9 @@ type memEntry struct {
 
 // memCheck is what the store said of a memEntry, and when.
 type memCheck struct {
-	removals uint64    // the store's Removals then
-	at       time.Time // by the server's clock
-	info     diskstore.Info
+	removals uint64      // the store's Removals then
+	at       time.Time   // by the server's clock
+	content  *memContent // what the store said, with the answer's headers; shared by the hits
 }
 
 // newMemCache returns a cache of budget bytes, or nil if budget is 0.
@@ -172,11 +169,12 @@ func (s *Server) fromMemory(d digest.Digest) (content, bool) {
 			s.mem.remove(d)
 			return nil, false
 		}
-		chk = &memCheck{removals: removals, at: now, info: info}
+		ci := contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}
+		ci.headers = newAnswerHeaders(ci)
+		chk = &memCheck{removals: removals, at: now, content: &memContent{contentInfo: ci, body: e.body}}
 		e.checked.Store(chk)
 	}
-	info := chk.info
-	return &memContent{contentInfo: contentInfo{digest: d, size: info.Size, mediaType: info.MediaType, public: info.Public}, body: e.body}, true
+	return chk.content, true
 }
 
 // lookupManifest is lookup for a manifest's GET: from memory if kept,
@@ -219,7 +217,8 @@ func (s *Server) keepInMemory(c content) (content, bool) {
 	return &memContent{contentInfo: f.contentInfo, body: body}, true
 }
 
-// memContent is a committed manifest served from memory.
+// memContent is a committed manifest served from memory. It is never
+// modified, so the hits of one store answer share it (memCheck).
 type memContent struct {
 	contentInfo
 	body []byte
@@ -228,7 +227,7 @@ type memContent struct {
 func (c *memContent) info() contentInfo { return c.contentInfo }
 
 func (c *memContent) open(_ *request, start, _ int64) (io.Reader, error) {
-	return &memBody{Reader: bytes.NewReader(c.body[start:]), b: c.body[start:]}, nil
+	return &memBody{b: c.body[start:]}, nil
 }
 
 // memBody is a body in memory. copyBody writes it in one Write, which
@@ -236,8 +235,17 @@ func (c *memContent) open(_ *request, start, _ int64) (io.Reader, error) {
 // a reader, it would go out in two, through a 32 KiB buffer allocated
 // for each request.
 type memBody struct {
-	*bytes.Reader
-	b []byte
+	b   []byte
+	off int // what Read has returned
+}
+
+func (m *memBody) Read(p []byte) (int, error) {
+	if m.off >= len(m.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[m.off:])
+	m.off += n
+	return n, nil
 }
 
 // writeTo writes length bytes of the body to w (all of it if -1).

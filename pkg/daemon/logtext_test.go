@@ -1,0 +1,125 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+)
+
+// textPair logs the same records through TextHandler and slog's own.
+func textPair(opts *slog.HandlerOptions) (fast, want *slog.Logger, fastOut, wantOut *bytes.Buffer) {
+	fastOut, wantOut = new(bytes.Buffer), new(bytes.Buffer)
+	return slog.New(NewTextHandler(fastOut, opts)), slog.New(slog.NewTextHandler(wantOut, opts)), fastOut, wantOut
+}
+
+// FuzzTextHandlerMatchesSlog: every record TextHandler writes is the line
+// slog's TextHandler writes, byte for byte, whether it takes the fast
+// path or not.
+func FuzzTextHandlerMatchesSlog(f *testing.F) {
+	f.Add("request", "method", "GET", "digest", "sha256:abc", int64(200), int64(1234), true, int64(1500000), int64(1700000000123456789))
+	f.Add("a b", "k", "", "k2", "é", int64(-1), int64(0), false, int64(0), int64(0))
+	f.Add("m", "k=", "v\"", "", "\x00", int64(1), int64(2), true, int64(-5), int64(-1))
+	f.Add("", "key", "a\\b", "x", "tab\there", int64(0), int64(0), false, int64(1), int64(1))
+	f.Fuzz(func(t *testing.T, msg, k1, v1, k2, v2 string, n1, n2 int64, b bool, d, unixNano int64) {
+		fast, want, fastOut, wantOut := textPair(nil)
+		at := time.Unix(0, unixNano).UTC()
+		for _, l := range []*slog.Logger{fast, want} {
+			r := slog.NewRecord(at, slog.LevelInfo, msg, 0)
+			r.AddAttrs(slog.String(k1, v1), slog.String(k2, v2), slog.Int64("n1", n1), slog.Int64("n2", n2),
+				slog.Bool("b", b), slog.Duration("d", time.Duration(d)), slog.Uint64("u", uint64(n2)))
+			l.Handler().Handle(context.Background(), r)
+		}
+		if fastOut.String() != wantOut.String() {
+			t.Fatalf("TextHandler wrote\n%q\nslog writes\n%q", fastOut.String(), wantOut.String())
+		}
+	})
+}
+
+// TestTextHandlerSlowPaths: what the fast path leaves to slog (groups,
+// added attributes, other kinds, levels, a zero time, ReplaceAttr) comes
+// out as slog writes it, and levels below the handler's are dropped.
+func TestTextHandlerSlowPaths(t *testing.T) {
+	opts := &slog.HandlerOptions{Level: slog.LevelWarn}
+	fast, want, fastOut, wantOut := textPair(opts)
+	for _, l := range []*slog.Logger{fast, want} {
+		l.Info("dropped", "k", "v")
+		l.Warn("warn", "err", context.Canceled, "f", 1.5)
+		l.With("component", "store").Error("with", "n", 1)
+		l.WithGroup("g").Warn("group", "n", 1)
+		l.Handler().Handle(context.Background(), slog.NewRecord(time.Time{}, slog.LevelWarn, "no time", 0))
+		l.Warn("time value", "t", time.Unix(1, 0).UTC())
+	}
+	if fastOut.String() != wantOut.String() {
+		t.Fatalf("TextHandler wrote\n%s\nslog writes\n%s", fastOut, wantOut)
+	}
+	replace := &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == "k" {
+			a.Value = slog.StringValue("replaced")
+		}
+		return a
+	}}
+	fast, want, fastOut, wantOut = textPair(replace)
+	for _, l := range []*slog.Logger{fast, want} {
+		l.Info("m", "k", "v")
+	}
+	if fastOut.String() != wantOut.String() {
+		t.Fatalf("with ReplaceAttr, TextHandler wrote\n%s\nslog writes\n%s", fastOut, wantOut)
+	}
+}
+
+// TestTextHandlerLinesWhole: lines logged at once from many goroutines,
+// on both paths, come out whole, one per Write.
+func TestTextHandlerLinesWhole(t *testing.T) {
+	w := &lineWriter{}
+	l := slog.New(NewTextHandler(w, nil))
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for range 100 {
+				l.Info("fast", "i", i)
+				l.Info("slow", "f", 0.5)
+			}
+		})
+	}
+	wg.Wait()
+	if w.lines != 1600 || w.bad != 0 {
+		t.Fatalf("%d lines, %d writes not one whole line; want 1600 and 0", w.lines, w.bad)
+	}
+}
+
+type lineWriter struct {
+	mu         sync.Mutex
+	lines, bad int
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lines++
+	if bytes.IndexByte(p, '\n') != len(p)-1 {
+		w.bad++
+	}
+	return len(p), nil
+}
+
+// TestTextHandlerAccessLineAllocs: a flat line costs no allocation of
+// the handler's (slog's own costs one per line and more for durations).
+func TestTextHandlerAccessLineAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	l := slog.New(NewTextHandler(&lineWriter{}, nil))
+	at := time.Now()
+	n := testing.AllocsPerRun(100, func() {
+		r := slog.NewRecord(at, slog.LevelInfo, "request", 0)
+		r.AddAttrs(slog.String("method", "GET"), slog.String("route", "manifests"), slog.Int("status", 200),
+			slog.Int64("bytes", 1234), slog.String("source", "cache"))
+		l.Handler().Handle(context.Background(), r)
+	})
+	if n != 0 {
+		t.Errorf("a flat line allocates %v times, want 0", n)
+	}
+}

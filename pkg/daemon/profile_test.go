@@ -1,0 +1,71 @@
+//go:build daemonprofile
+
+package daemon
+
+import (
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime/pprof"
+	"strconv"
+	"testing"
+	"time"
+
+	"nodecache/internal/registrytest"
+)
+
+// TestProfileCachedManifest profiles the whole daemon, as the binary runs
+// it (text log through a LogWriter to a file, metrics, the probes beside
+// the mirror), serving a cached manifest by digest and by tag to wrk at
+// c=32. A test build only (tag daemonprofile), so the production
+// listeners keep no pprof:
+//
+//	PROFILE=cpu.prof go test -tags daemonprofile -run ProfileCachedManifest ./pkg/daemon/
+func TestProfileCachedManifest(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Skip("needs wrk")
+	}
+	up := registrytest.Start(t)
+	img := up.PushSingleImage(t, "bench/app", "v1", 1024)
+	d := img.Manifests["linux/amd64"]
+	logFile, err := os.Create(t.TempDir() + "/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lw := NewLogWriter(logFile, 0)
+	t.Cleanup(func() { lw.Close() })
+	r := startWith(t, testConfig(t, up), slog.New(NewTextHandler(lw, nil)))
+	base := "http://" + r.Addrs().Mirror[0]
+	paths := []string{base + "/v2/bench/app/manifests/" + d.String(), base + "/v2/bench/app/manifests/v1"}
+	for _, u := range paths {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %v %v", u, err, resp)
+		}
+		resp.Body.Close()
+	}
+	if f := os.Getenv("PROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pprof.StartCPUProfile(out)
+		defer func() { pprof.StopCPUProfile(); out.Close() }()
+	}
+	secs := 5 * time.Second
+	if s, err := strconv.Atoi(os.Getenv("PROFILE_SECONDS")); err == nil {
+		secs = time.Duration(s) * time.Second
+	}
+	for _, u := range paths {
+		out, err := exec.Command("wrk", "-t2", "-c32", "-d"+strconv.Itoa(int(secs.Seconds()))+"s",
+			"-H", "Accept: application/vnd.oci.image.manifest.v1+json", u).CombinedOutput()
+		if err != nil || regexp.MustCompile(`Non-2xx|Socket errors`).Match(out) {
+			t.Fatalf("wrk: %v\n%s", err, out)
+		}
+		t.Logf("%s: %s req/s", u, regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindSubmatch(out)[1])
+	}
+}
