@@ -147,13 +147,27 @@ func TestServerAbortIsNotCanceled(t *testing.T) {
 	e := newTwoUp(t)
 	data := registrytest.Random(32, 256<<10)
 	d := e.up.PushBlob(t, "demo/app", data)
-	e.up.SetFault(e.up.WrongBytes(int64(len(data))/2, registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
+	// Upstream sends the first half and holds the rest until the client
+	// has its headers, so the client is sure to be streaming the fill
+	// when the wrong byte (in the second half) fails it: were the fill
+	// to fail first, the client would get a 502 answer, not a cut one.
+	half := int64(len(data)) / 2
+	gate := registrytest.NewGate()
+	stall := e.up.Stall(half, gate, registrytest.Route(http.MethodGet, registrytest.KindBlobs))
+	e.up.SetFault(func(w http.ResponseWriter, req *http.Request) bool {
+		return stall(&flipByte{ResponseWriter: w, at: half + 1}, req)
+	})
 
 	resp, err := http.Get(e.srv.URL + "/v2/up.test/demo/app/blobs/" + d.String())
-	if err == nil {
-		_, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200 and a body cut short", resp.StatusCode)
+	}
+	gate.Release()
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
 	if err == nil {
 		t.Fatal("the client got a whole answer from wrong bytes")
 	}
@@ -270,3 +284,23 @@ func TestHalfClosedClientGetsNoEmptyOK(t *testing.T) {
 	}
 	within(t, e.served, "the handler's return")
 }
+
+// flipByte is a ResponseWriter that inverts the byte of the body at
+// offset at, as a corrupting upstream would.
+type flipByte struct {
+	http.ResponseWriter
+	at, off int64
+}
+
+func (w *flipByte) Write(p []byte) (int, error) {
+	if i := w.at - w.off; i >= 0 && i < int64(len(p)) {
+		p = append([]byte(nil), p...)
+		p[i] ^= 0xff
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.off += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *flipByte) Unwrap() http.ResponseWriter { return w.ResponseWriter }
