@@ -276,8 +276,11 @@ func (f *Fill) release() error {
 	return nil
 }
 
-// commit makes the verified content durable and puts it in place.
-func (f *Fill) commit(public bool) error {
+// commit makes the verified content durable and puts it in place. If it
+// fails, it takes away what it had put in place (the media type file, the
+// renamed content file): the entry is not stored, and no file of it is
+// left for the next start to index without a commit.
+func (f *Fill) commit(public bool) (err error) {
 	s := f.store
 	final := s.path(f.digest)
 	if err := ensureDir(filepath.Dir(final)); err != nil {
@@ -292,6 +295,11 @@ func (f *Fill) commit(public bool) error {
 		}); err != nil {
 			return err
 		}
+		defer func() {
+			if err != nil {
+				os.Remove(final + typeSuffix)
+			}
+		}()
 		s.step(StepTypeWritten)
 	}
 	if public {
@@ -307,6 +315,11 @@ func (f *Fill) commit(public bool) error {
 	if err := os.Rename(f.file.Name(), final); err != nil {
 		return fmt.Errorf("diskstore: commit %s: %w", f.digest, err)
 	}
+	defer func() {
+		if err != nil {
+			os.Remove(final)
+		}
+	}()
 	s.step(StepRenamed)
 	if err := syncDir(filepath.Dir(final)); err != nil {
 		return err

@@ -194,3 +194,47 @@ func TestCommitFailingAfterTheRelease(t *testing.T) {
 		t.Fatal("the refilled entry holds wrong bytes")
 	}
 }
+
+// TestFailedCommitLeavesNoMediaTypeFile: a commit that fails after its
+// media type file is in place (here the rename, its temporary file gone)
+// takes that file away again, so that nothing of the entry is left to
+// be read back after a restart under a later fill of the same digest.
+func TestFailedCommitLeavesNoMediaTypeFile(t *testing.T) {
+	data := randomBytes(9, 10<<10)
+	dir := t.TempDir()
+	removeTmp := func() {
+		names, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+		for _, n := range names {
+			os.Remove(filepath.Join(dir, "tmp", n.Name()))
+		}
+	}
+	s, reached, proceed := gatedStore(t, dir, StepTypeWritten, removeTmp)
+	d := digest.FromBytes(data)
+	f, err := s.Begin(d, int64(len(data)), Meta{MediaType: "application/vnd.oci.image.manifest.v1+json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	go func() { committed <- f.Commit() }()
+	<-reached
+	proceed()
+	if err := <-committed; err == nil {
+		t.Fatal("Commit succeeded without its temporary file")
+	}
+	if _, err := os.Stat(s.path(d) + typeSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("media type file after the failed commit: %v, want none", err)
+	}
+
+	// A later fill of the same bytes as a plain blob: after a restart the
+	// entry has no media type.
+	plain := put(t, s, data, "")
+	s.Close()
+	s = openStore(t, dir)
+	defer s.Close()
+	if info, err := s.Stat(plain); err != nil || info.MediaType != "" {
+		t.Fatalf("Stat after a restart = %+v, %v; want the plain blob", info, err)
+	}
+}
