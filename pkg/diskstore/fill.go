@@ -32,12 +32,16 @@ type Fill struct {
 	key      key
 	tail     *[32]byte // second half of a sha512 digest, for the index
 	digest   digest.Digest
-	size     int64       // expected size; -1 if unknown
-	reserved int64       // bytes reserved in the store for this fill; guarded by store.mu
-	meta     Meta        // meta.Public is the value at Begin; see public
-	public   atomic.Bool // MarkPublic may set it while the fill runs
-	file     *os.File
-	dg       *blobio.Digester // used by the writer only
+	size     int64 // expected size; -1 if unknown
+	reserved int64 // bytes reserved in the store for this fill; guarded by store.mu
+	// releasedSize is the content's size once it is verified and released,
+	// and -1 before: Stats counts such a fill as stored while its commit
+	// runs. Guarded by store.mu.
+	releasedSize int64
+	meta         Meta        // meta.Public is the value at Begin; see public
+	public       atomic.Bool // MarkPublic may set it while the fill runs
+	file         *os.File
+	dg           *blobio.Digester // used by the writer only
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -98,7 +102,7 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 		return nil, fmt.Errorf("%w: start fill of %s: %w", ErrNoSpace, d, err)
 	}
 	f := &Fill{
-		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), meta: meta,
+		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), releasedSize: -1, meta: meta,
 		file: file, dg: blobio.NewDigester(d, size), wake: make(chan struct{}),
 	}
 	f.public.Store(meta.Public)
@@ -270,9 +274,14 @@ func (f *Fill) release() error {
 	}
 	f.mu.Lock()
 	f.verified = true
+	written := f.written
 	f.signalLocked()
 	f.mu.Unlock()
-	f.store.step(StepReleased)
+	s := f.store
+	s.mu.Lock()
+	f.releasedSize = written
+	s.mu.Unlock()
+	s.step(StepReleased)
 	return nil
 }
 

@@ -238,3 +238,54 @@ func TestFailedCommitLeavesNoMediaTypeFile(t *testing.T) {
 		t.Fatalf("Stat after a restart = %+v, %v; want the plain blob", info, err)
 	}
 }
+
+// TestStatsCountACommitUnderWay: while a verified fill's commit is held
+// before its rename, Stats and Len answer at once and count the entry as
+// stored; once the commit fails, it is counted no more.
+func TestStatsCountACommitUnderWay(t *testing.T) {
+	data := randomBytes(10, 20<<10)
+	dir := t.TempDir()
+	removeTmp := func() {
+		names, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+		for _, n := range names {
+			os.Remove(filepath.Join(dir, "tmp", n.Name()))
+		}
+	}
+	s, reached, proceed := gatedStore(t, dir, StepSynced, removeTmp)
+	defer s.Close()
+	f, err := s.Begin(digest.FromBytes(data), int64(len(data)), Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Entries != 0 || st.Bytes != 0 || st.Reserved != int64(len(data)) {
+		t.Fatalf("stats while writing = %+v, want the bytes reserved, nothing stored", st)
+	}
+	committed := make(chan error, 1)
+	go func() { committed <- f.Commit() }()
+	<-reached // released and fsynced, held before the rename
+
+	type answer struct {
+		st Stats
+		n  int
+	}
+	got := make(chan answer, 1)
+	go func() { got <- answer{s.Stats(), s.Len()} }()
+	select {
+	case a := <-got:
+		if a.st.Entries != 1 || a.st.Bytes != int64(len(data)) || a.st.Reserved != 0 || a.n != 1 {
+			t.Fatalf("during the commit: stats %+v, Len %d; want the entry counted as stored", a.st, a.n)
+		}
+	case <-time.After(readerTimeout):
+		t.Fatal("Stats waited for the commit")
+	}
+	proceed()
+	if err := <-committed; err == nil {
+		t.Fatal("Commit succeeded without its temporary file")
+	}
+	if st, n := s.Stats(), s.Len(); st.Entries != 0 || st.Bytes != 0 || st.Reserved != 0 || n != 0 {
+		t.Fatalf("after the failed commit: stats %+v, Len %d; want nothing", st, n)
+	}
+}
