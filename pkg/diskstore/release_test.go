@@ -167,6 +167,14 @@ func TestCommitFailingAfterTheRelease(t *testing.T) {
 	if got := readAllOf(t, r); !bytes.Equal(got, data) {
 		t.Fatalf("reader got %d bytes after the failed commit, want the %d verified", len(got), len(data))
 	}
+	// The last reader's Close lets go of the fill's descriptor.
+	if _, err := f.file.Stat(); err != nil {
+		t.Fatalf("the fill's file while a reader has it: %v", err)
+	}
+	r.Close()
+	if _, err := f.file.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("the fill's file after its last reader closed: %v, want it closed", err)
+	}
 	if err := f.Verified(context.Background()); err != nil {
 		t.Fatalf("Verified after a failed commit = %v, want nil", err)
 	}
