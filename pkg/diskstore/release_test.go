@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -295,5 +297,65 @@ func TestStatsCountACommitUnderWay(t *testing.T) {
 	}
 	if st, n := s.Stats(), s.Len(); st.Entries != 0 || st.Bytes != 0 || st.Reserved != 0 || n != 0 {
 		t.Fatalf("after the failed commit: stats %+v, Len %d; want nothing", st, n)
+	}
+}
+
+// TestStatAndDeleteWaitForTheCommitUnderWay: a Stat or a Delete of a
+// digest whose fill is verified, its commit held before the rename, waits
+// for the commit (synctest.Wait sees it blocked), then answers after it:
+// Stat finds the entry, and Delete removes it rather than being undone
+// by the rename that follows.
+func TestStatAndDeleteWaitForTheCommitUnderWay(t *testing.T) {
+	tests := []struct {
+		name      string
+		call      func(s *Store, d digest.Digest) error
+		wantAfter bool // the entry is stored once both are done
+	}{
+		{"Stat", func(s *Store, d digest.Digest) error { _, err := s.Stat(d); return err }, true},
+		{"Delete", func(s *Store, d digest.Digest) error { return s.Delete(d) }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				data := randomBytes(11, 10<<10)
+				s, reached, proceed := gatedStore(t, t.TempDir(), StepSynced, nil)
+				defer s.Close()
+				// A failing test lets the commit go too, so that the
+				// bubble's goroutines end.
+				var once sync.Once
+				release := func() { once.Do(proceed) }
+				defer release()
+				d := digest.FromBytes(data)
+				f, err := s.Begin(d, int64(len(data)), Meta{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.Write(data); err != nil {
+					t.Fatal(err)
+				}
+				committed := make(chan error, 1)
+				go func() { committed <- f.Commit() }()
+				<-reached // released, held before the rename
+
+				answered := make(chan error, 1)
+				go func() { answered <- tt.call(s, d) }()
+				synctest.Wait()
+				select {
+				case err := <-answered:
+					t.Fatalf("%s answered (%v) while the commit was under way", tt.name, err)
+				default:
+				}
+				release()
+				if err := <-committed; err != nil {
+					t.Fatalf("Commit: %v", err)
+				}
+				if err := <-answered; err != nil {
+					t.Fatalf("%s: %v", tt.name, err)
+				}
+				if stored := has(s, d); stored != tt.wantAfter {
+					t.Fatalf("stored after the commit and %s = %v, want %v", tt.name, stored, tt.wantAfter)
+				}
+			})
+		})
 	}
 }
