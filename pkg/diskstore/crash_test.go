@@ -72,6 +72,11 @@ func TestCrashAtEachStep(t *testing.T) {
 				if s.Len() != 0 {
 					t.Fatalf("store holds %d entries, want 0", s.Len())
 				}
+				// A media type file renamed before the crash has no
+				// content file: the load removes it.
+				if _, err := os.Stat(s.path(d) + typeSuffix); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("media type file after a crash at %s: %v, want none", tt.step, err)
+				}
 				return
 			}
 			if got := readAll(t, s, d); !bytes.Equal(got, crashData) {

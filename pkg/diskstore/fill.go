@@ -32,12 +32,16 @@ type Fill struct {
 	key      key
 	tail     *[32]byte // second half of a sha512 digest, for the index
 	digest   digest.Digest
-	size     int64       // expected size; -1 if unknown
-	reserved int64       // bytes reserved in the store for this fill; guarded by store.mu
-	meta     Meta        // meta.Public is the value at Begin; see public
-	public   atomic.Bool // MarkPublic may set it while the fill runs
-	file     *os.File
-	dg       *blobio.Digester // used by the writer only
+	size     int64 // expected size; -1 if unknown
+	reserved int64 // bytes reserved in the store for this fill; guarded by store.mu
+	// releasedSize is the content's size once it is verified and released,
+	// and -1 before: Stats counts such a fill as stored while its commit
+	// runs. Guarded by store.mu.
+	releasedSize int64
+	meta         Meta        // meta.Public is the value at Begin; see public
+	public       atomic.Bool // MarkPublic may set it while the fill runs
+	file         *os.File
+	dg           *blobio.Digester // used by the writer only
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -98,7 +102,7 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 		return nil, fmt.Errorf("%w: start fill of %s: %w", ErrNoSpace, d, err)
 	}
 	f := &Fill{
-		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), meta: meta,
+		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), releasedSize: -1, meta: meta,
 		file: file, dg: blobio.NewDigester(d, size), wake: make(chan struct{}),
 	}
 	f.public.Store(meta.Public)
@@ -270,14 +274,22 @@ func (f *Fill) release() error {
 	}
 	f.mu.Lock()
 	f.verified = true
+	written := f.written
 	f.signalLocked()
 	f.mu.Unlock()
-	f.store.step(StepReleased)
+	s := f.store
+	s.mu.Lock()
+	f.releasedSize = written
+	s.mu.Unlock()
+	s.step(StepReleased)
 	return nil
 }
 
-// commit makes the verified content durable and puts it in place.
-func (f *Fill) commit(public bool) error {
+// commit makes the verified content durable and puts it in place. If it
+// fails, it takes away what it had put in place (the media type file, the
+// renamed content file): the entry is not stored, and no file of it is
+// left for the next start to index without a commit.
+func (f *Fill) commit(public bool) (err error) {
 	s := f.store
 	final := s.path(f.digest)
 	if err := ensureDir(filepath.Dir(final)); err != nil {
@@ -292,6 +304,11 @@ func (f *Fill) commit(public bool) error {
 		}); err != nil {
 			return err
 		}
+		defer func() {
+			if err != nil {
+				os.Remove(final + typeSuffix)
+			}
+		}()
 		s.step(StepTypeWritten)
 	}
 	if public {
@@ -307,6 +324,11 @@ func (f *Fill) commit(public bool) error {
 	if err := os.Rename(f.file.Name(), final); err != nil {
 		return fmt.Errorf("diskstore: commit %s: %w", f.digest, err)
 	}
+	defer func() {
+		if err != nil {
+			os.Remove(final)
+		}
+	}()
 	s.step(StepRenamed)
 	if err := syncDir(filepath.Dir(final)); err != nil {
 		return err

@@ -150,7 +150,7 @@ func (sc *shardScanner) entry(fd int, d shardDir, name []byte) {
 		return
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(fd, string(name), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil ||
+	if err := lstatAt(fd, name, &st); err != nil ||
 		st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return // removed while we were reading, or not a file: not ours to index
 	}

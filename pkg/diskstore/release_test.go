@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -167,6 +169,14 @@ func TestCommitFailingAfterTheRelease(t *testing.T) {
 	if got := readAllOf(t, r); !bytes.Equal(got, data) {
 		t.Fatalf("reader got %d bytes after the failed commit, want the %d verified", len(got), len(data))
 	}
+	// The last reader's Close lets go of the fill's descriptor.
+	if _, err := f.file.Stat(); err != nil {
+		t.Fatalf("the fill's file while a reader has it: %v", err)
+	}
+	r.Close()
+	if _, err := f.file.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("the fill's file after its last reader closed: %v, want it closed", err)
+	}
 	if err := f.Verified(context.Background()); err != nil {
 		t.Fatalf("Verified after a failed commit = %v, want nil", err)
 	}
@@ -192,5 +202,160 @@ func TestCommitFailingAfterTheRelease(t *testing.T) {
 	}
 	if got := readAll(t, s, d); !bytes.Equal(got, data) {
 		t.Fatal("the refilled entry holds wrong bytes")
+	}
+}
+
+// TestFailedCommitLeavesNoMediaTypeFile: a commit that fails after its
+// media type file is in place (here the rename, its temporary file gone)
+// takes that file away again, so that nothing of the entry is left to
+// be read back after a restart under a later fill of the same digest.
+func TestFailedCommitLeavesNoMediaTypeFile(t *testing.T) {
+	data := randomBytes(9, 10<<10)
+	dir := t.TempDir()
+	removeTmp := func() {
+		names, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+		for _, n := range names {
+			os.Remove(filepath.Join(dir, "tmp", n.Name()))
+		}
+	}
+	s, reached, proceed := gatedStore(t, dir, StepTypeWritten, removeTmp)
+	d := digest.FromBytes(data)
+	f, err := s.Begin(d, int64(len(data)), Meta{MediaType: "application/vnd.oci.image.manifest.v1+json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	go func() { committed <- f.Commit() }()
+	<-reached
+	proceed()
+	if err := <-committed; err == nil {
+		t.Fatal("Commit succeeded without its temporary file")
+	}
+	if _, err := os.Stat(s.path(d) + typeSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("media type file after the failed commit: %v, want none", err)
+	}
+
+	// A later fill of the same bytes as a plain blob: after a restart the
+	// entry has no media type.
+	plain := put(t, s, data, "")
+	s.Close()
+	s = openStore(t, dir)
+	defer s.Close()
+	if info, err := s.Stat(plain); err != nil || info.MediaType != "" {
+		t.Fatalf("Stat after a restart = %+v, %v; want the plain blob", info, err)
+	}
+}
+
+// TestStatsCountACommitUnderWay: while a verified fill's commit is held
+// before its rename, Stats and Len answer at once and count the entry as
+// stored; once the commit fails, it is counted no more.
+func TestStatsCountACommitUnderWay(t *testing.T) {
+	data := randomBytes(10, 20<<10)
+	dir := t.TempDir()
+	removeTmp := func() {
+		names, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+		for _, n := range names {
+			os.Remove(filepath.Join(dir, "tmp", n.Name()))
+		}
+	}
+	s, reached, proceed := gatedStore(t, dir, StepSynced, removeTmp)
+	defer s.Close()
+	f, err := s.Begin(digest.FromBytes(data), int64(len(data)), Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Entries != 0 || st.Bytes != 0 || st.Reserved != int64(len(data)) {
+		t.Fatalf("stats while writing = %+v, want the bytes reserved, nothing stored", st)
+	}
+	committed := make(chan error, 1)
+	go func() { committed <- f.Commit() }()
+	<-reached // released and fsynced, held before the rename
+
+	type answer struct {
+		st Stats
+		n  int
+	}
+	got := make(chan answer, 1)
+	go func() { got <- answer{s.Stats(), s.Len()} }()
+	select {
+	case a := <-got:
+		if a.st.Entries != 1 || a.st.Bytes != int64(len(data)) || a.st.Reserved != 0 || a.n != 1 {
+			t.Fatalf("during the commit: stats %+v, Len %d; want the entry counted as stored", a.st, a.n)
+		}
+	case <-time.After(readerTimeout):
+		t.Fatal("Stats waited for the commit")
+	}
+	proceed()
+	if err := <-committed; err == nil {
+		t.Fatal("Commit succeeded without its temporary file")
+	}
+	if st, n := s.Stats(), s.Len(); st.Entries != 0 || st.Bytes != 0 || st.Reserved != 0 || n != 0 {
+		t.Fatalf("after the failed commit: stats %+v, Len %d; want nothing", st, n)
+	}
+}
+
+// TestStatAndDeleteWaitForTheCommitUnderWay: a Stat or a Delete of a
+// digest whose fill is verified, its commit held before the rename, waits
+// for the commit (synctest.Wait sees it blocked), then answers after it:
+// Stat finds the entry, and Delete removes it rather than being undone
+// by the rename that follows.
+func TestStatAndDeleteWaitForTheCommitUnderWay(t *testing.T) {
+	tests := []struct {
+		name      string
+		call      func(s *Store, d digest.Digest) error
+		wantAfter bool // the entry is stored once both are done
+	}{
+		{"Stat", func(s *Store, d digest.Digest) error { _, err := s.Stat(d); return err }, true},
+		{"Delete", func(s *Store, d digest.Digest) error { return s.Delete(d) }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				data := randomBytes(11, 10<<10)
+				s, reached, proceed := gatedStore(t, t.TempDir(), StepSynced, nil)
+				defer s.Close()
+				// A failing test lets the commit go too, so that the
+				// bubble's goroutines end.
+				var once sync.Once
+				release := func() { once.Do(proceed) }
+				defer release()
+				d := digest.FromBytes(data)
+				f, err := s.Begin(d, int64(len(data)), Meta{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.Write(data); err != nil {
+					t.Fatal(err)
+				}
+				committed := make(chan error, 1)
+				go func() { committed <- f.Commit() }()
+				<-reached // released, held before the rename
+
+				answered := make(chan error, 1)
+				go func() { answered <- tt.call(s, d) }()
+				synctest.Wait()
+				select {
+				case err := <-answered:
+					t.Fatalf("%s answered (%v) while the commit was under way", tt.name, err)
+				default:
+				}
+				release()
+				if err := <-committed; err != nil {
+					t.Fatalf("Commit: %v", err)
+				}
+				if err := <-answered; err != nil {
+					t.Fatalf("%s: %v", tt.name, err)
+				}
+				if stored := has(s, d); stored != tt.wantAfter {
+					t.Fatalf("stored after the commit and %s = %v, want %v", tt.name, stored, tt.wantAfter)
+				}
+			})
+		})
 	}
 }

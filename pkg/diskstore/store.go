@@ -326,39 +326,38 @@ func (s *Store) Delete(d digest.Digest) error {
 	return nil
 }
 
-// Len returns the number of committed entries. Like Stat, it first waits
-// for the commits of fills whose content is verified.
+// Len returns the number of committed entries. A fill whose content is
+// verified and released, its commit under way, counts as one: its
+// readers have had the whole content. Len does not wait for the commit.
 func (s *Store) Len() int {
-	s.settleVerified()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.index.Len()
+	n := s.index.Len()
+	for _, f := range s.fills {
+		if f.releasedSize >= 0 {
+			n++
+		}
+	}
+	return n
 }
 
-// Stats returns a snapshot of the store's size and counters. Like Stat,
-// it first waits for the commits of fills whose content is verified.
+// Stats returns a snapshot of the store's size and counters. Like Len, it
+// counts a fill whose commit is under way as stored (its bytes in Bytes,
+// not in Reserved), and does not wait for the commit: a scrape of the
+// metrics is not held up by an fsync, nor stopped by a disk that hangs.
 func (s *Store) Stats() Stats {
-	s.settleVerified()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.counts
 	st.Bytes, st.Reserved, st.Entries = s.used, s.reserved, s.index.Len()
-	return st
-}
-
-// settleVerified waits for the commits of the fills whose content is
-// verified: a client that has had the whole content of a fill finds the
-// entry counted.
-func (s *Store) settleVerified() {
-	s.mu.Lock()
-	fills := make([]*Fill, 0, len(s.fills))
 	for _, f := range s.fills {
-		fills = append(fills, f)
+		if f.releasedSize >= 0 {
+			st.Bytes += f.releasedSize
+			st.Reserved -= f.reserved
+			st.Entries++
+		}
 	}
-	s.mu.Unlock()
-	for _, f := range fills {
-		f.settle()
-	}
+	return st
 }
 
 // Filling returns the fill in progress for d, or nil.
