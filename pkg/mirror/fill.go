@@ -118,7 +118,7 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 	// must not cancel it for the others. Close ends it, and so does the
 	// grace timer of a fill nobody reads (fillClients). The fill timeout
 	// counts time without progress (progress.go).
-	timeoutCtx, cancelTimeout, touch := progressContext(s.fillCtx, s.fillTimeout)
+	timeoutCtx, cancelTimeout, touch := progressContext(s.fillCtx, s.fillTimeout, s.now)
 	ctx, stop := context.WithCancelCause(timeoutCtx)
 	cancel := func() { stop(nil); cancelTimeout() }
 	release, err := s.fillSlot(q, ctx)

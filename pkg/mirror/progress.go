@@ -29,11 +29,11 @@ func (e noProgressError) Error() string {
 func (e noProgressError) Unwrap() error { return context.DeadlineExceeded }
 
 // progressContext returns a context cancelled, with a noProgressError as
-// its cause, once touch has not been called for after, and the function
-// that ends it early.
-func progressContext(parent context.Context, after time.Duration) (ctx context.Context, cancel context.CancelFunc, touch func()) {
+// its cause, once touch has not been called for after by now's clock, and
+// the function that ends it early.
+func progressContext(parent context.Context, after time.Duration, now func() time.Time) (ctx context.Context, cancel context.CancelFunc, touch func()) {
 	ctx, stop := context.WithCancelCause(parent)
-	w := &progressWatch{after: after, last: time.Now()}
+	w := &progressWatch{after: after, now: now, last: now()}
 	var once sync.Once
 	w.timer = time.AfterFunc(after, func() { w.check(stop) })
 	end := func() {
@@ -52,6 +52,7 @@ func progressContext(parent context.Context, after time.Duration) (ctx context.C
 // read and a store, cheap enough for every Read of a body.
 type progressWatch struct {
 	after time.Duration
+	now   func() time.Time // the server's clock: silence is measured by it
 	timer *time.Timer
 	mu    sync.Mutex // guards last, done and re-arming the timer
 	last  time.Time
@@ -59,7 +60,7 @@ type progressWatch struct {
 }
 
 func (w *progressWatch) touch() {
-	now := time.Now()
+	now := w.now()
 	w.mu.Lock()
 	w.last = now
 	w.mu.Unlock()
@@ -73,7 +74,7 @@ func (w *progressWatch) check(stop context.CancelCauseFunc) {
 	if w.done {
 		return
 	}
-	left := w.after - time.Since(w.last)
+	left := w.after - w.now().Sub(w.last)
 	if left > 0 {
 		w.timer.Reset(left)
 		return

@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"nodecache/internal/clocktest"
 	"nodecache/internal/registrytest"
 )
 
 // A fill context with no progress ends with a cause that is the fill
 // timeout's DeadlineExceeded, so clients get the 504 they always got.
 func TestProgressContextEndsWithoutProgress(t *testing.T) {
-	ctx, cancel, _ := progressContext(context.Background(), time.Millisecond)
+	ctx, cancel, _ := progressContext(context.Background(), time.Millisecond, time.Now)
 	defer cancel()
 	<-ctx.Done()
 	cause := context.Cause(ctx)
@@ -24,9 +25,32 @@ func TestProgressContextEndsWithoutProgress(t *testing.T) {
 	}
 }
 
+// A watch touched more often than its window never ends, however long it
+// runs in all; once touches stop for the window, it ends. Silence is
+// measured by the clock given, which only the test moves.
+func TestProgressContextCountsSilenceOnly(t *testing.T) {
+	const after = time.Millisecond // how often the real timer looks
+	clock := clocktest.New()
+	ctx, cancel, touch := progressContext(context.Background(), after, clock.Now)
+	defer cancel()
+	for range 200 { // 100 windows in all
+		clock.Advance(after / 2)
+		touch()
+		if ctx.Err() != nil {
+			t.Fatalf("ended after touches every half window: %v", context.Cause(ctx))
+		}
+	}
+	clock.Advance(after)
+	<-ctx.Done() // the next look of the timer sees a whole silent window
+	var np noProgressError
+	if !errors.As(context.Cause(ctx), &np) {
+		t.Fatalf("cause %v, want noProgressError", context.Cause(ctx))
+	}
+}
+
 // Ending the context early is a plain cancel, not a timeout.
 func TestProgressContextCancel(t *testing.T) {
-	ctx, cancel, touch := progressContext(context.Background(), time.Hour)
+	ctx, cancel, touch := progressContext(context.Background(), time.Hour, time.Now)
 	touch()
 	cancel()
 	cancel() // twice is fine
@@ -42,7 +66,11 @@ func TestSlowUpstreamFillOutlastsFillTimeout(t *testing.T) {
 	const fillTimeout = 300 * time.Millisecond
 	// 1 MiB at 1 MiB/s in small paced chunks: a second of transfer, over
 	// three times the fill timeout, never silent for long.
-	e := newEnv(t, []registrytest.Option{registrytest.WithThrottle(1 << 20)}, WithFillTimeout(fillTimeout))
+	// The server's clock stands still: silence is measured by it, so no
+	// pause of this machine, however long, counts as one. An absolute
+	// limit on the fill (real time) would still cut it.
+	e := newEnv(t, []registrytest.Option{registrytest.WithThrottle(1 << 20)}, WithFillTimeout(fillTimeout),
+		WithClock(clocktest.New().Now))
 	data := registrytest.Random(5, 1<<20)
 	d := e.up.PushBlob(t, "test/app", data)
 	start := time.Now()
