@@ -14,9 +14,18 @@ import (
 // retry, not nodecache's own 500, and the answer does not carry the
 // upstream's internal URL.
 func TestFillTimeoutBeforeHeadersIs504(t *testing.T) {
-	e := newEnv(t, nil, WithFillTimeout(100*time.Millisecond))
+	const fillTimeout = 100 * time.Millisecond
+	e := newEnv(t, nil, WithFillTimeout(fillTimeout))
 	d := e.up.PushBlob(t, "test/app", registrytest.Random(1, 1000))
-	e.up.SetFault(e.up.NoHeaders(nil, registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
+	held := registrytest.NewGate() // never released: upstream never answers
+	e.up.SetFault(e.up.NoHeaders(held, registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
+	// The fill timeout counts silence by the server's clock, the env's
+	// fake one: it passes once upstream holds the request.
+	go func() {
+		if held.WaitHeld(t.Context(), 1) == nil {
+			e.advance(2 * fillTimeout)
+		}
+	}()
 
 	resp, body := e.do(http.MethodGet, e.url("/v2/test/app/blobs/"+d.String()), nil)
 	if resp.StatusCode != http.StatusGatewayTimeout {
