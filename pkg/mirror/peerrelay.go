@@ -84,10 +84,14 @@ func (s *Server) awaitFill(q *request, d digest.Digest) bool {
 }
 
 // admit applies the fan-out bound to an ask for d: release ends the
-// stream it admits, or to names the node to point the asker to.
+// stream it admits, or to names the node to point the asker to. Only an
+// asker in this node's peer set is remembered, and so ever pointed to.
 func (s *Server) admit(d digest.Digest, a peer.Ask) (release func(bool), to string) {
 	if s.peers == nil {
 		return func(bool) {}, ""
+	}
+	if a.From != "" && !s.peers.Members.IsPeer(a.From) {
+		a.From = ""
 	}
 	return s.peers.fanout.Admit(d, a)
 }

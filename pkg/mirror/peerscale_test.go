@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -372,5 +373,74 @@ func TestPeersLeaveCostsNoUpstream(t *testing.T) {
 	checkErrs(t, pullEvery([]*scaleNode{c.nodes[1]}, "team/app", blobs))
 	if got := up.Count(http.MethodGet, registrytest.KindBlobs) - gets; got != 0 {
 		t.Errorf("%d upstream blob GETs after the owner left, want 0", got)
+	}
+}
+
+// redirectingFetcher is a peer that points every ask to the node to.
+type redirectingFetcher struct{ to string }
+
+func (f redirectingFetcher) ServePeer(w http.ResponseWriter, _ *http.Request, _, _ string, _ digest.Digest) {
+	peer.Redirect(w, f.to)
+}
+
+// TestPeersRedirectOnlyToPeers: the owner of a blob points its askers to
+// an address outside the peer set. The asker never contacts it (it would
+// send it a signed request and take its bytes), and pulls the blob
+// elsewhere.
+func TestPeersRedirectOnlyToPeers(t *testing.T) {
+	up := registrytest.Start(t)
+	var outsiderHits atomic.Int32
+	outsider := listenLocal(t)
+	serveOn(t, outsider, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		outsiderHits.Add(1)
+		http.Error(w, "not a peer", http.StatusNotFound)
+	}))
+	fakeL := listenLocal(t)
+	secret, err := peer.LoadSecret(writeSecret(t, testPeerSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, fakeL, peer.NewHandler(secret, func(string) bool { return true }, redirectingFetcher{to: outsider.Addr().String()}))
+	fake := fakeL.Addr().String()
+	c := newScaleCluster(t, up, 2, peer.DefaultFanout)
+	all := append(c.addrs(), fake)
+	for _, n := range c.nodes {
+		c.build(n, all, nil)
+	}
+	var d digest.Digest
+	for seed := uint64(1); ; seed++ { // a blob the fake owns
+		data := registrytest.Random(seed, 64<<10)
+		if owner, _ := c.nodes[0].members.Owner(digest.FromBytes(data)); owner == fake {
+			d = up.PushBlob(t, "team/app", data)
+			break
+		}
+	}
+	up.ResetCounts()
+	if err := c.nodes[0].get("team/app", d); err != nil {
+		t.Fatal(err)
+	}
+	if n := outsiderHits.Load(); n != 0 {
+		t.Errorf("the address outside the peer set got %d requests, want 0", n)
+	}
+	if got := up.BlobGets(d); got != 1 {
+		t.Errorf("%d upstream GETs, want 1", got)
+	}
+}
+
+// An asker outside this node's peer set is served but never remembered,
+// so no other asker is ever pointed to it.
+func TestPeersAdmitRemembersPeersOnly(t *testing.T) {
+	c := newScaleCluster(t, registrytest.Start(t), 2, 1)
+	m, other := c.nodes[0].m.Load(), c.nodes[1].addr
+	d := digest.FromString("layer")
+	for _, from := range []string{"10.9.9.9:5051", other} {
+		release, to := m.admit(d, peer.Ask{From: from})
+		if release == nil {
+			t.Fatalf("the ask from %s was pointed to %q, want served", from, to)
+		}
+		release(true)
+	}
+	if got := c.nodes[0].fanout.Holders(d); !slices.Equal(got, []string{other}) {
+		t.Errorf("holders %v, want only the peer %s", got, other)
 	}
 }

@@ -124,7 +124,8 @@ func (t *peerTransfer) holders(skip []string) []string {
 }
 
 // follow asks addr, and follows its redirects: each points to a node
-// receiving or holding d, asked in ModeRelay. A relay that cannot serve
+// receiving or holding d, asked in ModeRelay, if that node is one of this
+// node's peers. A relay that cannot serve
 // sends the ask back to where the redirects started, one hop further, so
 // at peer.MaxHops that node serves it itself.
 func (t *peerTransfer) follow(ctx context.Context, addr string, a peer.Ask) (io.ReadCloser, int64, string, error) {
@@ -139,10 +140,12 @@ func (t *peerTransfer) follow(ctx context.Context, addr string, a peer.Ask) (io.
 		switch {
 		case a.Hop >= peer.MaxHops || ctx.Err() != nil:
 			return nil, 0, "", err
-		case errors.As(err, &redirect) && !t.s.peers.Client.IsBad(redirect.To):
+		case errors.As(err, &redirect) && t.pointable(redirect.To):
 			at, a.Mode = redirect.To, peer.ModeRelay
 		case errors.As(err, &redirect):
-			a.Failed, at, a.Mode = redirect.To, origin, originMode // a node we know lies or fails
+			// Not one of our peers, or one we know lies or fails: back
+			// to the origin, which picks another.
+			a.Failed, at, a.Mode = redirect.To, origin, originMode
 		case at != origin:
 			// The relay had nothing for us or failed: back to the
 			// node that pointed to it, which picks another.
@@ -152,6 +155,14 @@ func (t *peerTransfer) follow(ctx context.Context, addr string, a peer.Ask) (io.
 		}
 		a.Hop++
 	}
+}
+
+// pointable reports whether a redirect to addr may be followed: only to
+// one of this node's peers, and not to one marked bad. The answer that
+// names addr is not signed, and following it sends a signed request there.
+func (t *peerTransfer) pointable(addr string) bool {
+	p := t.s.peers
+	return p.Members.IsPeer(addr) && !p.Client.IsBad(addr)
 }
 
 // use makes from the current source, whose body can be cut.

@@ -36,8 +36,10 @@ const HeaderSource = "Nodecache-Peer-Source"
 // so every ask ends at a node that sends bytes.
 const MaxHops = 8
 
-// Ask is one request for a blob to a peer. Every field is in the signed
-// query, so a captured request cannot be replayed with another meaning.
+// Ask is one request for a blob to a peer. Every field but the offset is
+// in the signed query, so a captured request cannot be replayed with
+// another meaning; the offset travels in Range, which is not signed, and
+// only chooses which bytes of the same blob come back.
 type Ask struct {
 	Registry string
 	Repo     string

@@ -136,7 +136,9 @@ func (c *Client) Fetch(ctx context.Context, owner, registry, repo string, d dige
 
 // Get asks node addr for a.Digest as a says. It is Fetch with the whole
 // Ask; a redirect comes back as a *RedirectError naming the node to ask
-// next, and neither marks nor counts anybody (the fetch is not over).
+// next, normalised, and neither marks nor counts anybody (the fetch is
+// not over). Get never follows it: the caller must check that the target
+// is one of its peers (Membership.IsPeer) before asking it.
 func (c *Client) Get(ctx context.Context, addr string, a Ask) (io.ReadCloser, int64, error) {
 	u := url.URL{
 		Scheme:   "http",
@@ -168,9 +170,16 @@ func (c *Client) Get(ctx context.Context, addr string, a Ask) (io.ReadCloser, in
 		}
 		return nil, 0, fmt.Errorf("%w: %s: %w", ErrUnavailable, addr, err)
 	}
-	if to := resp.Header.Get(HeaderSource); resp.StatusCode == http.StatusTemporaryRedirect && to != "" {
+	if resp.StatusCode == http.StatusTemporaryRedirect {
 		resp.Body.Close()
 		cancel()
+		// The answer is not signed: the target is checked like any peer
+		// address, and the caller follows it only to one of its peers.
+		to, err := NormalizeAddr(resp.Header.Get(HeaderSource))
+		if err != nil {
+			c.fetches.WithLabelValues(ResultError).Inc()
+			return nil, 0, fmt.Errorf("%w: %s: redirect: %v", ErrUnavailable, addr, err)
+		}
 		return nil, 0, &RedirectError{From: addr, To: to}
 	}
 	size, skip, err := c.checkResponse(addr, resp, a.Offset)

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -216,4 +217,69 @@ func FuzzParseAsk(f *testing.F) {
 			t.Fatalf("round trip: %+v, %v; want %+v", b, err, a)
 		}
 	})
+}
+
+// A redirect's target comes back normalised, or not at all: the answer is
+// not signed, so a target that is no peer address is an unusable answer.
+func TestClientRedirectTarget(t *testing.T) {
+	secret, err := LoadSecret(writeSecret(t, testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		header, want string // want "": an error, not a redirect
+	}{
+		{"10.0.0.9:5051", "10.0.0.9:5051"},
+		{"[::ffff:10.0.0.9]:5051", "10.0.0.9:5051"},
+		{"Node-B.Example.:5051", "node-b.example:5051"},
+		{"", ""},
+		{"10.0.0.9", ""},
+		{"evil.example:80/x?y=", ""},
+		{"user@evil.example:80", ""},
+	} {
+		t.Run(tc.header, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set(HeaderSource, tc.header)
+				w.WriteHeader(http.StatusTemporaryRedirect)
+			}))
+			defer srv.Close()
+			addr := strings.TrimPrefix(srv.URL, "http://")
+			h := NewHealth()
+			_, _, err := NewClient(secret, h).Get(t.Context(), addr, Ask{Registry: "docker.io", Repo: "a", Digest: digest.FromString("x")})
+			var redirect *RedirectError
+			switch {
+			case tc.want == "" && (errors.As(err, &redirect) || !errors.Is(err, ErrUnavailable)):
+				t.Errorf("err = %v, want ErrUnavailable and no redirect", err)
+			case tc.want != "" && (!errors.As(err, &redirect) || redirect.To != tc.want || redirect.From != addr):
+				t.Errorf("err = %v, want a redirect from %s to %s", err, addr, tc.want)
+			}
+			if h.IsBad(addr) {
+				t.Error("the node that answered is marked bad")
+			}
+		})
+	}
+}
+
+// IsPeer knows the current peers, normalised, and nothing else: not this
+// node, not an address outside the set.
+func TestMembershipIsPeer(t *testing.T) {
+	addrs := nodeAddrs(4)
+	m, err := NewMembership(addrs[0], Sources{Static: addrs[1:]}, NewHealth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{addrs[1], true},
+		{addrs[3], true},
+		{addrs[0], false}, // this node
+		{"10.9.9.9:5051", false},
+		{"", false},
+	} {
+		if got := m.IsPeer(tc.addr); got != tc.want {
+			t.Errorf("IsPeer(%q) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
 }

@@ -180,6 +180,14 @@ func (m *Membership) Owner(d digest.Digest) (addr string, self bool) {
 // Peers returns the current peers, sorted, without this node.
 func (m *Membership) Peers() []string { return m.ring.Load().peers() }
 
+// IsPeer reports whether addr, normalised, is one of the current peers
+// (not this node). Only a peer may be pointed to or asked: a redirect to
+// any other address is not followed, so no answer can make this node send
+// a signed request, or fetch a blob, anywhere outside the peer set.
+func (m *Membership) IsPeer(addr string) bool {
+	return addr != m.self && m.ring.Load().has(addr)
+}
+
 // Self returns this node's normalised advertised address.
 func (m *Membership) Self() string { return m.self }
 

@@ -70,6 +70,12 @@ func (r *ring) peers() []string {
 	return out
 }
 
+// has reports whether addr, normalised, is one of r's nodes.
+func (r *ring) has(addr string) bool {
+	_, ok := slices.BinarySearch(r.nodes, addr)
+	return ok
+}
+
 // keyOf hashes a digest for the ring. The whole string is hashed, not just
 // its hex: the algorithm prefix is part of the identity.
 func keyOf(d digest.Digest) uint64 { return hashString(string(d)) }
