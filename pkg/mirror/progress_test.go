@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"nodecache/internal/clocktest"
+	"nodecache/internal/ociref"
 	"nodecache/internal/registrytest"
+	"nodecache/pkg/diskstore"
 )
 
 // A fill context with no progress ends with a cause that is the fill
@@ -80,5 +84,33 @@ func TestSlowUpstreamFillOutlastsFillTimeout(t *testing.T) {
 	}
 	if took := time.Since(start); took < fillTimeout {
 		t.Fatalf("the fill took %s, not longer than the fill timeout %s: the test proves nothing", took, fillTimeout)
+	}
+}
+
+// A download for one client alone (the blob is too large for the store)
+// that takes longer than the fill timeout but keeps sending completes too.
+// The env's clock stands still, so no pause of this machine counts as
+// silence; an absolute limit (real time) would still cut it.
+func TestSlowUncachedDownloadOutlastsFillTimeout(t *testing.T) {
+	const fillTimeout = 300 * time.Millisecond
+	e := newEnvStore(t, []diskstore.Option{diskstore.WithMaxSize(1 << 20)},
+		[]registrytest.Option{registrytest.WithThrottle(1 << 20)}, WithFillTimeout(fillTimeout))
+	data := registrytest.Random(6, 3<<19) // 1.5 MiB: too large for the store, 1.5 s at 1 MiB/s
+	d := e.up.PushBlob(t, "test/app", data)
+	r := httptest.NewRequest(http.MethodGet, "/v2/test/app/blobs/"+d.String(), nil)
+	q := &request{rec: &recorder{ResponseWriter: httptest.NewRecorder(), status: http.StatusOK}, r: r,
+		registry: e.up.Host(), route: route{kind: ociref.KindBlobs, name: "test/app", digest: d}}
+	start := time.Now()
+	c, err := e.mirror.fetchUncached(q, d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	got, err := io.ReadAll(c.(*uncachedStream).body)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("%d bytes, %v; want the blob", len(got), err)
+	}
+	if took := time.Since(start); took < fillTimeout {
+		t.Fatalf("the download took %s, not longer than the fill timeout %s: the test proves nothing", took, fillTimeout)
 	}
 }

@@ -1,7 +1,6 @@
 package mirror
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"sync"
@@ -61,9 +60,10 @@ func uncachedContent(d digest.Digest, src fillSource, cancel func()) *uncachedSt
 
 // fetchUncached fetches d from upstream for this client alone. A blob
 // download takes a fill slot like any fill, and holds it until the
-// stream is closed.
+// stream is closed. Like a fill, it ends when it takes in nothing for the
+// fill timeout (progress.go), never while it makes progress.
 func (s *Server) fetchUncached(q *request, d digest.Digest, header http.Header) (content, error) {
-	ctx, cancelCtx := context.WithTimeout(q.r.Context(), s.fillTimeout)
+	ctx, cancelCtx, touch := progressContext(q.r.Context(), s.fillTimeout, s.now)
 	release, err := s.fillSlot(q, ctx)
 	if err != nil {
 		cancelCtx()
@@ -75,5 +75,6 @@ func (s *Server) fetchUncached(q *request, d digest.Digest, header http.Header) 
 		cancel()
 		return nil, err
 	}
+	src.body = progressBody{ReadCloser: src.body, touch: touch}
 	return uncachedContent(d, src, cancel), nil
 }
