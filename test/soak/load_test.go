@@ -152,7 +152,7 @@ func randomRange(rng *rand.Rand, size int) string {
 
 // faultRequest is a GET (whole or a range) or a HEAD of a faulted blob.
 // Endless bodies are read for 1 MiB, then hung up; one at a time, since
-// each may write upstreamRate × fillTimeout bytes to disk.
+// each goes on writing to disk until its unread fill stops (30 s later).
 func (l *load) faultRequest(rng *rand.Rand) request {
 	ft := l.f.faults[rng.IntN(len(l.f.faults))]
 	if ft.name == "endless" && !l.endless.CompareAndSwap(false, true) {

@@ -25,8 +25,10 @@ const (
 	// workers send requests concurrently: more than the 2 cores CI has,
 	// so the daemon always has requests queued.
 	workers = 8
-	// fillTimeout bounds each fill (--fill-timeout), so that stalled and
-	// endless upstream bodies end within seconds of the load.
+	// fillTimeout bounds how long each fill may go without a byte
+	// (--fill-timeout), so that stalled upstream bodies end within seconds
+	// of the load; an endless body makes progress, and ends once its
+	// client hangs up and nobody reads the fill.
 	fillTimeout = 5 * time.Second
 	// drainTimeout is how long the process gets to settle back to its
 	// baseline once the load ends: fills cut by fillTimeout, hung-up
