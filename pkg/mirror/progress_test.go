@@ -14,6 +14,7 @@ import (
 	"nodecache/internal/ociref"
 	"nodecache/internal/registrytest"
 	"nodecache/pkg/diskstore"
+	"nodecache/pkg/upstream"
 )
 
 // A fill context with no progress ends with a cause that is the fill
@@ -112,5 +113,50 @@ func TestSlowUncachedDownloadOutlastsFillTimeout(t *testing.T) {
 	}
 	if took := time.Since(start); took < fillTimeout {
 		t.Fatalf("the download took %s, not longer than the fill timeout %s: the test proves nothing", took, fillTimeout)
+	}
+}
+
+// A fill whose body stops mid-way, with nothing beneath it to end the
+// body (the upstream stall timeout off), still ends after the fill
+// timeout without a byte: its client's answer is cut, and nothing is
+// committed.
+func TestStalledFillEndsAfterFillTimeout(t *testing.T) {
+	store, err := diskstore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The real clock: the stall below never ends, so its silence passes
+	// the window whatever the machine's load.
+	e := newEnvClient(t, store, nil, []upstream.Option{upstream.WithStallTimeout(upstream.NoLimit)},
+		WithFillTimeout(300*time.Millisecond), WithClock(time.Now))
+	data := registrytest.Random(7, 1<<20)
+	d := e.up.PushBlob(t, "test/app", data)
+	e.up.SetFault(e.up.Stall(256<<10, registrytest.NewGate(), registrytest.Route(http.MethodGet, registrytest.KindBlobs)))
+	type answer struct {
+		n   int
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(e.url("/v2/test/app/blobs/" + d.String()))
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		got <- answer{n: len(body), err: err}
+	}()
+	select {
+	case a := <-got:
+		if a.err == nil {
+			t.Fatalf("a complete answer of %d bytes through a stalled upstream, want a cut one", a.n)
+		}
+	case <-time.After(30 * time.Second): // bounds a failing test only
+		e.mirror.Close() // ends the fill, so that the test's servers can stop
+		t.Fatal("a fill stalled mid-body never ended")
+	}
+	if _, err := store.Stat(d); err == nil {
+		t.Fatal("a fill cut for want of progress was committed")
 	}
 }
