@@ -233,7 +233,11 @@ func TestPeersLyingRelayMarkedBad(t *testing.T) {
 	if err := asker.get("team/app", d); err == nil {
 		t.Fatal("the pull through a lying relay succeeded")
 	}
-	<-caught
+	select {
+	case <-caught:
+	case <-time.After(30 * time.Second): // bounds a failing test only
+		t.Fatal("the asker never caught the lying relay's bytes")
+	}
 	if _, err := asker.store.Stat(d); err == nil {
 		t.Fatal("corrupt content was committed")
 	}
