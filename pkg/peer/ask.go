@@ -56,7 +56,7 @@ type Ask struct {
 	Failed string
 	// Continue marks the continuation of a transfer under way. A relay
 	// then serves from a fill in progress only if that fill cannot be
-	// waiting on the asker (it is ahead of Offset, or fed by upstream).
+	// waiting on the asker: only if upstream feeds it.
 	Continue bool
 }
 
