@@ -114,8 +114,9 @@ func newClient(secret *Secret, health *Health, dial, header, stall time.Duration
 	return c
 }
 
-// noRedirects keeps the client on the owner: a peer never redirects, and
-// following one would send a signed request somewhere else.
+// noRedirects keeps the client on the node asked: a peer points elsewhere
+// only with a 307 and HeaderSource, which Get returns to its caller to
+// check, and following a Location would send a signed request anywhere.
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Fetch asks owner for blob d of repo in registry, starting at byte
