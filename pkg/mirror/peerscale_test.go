@@ -210,24 +210,25 @@ func TestPeersLyingRelayMarkedBad(t *testing.T) {
 		}
 		c.build(n, all, extra)
 	}
-	// A blob that node 0 owns, so node 1 asks it, and that node 0 would
-	// not look for at the fake first when it fills it.
+	// A blob that node 0 owns, so node 1 asks it. The fake has nothing
+	// to say of it while node 0 fills it (node 0 asks it, as it asks
+	// every node that may hold the blob); it lies once node 0 holds it.
 	var data []byte
 	var d digest.Digest
 	for seed := uint64(1); ; seed++ {
 		data = registrytest.Random(seed, 1<<20)
 		d = digest.FromBytes(data)
-		if _, self := c.nodes[0].members.Owner(d); self && !slices.Contains(c.nodes[0].members.After(d, holderProbes), fake) {
+		if _, self := c.nodes[0].members.Owner(d); self {
 			break
 		}
 	}
 	up.PushBlob(t, "team/app", data)
-	lies[d] = data
 	up.ResetCounts()
 	o, asker := c.nodes[0], c.nodes[1]
 	if err := o.get("team/app", d); err != nil {
 		t.Fatal(err)
 	}
+	lies[d] = data
 	release, _ := o.fanout.Admit(d, peer.Ask{From: fake}) // the fake fills the one slot
 	defer release(false)
 	if err := asker.get("team/app", d); err == nil {
@@ -268,13 +269,13 @@ func newLyingNode(t *testing.T, data map[digest.Digest][]byte) string {
 	return l.Addr().String()
 }
 
-// TestPeersJoinCostsNoUpstream: four nodes hold an image; a fifth joins
+// TestPeersJoinCostsNoUpstream: eight nodes hold an image; a ninth joins
 // and every node learns of it. Whatever the new node now owns, it gets
 // from a node that holds it (the previous owner comes next in rendezvous
 // order): upstream is not asked.
 func TestPeersJoinCostsNoUpstream(t *testing.T) {
 	up := registrytest.Start(t)
-	c := newScaleCluster(t, up, 4, peer.DefaultFanout)
+	c := newScaleCluster(t, up, 8, peer.DefaultFanout)
 	joined := c.newNode()
 	after, err := peer.NewMembership(joined.addr, peer.Sources{Static: append(c.addrs(), joined.addr)}, nil)
 	if err != nil {
@@ -340,7 +341,7 @@ func TestPeersTransferOutlastsFillTimeout(t *testing.T) {
 // rollout starts. Every node that finds it dead asks the runner-up, which
 // fills once: upstream still sends each blob once.
 func TestPeersDeadOwnerRunnerUpFills(t *testing.T) {
-	const k = 6
+	const k = 8
 	up := registrytest.Start(t)
 	repo, blobs, _ := scaleImage(t, up)
 	c := newScaleCluster(t, up, k, peer.DefaultFanout)
@@ -358,7 +359,7 @@ func TestPeersDeadOwnerRunnerUpFills(t *testing.T) {
 // on the holder before upstream.
 func TestPeersLeaveCostsNoUpstream(t *testing.T) {
 	up := registrytest.Start(t)
-	c := newScaleCluster(t, up, 4, peer.DefaultFanout)
+	c := newScaleCluster(t, up, 8, peer.DefaultFanout)
 	leaver, holder := c.nodes[0], c.nodes[1]
 	var blobs []digest.Digest
 	for i := 0; len(blobs) < 6; i++ { // blobs the leaver owns

@@ -56,11 +56,16 @@ func btoi(b bool) int {
 }
 
 // holderProbes is how many nodes a node asks for a digest it should fill
-// itself before going to upstream: the nodes after it in the digest's
-// rendezvous order (the previous owner, when a node joined), and the
-// holders it knows. A miss costs one round trip inside the cluster;
-// a hit saves a whole blob from upstream.
-const holderProbes = 2
+// itself before going to upstream: the holders it knows, then the nodes
+// after it in the digest's rendezvous order (the previous owner, when a
+// node joined). A miss costs one round trip inside the cluster, and a
+// holder probe never waits, so 16 misses cost a few milliseconds before
+// a cold fill; a hit saves a whole blob from upstream. 16 asks every
+// node of a cluster of up to 17 nodes, so that a node leaving costs no
+// upstream fetch for what another node holds (the node that left, the
+// previous owner, is gone, and what the others hold is known to nobody).
+// In a larger cluster a holder beyond these 16 is found only if known.
+const holderProbes = 16
 
 // open finds a peer with d's bytes from offset: the owner (following its
 // redirects) unless this node should fill d itself, then the holders.
