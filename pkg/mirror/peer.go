@@ -234,18 +234,26 @@ func (s *Server) servePeer(q *request, a peer.Ask) error {
 	if err != nil {
 		return err
 	}
+	return s.servePeerAdmitted(q, c, a, func(c content) error { return s.serve(q, c, nil) })
+}
+
+// servePeerAdmitted serves c to a peer's ask a with serve, which closes c: only
+// public content, and only within the fan-out bound; past it, the asker
+// is pointed to another node (s.admit) and c is closed unserved. The
+// stream counts as sent for the fan-out's holders if serve succeeds.
+func (s *Server) servePeerAdmitted(q *request, c content, a peer.Ask, serve func(content) error) error {
 	if !c.info().public {
 		c.close()
 		return errNotPublic
 	}
-	release, to := s.admit(d, a)
+	release, to := s.admit(q.route.digest, a)
 	if to != "" {
 		c.close()
 		return redirectPeer(q, to)
 	}
 	sent := false
 	defer func() { release(sent) }()
-	err = s.serve(q, c, nil)
+	err := serve(c)
 	sent = err == nil
 	return err
 }

@@ -35,25 +35,15 @@ func (s *Server) serveRelay(q *request, a peer.Ask) error {
 			return errNotHeld
 		}
 	}
-	if !c.info().public {
-		c.close()
-		return errNotPublic
-	}
-	release, to := s.admit(d, a)
-	if to != "" {
-		c.close()
-		return redirectPeer(q, to)
-	}
-	sent := false
-	defer func() { release(sent) }()
-	// Not s.serve: a fill that lost its disk would fetch an uncached
-	// copy, and a relay never fetches.
-	err = s.serveAuthorized(q, c)
-	if errors.Is(err, diskstore.ErrSpilled) {
-		return errNotHeld
-	}
-	sent = err == nil
-	return err
+	return s.servePeerAdmitted(q, c, a, func(c content) error {
+		// Not s.serve: a fill that lost its disk would fetch an uncached
+		// copy, and a relay never fetches.
+		err := s.serveAuthorized(q, c)
+		if errors.Is(err, diskstore.ErrSpilled) {
+			return errNotHeld
+		}
+		return err
+	})
 }
 
 // relayWait bounds how long a redirected relay ask waits for this node's
