@@ -53,11 +53,14 @@ const (
 	staticIP       = "127.0.0.23"
 	distributionIP = "127.0.0.24"
 	bareIP         = "127.0.0.25"
+	baselineIP     = "127.0.0.26"
 )
 
 // reps is how often each workload runs each contender: 3, or
 // $COMPARE_REPS for a quick look. $COMPARE_ONLY, if set, runs only the
 // workloads whose heading contains it ("manifest", "cold", "start-up").
+// $COMPARE_BASELINE, if set, names another nodecache binary (an earlier
+// build) to run beside bin/nodecache in every workload.
 var reps = repsFromEnv()
 
 func repsFromEnv() int {
@@ -159,8 +162,13 @@ func newSetup(t *testing.T, bin string) *setup {
 // start starts the caches and names the contenders.
 func (s *setup) start(t *testing.T, staticDir string) {
 	var err error
-	if s.nodecache, err = s.newNodecache(freeAddr(t, nodecacheIP), freeAddr(t, nodecacheIP)); err != nil {
+	if s.nodecache, err = s.newNodecache("nodecache", roleSelf, s.bin, freeAddr(t, nodecacheIP), freeAddr(t, nodecacheIP)); err != nil {
 		t.Fatal(err)
+	}
+	if bin := os.Getenv("COMPARE_BASELINE"); bin != "" {
+		if s.baseline, err = s.newNodecache("nodecache baseline", roleBaseline, bin, freeAddr(t, baselineIP), freeAddr(t, baselineIP)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if s.nginx, s.static, err = s.newNginx(freeAddr(t, nginxIP), freeAddr(t, staticIP), staticDir); err != nil {
 		t.Fatal(err)
@@ -171,7 +179,14 @@ func (s *setup) start(t *testing.T, staticDir string) {
 	s.direct = &contender{name: "direct", role: roleLimit, base: s.up.URL()}
 }
 
-func (s *setup) caches() []*contender { return []*contender{s.nodecache, s.nginx, s.distribution} }
+// caches are the contenders that cache: nodecache, its baseline if
+// $COMPARE_BASELINE names one, and the peers.
+func (s *setup) caches() []*contender {
+	if s.baseline != nil {
+		return []*contender{s.nodecache, s.baseline, s.nginx, s.distribution}
+	}
+	return []*contender{s.nodecache, s.nginx, s.distribution}
+}
 
 // coldShared: 20 clients GET one blob no cache has, at once.
 func (s *setup) coldShared(t *testing.T, path string) []*measure {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -25,6 +26,9 @@ const (
 	// roleCeiling is a measure of what the platform allows, shown beside
 	// the others: Go's net/http serving the bytes with nothing else.
 	roleCeiling = "ceiling"
+	// roleBaseline is another build of nodecache ($COMPARE_BASELINE),
+	// shown beside the others to see what a change moved.
+	roleBaseline = "baseline"
 )
 
 // contender is one way to get the workloads' bytes.
@@ -53,6 +57,7 @@ type setup struct {
 	bin  string // bin/nodecache
 
 	nodecache, nginx, distribution, direct, static *contender
+	baseline                                       *contender       // $COMPARE_BASELINE, or nil
 	bare                                           *contender       // Go net/http, for the manifest workloads
 	procs                                          map[string]*proc // running, by contender name
 }
@@ -89,11 +94,14 @@ func (s *setup) nodecacheArgs(addr, metrics, dataDir string) []string {
 		"--default-registry", s.up.Host(), "--shutdown-grace", "5s"}
 }
 
-// newNodecache starts bin/nodecache on 127.0.0.21.
-func (s *setup) newNodecache(addr, metrics string) (*contender, error) {
-	dataDir := filepath.Join(s.work, "nodecache")
+// newNodecache starts the daemon bin (bin/nodecache, or the baseline's)
+// on addr, under name, in its own data directory.
+func (s *setup) newNodecache(name, role, bin, addr, metrics string) (*contender, error) {
+	dataDir := filepath.Join(s.work, strings.ReplaceAll(name, " ", "-"))
 	start := func() (*proc, error) {
-		p, err := startProc("nodecache", filepath.Join(s.work, "nodecache.log"), s.nodecacheArgs(addr, metrics, dataDir)...)
+		args := s.nodecacheArgs(addr, metrics, dataDir)
+		args[0] = bin
+		p, err := startProc(name, dataDir+".log", args...)
 		if err != nil {
 			return nil, err
 		}
@@ -103,8 +111,8 @@ func (s *setup) newNodecache(addr, metrics string) (*contender, error) {
 		}
 		return p, nil
 	}
-	c := &contender{name: "nodecache", role: roleSelf, base: "http://" + addr,
-		cold: func() error { return s.restart("nodecache", dataDir, start) }}
+	c := &contender{name: name, role: role, base: "http://" + addr,
+		cold: func() error { return s.restart(name, dataDir, start) }}
 	return c, c.cold()
 }
 

@@ -22,7 +22,9 @@
 //	go test -tags benchcompare -run '^TestCompare$' -count 1 -v -timeout 90m ./bench/compare
 //
 // COMPARE_REPS sets the repetitions; COMPARE_ONLY runs only the
-// workloads whose heading contains it (COMPARE_ONLY=manifest).
+// workloads whose heading contains it (COMPARE_ONLY=manifest);
+// COMPARE_BASELINE names another nodecache binary, an earlier build, to
+// run beside bin/nodecache in every workload.
 //
 // See docs/benchmarks.md for what each workload measures and the last
 // figures.

@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"nodecache/pkg/mirror"
 )
 
 // TextHandler is slog's TextHandler with a fast path for the flat
@@ -77,36 +80,47 @@ const maxPooledLine = 16 << 10
 
 // Handle implements slog.Handler.
 func (h *TextHandler) Handle(ctx context.Context, r slog.Record) error {
-	if !h.fast {
-		return h.slow.Handle(ctx, r)
+	if h.fast {
+		if done, err := h.writeFast(func(b []byte) ([]byte, bool) { return appendTextRecord(b, r) }); done {
+			return err
+		}
 	}
+	return h.slow.Handle(ctx, r)
+}
+
+// HandleAccess implements mirror.AccessHandler: the access line is
+// formatted from its fields, as Handle formats its record.
+func (h *TextHandler) HandleAccess(ctx context.Context, l mirror.AccessLine) error {
+	if h.fast {
+		if done, err := h.writeFast(func(b []byte) ([]byte, bool) { return appendAccessLine(b, l) }); done {
+			return err
+		}
+	}
+	return h.slow.Handle(ctx, l.Record())
+}
+
+// writeFast writes the line format appends to a pooled buffer, unless
+// format reports that the line is not one it formats (done is false).
+func (h *TextHandler) writeFast(format func([]byte) ([]byte, bool)) (done bool, err error) {
 	bp := textBufs.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= maxPooledLine {
 			textBufs.Put(bp)
 		}
 	}()
-	b, ok := appendTextRecord((*bp)[:0], r)
+	b, ok := format((*bp)[:0])
 	*bp = b
 	if !ok {
-		return h.slow.Handle(ctx, r)
+		return false, nil
 	}
-	_, err := h.out.Write(b)
-	return err
+	_, err = h.out.Write(b)
+	return true, err
 }
 
 // appendTextRecord appends r as slog's TextHandler formats it, or
 // reports false if r has anything appendTextRecord does not format.
 func appendTextRecord(b []byte, r slog.Record) ([]byte, bool) {
-	if !r.Time.IsZero() {
-		b = append(b, "time="...)
-		b = appendRFC3339Millis(b, r.Time.Round(0))
-		b = append(b, ' ')
-	}
-	b = append(b, "level="...)
-	b = append(b, r.Level.String()...)
-	b = append(b, " msg="...)
-	b, ok := appendTextString(b, r.Message)
+	b, ok := appendHead(b, r.Time, r.Level, r.Message)
 	r.Attrs(func(a slog.Attr) bool {
 		ok = ok && a.Key != "" && plain(a.Key)
 		if !ok {
@@ -134,6 +148,42 @@ func appendTextRecord(b []byte, r slog.Record) ([]byte, bool) {
 	return append(b, '\n'), ok
 }
 
+// appendAccessLine appends l as appendTextRecord appends l.Record().
+func appendAccessLine(b []byte, l mirror.AccessLine) ([]byte, bool) {
+	b, ok := appendHead(b, l.Time, slog.LevelInfo, mirror.AccessMessage)
+	for _, f := range [...]struct{ key, value string }{
+		{" method=", l.Method}, {" route=", l.Route}, {" registry=", l.Registry},
+		{" repository=", l.Repository}, {" reference=", l.Reference}, {" digest=", l.Digest},
+	} {
+		b = append(b, f.key...)
+		var plain bool
+		b, plain = appendTextString(b, f.value)
+		ok = ok && plain
+	}
+	b = append(b, " status="...)
+	b = strconv.AppendInt(b, int64(l.Status), 10)
+	b = append(b, " bytes="...)
+	b = strconv.AppendInt(b, l.Bytes, 10)
+	b = append(b, " source="...)
+	b, plain := appendTextString(b, l.Source)
+	b = append(b, " duration="...)
+	b = append(b, l.Duration.String()...)
+	return append(b, '\n'), ok && plain
+}
+
+// appendHead appends a line's time, level and message.
+func appendHead(b []byte, t time.Time, level slog.Level, msg string) ([]byte, bool) {
+	if !t.IsZero() {
+		b = append(b, "time="...)
+		b = appendRFC3339Millis(b, t.Round(0))
+		b = append(b, ' ')
+	}
+	b = append(b, "level="...)
+	b = append(b, level.String()...)
+	b = append(b, " msg="...)
+	return appendTextString(b, msg)
+}
+
 // appendTextString appends s as slog's text format writes it, if s is
 // empty (written "") or plain; else it reports false.
 func appendTextString(b []byte, s string) ([]byte, bool) {
@@ -159,8 +209,47 @@ func plain(s string) bool {
 }
 
 // appendRFC3339Millis is slog's time format: RFC 3339 with exactly three
-// digits of milliseconds.
+// digits of milliseconds. The text of the second is formatted once and
+// shared by the lines of that second (lastSecond), which spares a
+// time.Format on nearly every line.
 func appendRFC3339Millis(b []byte, t time.Time) []byte {
+	t = t.Truncate(time.Millisecond)
+	sec := t.Unix()
+	st := lastSecond.Load()
+	if st == nil || st.unix != sec || st.loc != t.Location() {
+		if y := t.Year(); y < 0 || y > 9999 { // not the fixed width the stamp assumes
+			return appendRFC3339MillisSlow(b, t)
+		}
+		st = newSecondStamp(t)
+		lastSecond.Store(st)
+	}
+	ms := t.Nanosecond() / int(time.Millisecond)
+	b = append(b, st.date...)
+	b = append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	return append(b, st.zone...)
+}
+
+// secondStamp is the text of one second in one location: the date and
+// time through the decimal point, and the zone. A zone's offset changes
+// only on a whole second, so the text holds for the whole second.
+type secondStamp struct {
+	unix int64
+	loc  *time.Location
+	date string // 2006-01-02T15:04:05.
+	zone string // Z or -07:00
+}
+
+// lastSecond is the stamp of the last second a line was formatted in.
+var lastSecond atomic.Pointer[secondStamp]
+
+func newSecondStamp(t time.Time) *secondStamp {
+	text := string(appendRFC3339MillisSlow(nil, t))
+	const dateLen = len("2006-01-02T15:04:05.")
+	return &secondStamp{unix: t.Unix(), loc: t.Location(), date: text[:dateLen], zone: text[dateLen+3:]}
+}
+
+// appendRFC3339MillisSlow is appendRFC3339Millis as slog writes it.
+func appendRFC3339MillisSlow(b []byte, t time.Time) []byte {
 	const prefixLen = len("2006-01-02T15:04:05.000")
 	n := len(b)
 	t = t.Truncate(time.Millisecond).Add(time.Millisecond / 10)

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"nodecache/pkg/mirror"
 )
 
 // textPair logs the same records through TextHandler and slog's own.
@@ -134,3 +136,60 @@ var lineTime = regexp.MustCompile(`(?m)^time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{
 // sameTimes replaces the time at the start of each line, in slog's
 // format, with one fixed value.
 func sameTimes(s string) string { return lineTime.ReplaceAllString(s, "time=T ") }
+
+// FuzzLineTimeMatchesSlog: the time at the start of a line, formatted from
+// the second's shared stamp, is slog's, in UTC, the local zone and zones
+// with odd offsets, across seconds and years.
+func FuzzLineTimeMatchesSlog(f *testing.F) {
+	f.Add(int64(1700000000123456789), int32(0))
+	f.Add(int64(-1), int32(3600))
+	f.Add(int64(253402300799999999), int32(-34200)) // 9999-12-31T23:59:59.999Z
+	f.Add(int64(-62135596800000000), int32(20700))  // year 1
+	f.Fuzz(func(t *testing.T, unixMicro int64, offset int32) {
+		at := time.UnixMicro(unixMicro)
+		zones := []*time.Location{time.UTC, time.Local, time.FixedZone("odd", int(offset%(26*3600)))}
+		for _, loc := range zones {
+			for _, tt := range []time.Time{at.In(loc), at.In(loc).Add(time.Millisecond), at.In(loc).Add(time.Second)} {
+				want := appendRFC3339MillisSlow(nil, tt)
+				if got := appendRFC3339Millis(nil, tt); !bytes.Equal(got, want) {
+					t.Fatalf("%v: got %s, slog writes %s", tt, got, want)
+				}
+			}
+		}
+	})
+}
+
+// FuzzAccessLineMatchesSlog: an access line handed to TextHandler as it
+// is (HandleAccess) comes out as slog's TextHandler writes its record.
+func FuzzAccessLineMatchesSlog(f *testing.F) {
+	f.Add("GET", "manifests", "docker.io", "library/alpine", "3.20", "sha256:abc", 200, int64(1234), "cache", int64(1500000), int64(1700000000123456789))
+	f.Add("HEAD", "invalid", "", "", "", "", 499, int64(0), "none", int64(0), int64(0))
+	f.Add("BREW", "blobs", "a b", "x=y", "\"q\"", "é", -1, int64(-1), "", int64(-5), int64(-1))
+	f.Fuzz(func(t *testing.T, method, route, registry, repo, ref, dig string, status int, bytes int64, source string, took, unixNano int64) {
+		l := mirror.AccessLine{
+			Time: time.Unix(0, unixNano).UTC(), Method: method, Route: route, Registry: registry, Repository: repo,
+			Reference: ref, Digest: dig, Status: status, Bytes: bytes, Source: source, Duration: time.Duration(took),
+		}
+		fast, want, fastOut, wantOut := textPair(nil)
+		fast.Handler().(mirror.AccessHandler).HandleAccess(context.Background(), l)
+		want.Handler().Handle(context.Background(), l.Record())
+		if fastOut.String() != wantOut.String() {
+			t.Fatalf("HandleAccess wrote\n%q\nslog writes\n%q", fastOut.String(), wantOut.String())
+		}
+	})
+}
+
+// TestAccessLineAllocs: an access line costs one allocation of the
+// handler's: the duration's text.
+func TestAccessLineAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	h := NewTextHandler(&lineWriter{}, nil)
+	l := mirror.AccessLine{Time: time.Now(), Method: "GET", Route: "manifests", Registry: "docker.io",
+		Repository: "library/alpine", Reference: "3.20", Digest: "sha256:abc", Status: 200, Bytes: 1234,
+		Source: "cache", Duration: 1500 * time.Microsecond}
+	if n := testing.AllocsPerRun(100, func() { h.HandleAccess(context.Background(), l) }); n > 1 {
+		t.Errorf("an access line allocates %v times, want at most 1", n)
+	}
+}

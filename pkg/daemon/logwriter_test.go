@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"nodecache/internal/registrytest"
 
@@ -154,5 +156,68 @@ func TestDaemonLogsThroughLogWriter(t *testing.T) {
 	if got := out.String(); !accessLine.MatchString(got) ||
 		!strings.Contains(got, "msg=\"shutting down\"") {
 		t.Errorf("log output lacks the access line or the shutdown line:\n%s", got)
+	}
+}
+
+// countingOutput records each write it is given, and says when one
+// happened.
+type countingOutput struct {
+	lockedBuffer
+	mu     sync.Mutex
+	writes []string
+	wrote  chan struct{}
+}
+
+func (c *countingOutput) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes = append(c.writes, string(p))
+	c.mu.Unlock()
+	c.wrote <- struct{}{}
+	return c.lockedBuffer.Write(p)
+}
+
+func (c *countingOutput) got() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.writes)
+}
+
+// TestLogWriterGathersLines: a line that finds the writer idle is written
+// at once; the lines that come while the writer waits after a write
+// (logGather) go out together in the next write, and Close ends the wait.
+func TestLogWriterGathersLines(t *testing.T) {
+	out := &countingOutput{wrote: make(chan struct{}, 16)}
+	w := NewLogWriter(out, 0)
+	pauses := make(chan chan time.Time, 4)
+	w.after = func(d time.Duration) <-chan time.Time {
+		if d != logGather {
+			t.Errorf("waits %v, want logGather", d)
+		}
+		c := make(chan time.Time, 1)
+		pauses <- c
+		return c
+	}
+	// NewLogWriter's goroutine reads w.after only after a write, and
+	// the first write follows the line below: no race with the
+	// assignment above.
+	fmt.Fprint(w, "first\n")
+	<-out.wrote
+	pause := <-pauses // the writer is now waiting
+	for i := range 5 {
+		fmt.Fprintf(w, "line %d\n", i)
+	}
+	if got := out.got(); len(got) != 1 {
+		t.Fatalf("writes during the wait: %q", got)
+	}
+	pause <- time.Now()
+	<-out.wrote
+	if got := out.got(); len(got) != 2 || got[1] != "line 0\nline 1\nline 2\nline 3\nline 4\n" {
+		t.Fatalf("writes %q, want the five lines in one", got)
+	}
+	<-pauses
+	fmt.Fprint(w, "last\n")
+	w.Close() // ends the wait without the timer
+	if got := out.got(); len(got) != 3 || got[2] != "last\n" {
+		t.Fatalf("writes %q, want the last line written by Close", got)
 	}
 }

@@ -41,7 +41,13 @@ func TestMemoryHitAllocs(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := benchGet(e.client, e.srv.URL+tt.path, accept, int64(len(img.Blobs[d]))); err != nil {
-				t.Fatal(err) // fills the store and memory, and the tag record
+				t.Fatal(err) // fills the store and the tag record
+			}
+			// The commit follows the last byte: until it is done, a
+			// request joins the fill instead of a hit. Stat waits for it;
+			// the first serve below then copies the manifest into memory.
+			if _, err := e.store.Stat(d); err != nil {
+				t.Fatalf("manifest not committed after a full GET: %v", err)
 			}
 			req := httptest.NewRequest(http.MethodGet, tt.path, nil)
 			req.Header = accept

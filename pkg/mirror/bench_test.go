@@ -191,6 +191,9 @@ func BenchmarkWarmManifest(b *testing.B) {
 	if err := benchGet(e.client, e.srv.URL+path, accept, size); err != nil { // fills the cache
 		b.Fatal(err)
 	}
+	if _, err := e.store.Stat(d); err != nil { // the commit follows the last byte
+		b.Fatalf("manifest not committed after a full GET: %v", err)
+	}
 
 	b.Run("tcp", func(b *testing.B) {
 		b.ReportAllocs()

@@ -38,24 +38,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	complete = true
 }
 
-// logRequest writes the access line of a request, which ended at end.
-// It builds the record itself, as Logger.LogAttrs would, but without
-// the caller's program counter (no handler of the daemon prints the
-// source) and with the time already taken for the duration: a tenth of
-// the line's cost.
+// logRequest writes the access line of a request, which ended at end,
+// with the time already taken for the duration. The line is given to an
+// AccessHandler as it is, else as a record built as Logger.LogAttrs
+// would, but without the caller's program counter (no handler of the
+// daemon prints the source).
 func (s *Server) logRequest(r *http.Request, rec *recorder, end time.Time, took time.Duration) {
 	h, ctx := s.log.Handler(), r.Context()
 	if !h.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	line := slog.NewRecord(end, slog.LevelInfo, "request", 0)
-	line.AddAttrs(
-		slog.String("method", r.Method), slog.String("route", rec.kind),
-		slog.String("registry", rec.registry), slog.String("repository", rec.repo),
-		slog.String("reference", rec.ref), slog.String("digest", rec.digest()),
-		slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
-		slog.String("source", rec.source), slog.Duration("duration", took))
-	h.Handle(ctx, line) // a log output that fails has nowhere to report it
+	line := AccessLine{
+		Time: end, Method: r.Method, Route: rec.kind,
+		Registry: rec.registry, Repository: rec.repo, Reference: rec.ref, Digest: rec.digest(),
+		Status: rec.status, Bytes: rec.bytes, Source: rec.source, Duration: took,
+	}
+	// A log output that fails has nowhere to report it.
+	if ah, ok := h.(AccessHandler); ok {
+		ah.HandleAccess(ctx, line)
+		return
+	}
+	h.Handle(ctx, line.Record())
 }
 
 // handle answers r on rec, noting on rec what the access log says.
