@@ -19,6 +19,11 @@ const (
 	histogram
 )
 
+// String is the type's word in docs/operations.md's Metrics table.
+func (t metricType) String() string {
+	return [...]string{"counter", "gauge", "histogram"}[t]
+}
+
 // metric is what the dashboard's checks know of one exported metric: its
 // type, and its labels, each with the values it takes where the set is
 // fixed (nil: any value, such as a registry name or a file path).
@@ -36,6 +41,8 @@ var (
 // knownMetrics are the metrics nodecache exports, with their types and
 // labels. A dashboard query naming anything else shows an empty panel.
 // A name missing from the map reads as counter, never as histogram.
+// TestMetricsTableMatchesKnownMetrics keeps it equal to the table in
+// docs/operations.md.
 var knownMetrics = map[string]metric{
 	// Requests and traffic (pkg/mirror).
 	"nodecache_http_requests_total": {counter, map[string][]string{
@@ -486,4 +493,77 @@ func balanced(expr string) bool {
 		}
 	}
 	return len(stack) == 0 && !inQuote
+}
+
+var (
+	// tableLabel is a label in the Metrics table, with its values if the
+	// table lists them: "`route` (base, manifests)".
+	tableLabel = regexp.MustCompile("`([a-z_]+)`(?:\\s*\\(([^)]*)\\))?")
+	tableName  = regexp.MustCompile("`(nodecache_[a-z_]+)`")
+)
+
+// TestMetricsTableMatchesKnownMetrics: docs/operations.md's Metrics table
+// and knownMetrics name the same metrics, with the same types and labels,
+// and the label values the table lists are those knownMetrics checks the
+// dashboard against. So a metric added to the table must be added here,
+// and then TestDashboard asks for a panel that shows it.
+func TestMetricsTableMatchesKnownMetrics(t *testing.T) {
+	data, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## Metrics\n")
+	if !ok {
+		t.Fatal("docs/operations.md has no Metrics section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	documented := map[string]bool{}
+	for line := range strings.SplitSeq(section, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 || !tableName.MatchString(cells[1]) {
+			continue
+		}
+		typ, labels := strings.TrimSpace(cells[2]), tableLabel.FindAllStringSubmatch(cells[3], -1)
+		for _, m := range tableName.FindAllStringSubmatch(cells[1], -1) {
+			documented[m[1]] = true
+			for _, p := range checkTableRow(m[1], typ, labels) {
+				t.Errorf("docs/operations.md: %s", p)
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(knownMetrics)) {
+		if !documented[name] {
+			t.Errorf("%s is in knownMetrics but not in docs/operations.md's Metrics table", name)
+		}
+	}
+}
+
+// checkTableRow compares one metric of the Metrics table, its type and
+// its labels (each with the values the table lists, if any), to
+// knownMetrics.
+func checkTableRow(name, typ string, labels [][]string) []string {
+	known, ok := knownMetrics[name]
+	if !ok {
+		return []string{name + " is not in knownMetrics"}
+	}
+	var probs []string
+	if typ != known.typ.String() {
+		probs = append(probs, fmt.Sprintf("%s is a %s, knownMetrics says %s", name, typ, known.typ))
+	}
+	var names []string
+	for _, l := range labels {
+		names = append(names, l[1])
+		allowed := known.labels[l[1]]
+		if l[2] == "" || allowed == nil {
+			continue
+		}
+		values := strings.Split(l[2], ", ")
+		if !slices.Equal(slices.Sorted(slices.Values(values)), slices.Sorted(slices.Values(allowed))) {
+			probs = append(probs, fmt.Sprintf("%s: %s takes %q, knownMetrics says %q", name, l[1], values, allowed))
+		}
+	}
+	if want := slices.Sorted(maps.Keys(known.labels)); !slices.Equal(slices.Sorted(slices.Values(names)), want) {
+		probs = append(probs, fmt.Sprintf("%s has labels %q, knownMetrics says %q", name, names, want))
+	}
+	return probs
 }
