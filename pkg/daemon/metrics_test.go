@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,9 +11,12 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"nodecache/internal/ctrdconf"
 	"nodecache/pkg/diskstore"
 	"nodecache/pkg/mirror"
 	"nodecache/pkg/peer"
+	"nodecache/pkg/pin"
+	"nodecache/pkg/upstream"
 )
 
 // TestDashboardUsesRealMetrics: every nodecache_* series the shipped
@@ -40,6 +44,15 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 	parts := &peerParts{members: members, secret: secret, client: peer.NewClient(secret, health)}
 	all := append(daemonCollectors(mirror.NewMetrics(), store, 1<<30),
 		parts.collectors(peer.NewHandler(secret, func(string) bool { return true }, nil))...)
+	// The collectors newServers registers besides: the upstream client's,
+	// the pins', the containerd check's, and CountLogDrops's.
+	client, err := upstream.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	all = append(all, client, pin.New(filepath.Join(dir, "pins"), nil, nil),
+		ctrdconf.NewCollector(filepath.Join(dir, "config.toml"), dir), NewLogWriter(io.Discard, -1).drops)
 
 	// A Desc names its metric only in its String form.
 	fqName := regexp.MustCompile(`fqName: "([a-z_:]+)"`)
