@@ -38,7 +38,13 @@ func (s *Store) takeLocked(k key, r record) victim {
 	s.index.Remove(k)
 	s.used -= r.size
 	s.removals.Add(1)
-	v := victim{k: k, d: digestOf(k, r), size: r.size, done: make(chan struct{})}
+	return s.unlinkingLocked(k, digestOf(k, r), r.size)
+}
+
+// unlinkingLocked records that the files of d (key k) are about to be
+// unlinked, and returns the victim for removeVictims.
+func (s *Store) unlinkingLocked(k key, d digest.Digest, size int64) victim {
+	v := victim{k: k, d: d, size: size, done: make(chan struct{})}
 	s.deleting[k] = v.done
 	return v
 }

@@ -101,7 +101,9 @@ func (s *Store) Pinned(d digest.Digest) bool {
 // the entry out of the index, so a SetPins that pins d cannot land
 // between the check and the removal: pinned content is never deleted by
 // an operator's evict racing the pin manager. It answers ErrPinned for a
-// pinned d, and ErrNotFound for one not stored.
+// pinned d, and ErrNotFound for one not stored. Like Delete, it removes
+// a verified fill of d whose commit is still under way after
+// settleTimeout once the commit lands.
 func (s *Store) DeleteUnpinned(d digest.Digest) (Info, error) {
 	k, _, err := keyOf(d)
 	if err != nil {
@@ -115,8 +117,13 @@ func (s *Store) DeleteUnpinned(d digest.Digest) (Info, error) {
 	}
 	r, ok := s.index.Peek(k)
 	if !ok {
+		f := s.dropCommittingLocked(d)
 		s.mu.Unlock()
-		return Info{}, ErrNotFound
+		if f == nil {
+			return Info{}, ErrNotFound
+		}
+		return Info{Digest: d, Size: f.releasedSize, MediaType: f.meta.MediaType,
+			Public: f.public.Load(), Accessed: s.now()}, nil
 	}
 	info := s.infoLocked(k, r)
 	v := s.takeLocked(k, r)

@@ -260,7 +260,9 @@ func (s *Store) Root() string { return s.root }
 // If a fill of d is verified and its commit under way, Stat waits for the
 // commit and answers with its outcome: readers of a fill get the last
 // byte before the commit, and a client that has the whole content finds
-// it committed, unless the commit failed.
+// it committed, unless the commit failed. It waits settleTimeout at most,
+// and then answers from the index as it stands: a miss, while the
+// commit is still under way.
 func (s *Store) Stat(d digest.Digest) (Info, error) {
 	k, _, err := keyOf(d)
 	if err != nil {
@@ -278,11 +280,24 @@ func (s *Store) Stat(d digest.Digest) (Info, error) {
 
 // settle waits for the commit of d's fill if its content is verified, so
 // that an answer about d (Stat) or a removal of d (Delete) follows the
-// commit its readers were promised, rather than being undone by it.
+// commit its readers were promised, rather than being undone by it. The
+// wait is bounded (settleTimeout): a removal that comes first marks the
+// commit still under way dropped (dropCommittingLocked).
 func (s *Store) settle(d digest.Digest) {
 	if f := s.Filling(d); f != nil {
 		f.settle()
 	}
+}
+
+// dropCommittingLocked marks d's fill dropped if its commit is under way
+// (the settle waited for it in vain), and returns it, or nil: the commit
+// then removes its files instead of indexing them.
+func (s *Store) dropCommittingLocked(d digest.Digest) *Fill {
+	f := s.committingLocked(d)
+	if f != nil {
+		f.dropped = true
+	}
+	return f
 }
 
 // Open opens the committed content of d for reading and records the use.
@@ -307,7 +322,8 @@ func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
 }
 
 // Delete removes the committed entry for d. Readers that already opened it
-// keep reading the old bytes.
+// keep reading the old bytes. A verified fill of d whose commit is still
+// under way after settleTimeout is removed once its commit lands.
 func (s *Store) Delete(d digest.Digest) error {
 	k, _, err := keyOf(d)
 	if err != nil {
@@ -317,6 +333,7 @@ func (s *Store) Delete(d digest.Digest) error {
 	s.mu.Lock()
 	r, ok := s.index.Peek(k)
 	if !ok {
+		s.dropCommittingLocked(d)
 		s.mu.Unlock()
 		return nil
 	}
@@ -334,7 +351,7 @@ func (s *Store) Len() int {
 	defer s.mu.Unlock()
 	n := s.index.Len()
 	for _, f := range s.fills {
-		if f.releasedSize >= 0 {
+		if f.releasedSize >= 0 && !f.dropped {
 			n++
 		}
 	}
@@ -351,7 +368,7 @@ func (s *Store) Stats() Stats {
 	st := s.counts
 	st.Bytes, st.Reserved, st.Entries = s.used, s.reserved, s.index.Len()
 	for _, f := range s.fills {
-		if f.releasedSize >= 0 {
+		if f.releasedSize >= 0 && !f.dropped {
 			st.Bytes += f.releasedSize
 			st.Reserved -= f.reserved
 			st.Entries++
