@@ -46,6 +46,7 @@ func (s *Store) takeLocked(k key, r record) victim {
 func (s *Store) unlinkingLocked(k key, d digest.Digest, size int64) victim {
 	v := victim{k: k, d: d, size: size, done: make(chan struct{})}
 	s.deleting[k] = v.done
+	s.goneLocked(k)
 	return v
 }
 
@@ -82,6 +83,11 @@ func (s *Store) waitDeleting(k key) {
 // entries, whose files the caller unlinks after unlocking, and whether
 // the bytes fit.
 func (s *Store) makeRoomLocked(need, avail int64) ([]victim, bool) {
+	if s.loading {
+		// The index lacks the least recently used entries yet, and
+		// used counts them: admit what fits, evict nothing.
+		return nil, s.freeLocked(need, avail)
+	}
 	maxSize := s.maxSize
 	if maxSize <= 0 {
 		maxSize = math.MaxInt64
@@ -124,8 +130,15 @@ func (s *Store) makeRoomLocked(need, avail int64) ([]victim, bool) {
 // Sweep removes entries idle for longer than the idle TTL, and evicts
 // entries if the size bounds are exceeded (the disk filled up, or the
 // bounds shrank). Entries are kept in recency order, so the cost is that
-// of the entries removed, whatever the store's size.
+// of the entries removed, whatever the store's size. While the index
+// loads it does nothing: the load sweeps when it ends.
 func (s *Store) Sweep() {
+	s.mu.Lock()
+	loading := s.loading
+	s.mu.Unlock()
+	if loading {
+		return // the load sweeps when it ends
+	}
 	expired := s.idle()
 	for {
 		s.mu.Lock()

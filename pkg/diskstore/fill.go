@@ -88,7 +88,7 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 		s.notePassThrough()
 		return nil, fmt.Errorf("%w: %s is %d bytes, the maximum is %d", ErrTooLarge, d, size, s.maxSize)
 	}
-	if err := s.checkAbsent(k, d); err != nil {
+	if err := s.checkAbsent(k, tail, d); err != nil {
 		return nil, err
 	}
 	avail := s.available()
@@ -121,10 +121,12 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 	return f, nil
 }
 
-func (s *Store) checkAbsent(k key, d digest.Digest) error {
-	s.mu.Lock()
+// checkAbsent answers ErrExists if d is stored (its file, while the
+// index loads) and ErrFilling if a fill of d is in progress.
+func (s *Store) checkAbsent(k key, tail *[32]byte, d digest.Digest) error {
+	_, ok := s.lockIndexed(k, tail, d, false)
 	defer s.mu.Unlock()
-	if _, ok := s.index.Peek(k); ok {
+	if ok {
 		return ErrExists
 	}
 	if _, ok := s.fills[d]; ok {
@@ -261,6 +263,11 @@ func (f *Fill) Commit() error {
 	}
 	r := record{size: f.written, used: s.now().Unix(), tail: f.tail,
 		mediaType: s.mediaTypeIndexLocked(f.meta.MediaType), public: public}
+	if old, ok := s.index.Peek(f.key); ok {
+		// The load indexed the file of an earlier commit of d while
+		// this fill ran: the same bytes, now this record.
+		s.used -= old.size
+	}
 	s.index.Add(f.key, r)
 	s.used += r.size
 	// A fill of unknown size reserved nothing: make room now.

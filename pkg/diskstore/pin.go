@@ -105,17 +105,16 @@ func (s *Store) Pinned(d digest.Digest) bool {
 // a verified fill of d whose commit is still under way after
 // settleTimeout once the commit lands.
 func (s *Store) DeleteUnpinned(d digest.Digest) (Info, error) {
-	k, _, err := keyOf(d)
+	k, tail, err := keyOf(d)
 	if err != nil {
 		return Info{}, err
 	}
 	s.settle(d)
-	s.mu.Lock()
+	r, ok := s.lockIndexed(k, tail, d, true)
 	if _, pinned := s.pins[k]; pinned {
 		s.mu.Unlock()
 		return Info{}, ErrPinned
 	}
-	r, ok := s.index.Peek(k)
 	if !ok {
 		f := s.dropCommittingLocked(d)
 		s.mu.Unlock()
@@ -132,7 +131,8 @@ func (s *Store) DeleteUnpinned(d digest.Digest) (Info, error) {
 	return info, nil
 }
 
-// PinStats returns the size of the pinned set.
+// PinStats returns the size of the pinned set. While the index loads
+// (Loaded), it counts the pinned entries read so far.
 func (s *Store) PinStats() PinStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
