@@ -129,7 +129,9 @@ func (s *Store) loadInBackground(stored int64) {
 // mergeRoom is the room made, before the merge takes the lock, for the
 // entries the index gained during the load beyond those it held when
 // asked: a few seconds of fills and hits rarely exceed it, and past it
-// the merge only grows the slice under the lock.
+// the merge only grows the slice under the lock. A load during which
+// nothing was indexed makes none: growing the slice may copy it, tens
+// of megabytes for a large store.
 const mergeRoom = 4096
 
 // merge builds the index of the entries the load found, outside the lock,
@@ -140,8 +142,11 @@ func (s *Store) merge(acc *loadAcc) {
 	s.mu.Lock()
 	during := s.index.Len()
 	s.mu.Unlock()
+	if during > 0 {
+		acc.slots = slices.Grow(acc.slots, during+mergeRoom)
+	}
 	idx := newLRU()
-	idx.load(slices.Grow(acc.slots, during+mergeRoom), acc.tails)
+	idx.load(acc.slots, acc.tails)
 	var bytes int64
 	for i := range idx.slots {
 		bytes += idx.slots[i].size
