@@ -1,7 +1,9 @@
 // Package startup holds BenchmarkStartup, which measures how long the
 // real nodecache daemon, run as a separate process, takes from exec until
 // its /readyz answers 200 over a store of 200,000 and of 1,000,000
-// entries, and its RSS once ready.
+// entries after a clean stop, and until its store's index is loaded
+// (after a clean stop the daemon is ready before: it serves while the
+// index loads in the background), and its RSS at each point.
 //
 // The stores are built once, from synthetic empty files (the index load
 // reads names and one stat per file, never the content), and kept under

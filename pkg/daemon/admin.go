@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -30,6 +31,10 @@ const maxAdminBody = 1 << 20
 //	POST /admin/evict?ref=REF     remove an image's entries no other image uses;
 //	                              REF is an image reference or a bare digest
 //	POST /admin/committed         {"digests":[...]} -> which are committed in the store
+//
+// images and evict wait for the store's index to load after a start
+// (adminLoadWait); committed asks the store by digest, which answers for
+// every entry while it loads.
 type admin struct {
 	store  *diskstore.Store
 	mirror *mirror.Server
@@ -88,6 +93,28 @@ func fromSameHost(remote string, local net.Addr) bool {
 	return ok && own.Unmap() == ip.WithZone("")
 }
 
+// adminLoadWait bounds how long images and evict wait for the store's
+// index to load after a start: they walk the manifests in the index,
+// which holds part of the store until then. A million entries load in
+// about 3 s, 4 s from a cold disk cache; a minute (ls's own timeout)
+// is far past that, and a load still running then answers 503.
+const adminLoadWait = time.Minute
+
+// loaded waits until the store's index is whole, or answers 503.
+func (a *admin) loaded(w http.ResponseWriter, r *http.Request) bool {
+	t := time.NewTimer(adminLoadWait)
+	defer t.Stop()
+	select {
+	case <-a.store.Loaded():
+		return true
+	case <-r.Context().Done():
+	case <-t.C:
+	}
+	ocierr.Write(w, r, ocierr.Errorf(http.StatusServiceUnavailable, ocierr.CodeUnavailable,
+		"the store's index is still loading after a start; try again"))
+	return false
+}
+
 func (a *admin) catalog(r *http.Request) *catalog {
 	var pins []pin.Image
 	if a.pins != nil {
@@ -102,6 +129,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func (a *admin) images(w http.ResponseWriter, r *http.Request) {
+	if !a.loaded(w, r) {
+		return
+	}
 	writeJSON(w, struct {
 		Images []ImageView `json:"images"`
 	}{a.catalog(r).list()})
@@ -111,6 +141,9 @@ func (a *admin) evict(w http.ResponseWriter, r *http.Request) {
 	ref, err := parseEvictRef(r.URL.Query().Get("ref"))
 	if err != nil {
 		ocierr.Write(w, r, ocierr.Errorf(http.StatusBadRequest, ocierr.CodeNameInvalid, "ref: %v", err))
+		return
+	}
+	if !a.loaded(w, r) {
 		return
 	}
 	c := a.catalog(r)

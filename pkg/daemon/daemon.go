@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -55,6 +56,12 @@ type Daemon struct {
 	// shutdown starts.
 	ready atomic.Bool
 	reg   *prometheus.Registry // what /metrics serves
+
+	// storeOpened and storeLoading: when New began to open the store, and
+	// whether its index was still loading in the background when New
+	// went on (awaitLoad).
+	storeOpened  time.Time
+	storeLoading bool
 }
 
 // servers are the daemon's HTTP servers, one per role.
@@ -73,10 +80,12 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	d := &Daemon{cfg: cfg, log: log}
+	d := &Daemon{cfg: cfg, log: log, storeOpened: time.Now()}
 	if d.store, d.maxSize, err = openStore(cfg, log); err != nil {
 		return nil, err
 	}
+	// Ready does not wait for the index: the store serves while it loads.
+	d.storeLoading = storeLoading(d.store)
 	defer func() {
 		if err != nil {
 			d.store.Close() // lets go of the data directory
@@ -203,7 +212,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("serving peers", "listen", d.ls.peer[0].Addr().String(), "advertise", d.cfg.Advertise)
 	}
 	st := d.store.Stats()
-	notify(d.log, "READY=1", fmt.Sprintf("STATUS=serving on %s; %d entries, %s cached", d.ls, st.Entries, FormatBytes(st.Bytes)))
+	status := fmt.Sprintf("STATUS=serving on %s; %d entries, %s cached", d.ls, st.Entries, FormatBytes(st.Bytes))
+	if storeLoading(d.store) {
+		status = fmt.Sprintf("STATUS=serving on %s; %s cached, loading the index", d.ls, FormatBytes(st.Bytes))
+	}
+	notify(d.log, "READY=1", status)
 	g.Go(func() error { return watchdog(gctx, d.log, d.ls.mirror[0]) })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -218,10 +231,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return errors.Join(err, d.tags.Close(), d.store.Close())
 }
 
-// runParts starts the parts that work in the background: the store's
-// expiry and eviction, the credentials reload, the peer membership and
-// the peer secret reload.
+// runParts starts the parts that work in the background: the end of the
+// store's index load, the store's expiry and eviction, the credentials
+// reload, the peer membership and the peer secret reload.
 func (d *Daemon) runParts(ctx context.Context, g *errgroup.Group) {
+	g.Go(func() error { return d.awaitLoad(ctx) })
 	g.Go(func() error { return d.store.Run(ctx) })
 	g.Go(func() error { return d.tags.Run(ctx) })
 	if d.creds != nil {

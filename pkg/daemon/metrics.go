@@ -51,11 +51,13 @@ var (
 		"Entries found not to match their digest, by the scrub or the re-check after a crash, and removed.", nil, nil)
 	storeScrubbedDesc = prometheus.NewDesc("nodecache_store_scrubbed_bytes_total",
 		"Bytes the scrub has re-hashed (--scrub-interval).", nil, nil)
+	storeLoadingDesc = prometheus.NewDesc("nodecache_store_loading",
+		"1 while the store's index loads in the background after a start (entries counts part of the store, nothing is evicted), 0 once loaded.", nil, nil)
 )
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{storeSizeDesc, storeReservedDesc, storeMaxDesc, storeEntriesDesc,
-		storeEvictionsDesc, storeExpirationsDesc, storePassThroughDesc, storeCorruptDesc, storeScrubbedDesc} {
+		storeEvictionsDesc, storeExpirationsDesc, storePassThroughDesc, storeCorruptDesc, storeScrubbedDesc, storeLoadingDesc} {
 		ch <- d
 	}
 }
@@ -77,4 +79,9 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(storePassThroughDesc, st.PassThrough)
 	counter(storeCorruptDesc, st.Corrupt)
 	counter(storeScrubbedDesc, st.ScrubBytes)
+	loading := 0.0
+	if storeLoading(c.store) {
+		loading = 1
+	}
+	gauge(storeLoadingDesc, loading)
 }

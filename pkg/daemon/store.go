@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,11 +54,48 @@ func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize in
 	if err != nil {
 		return nil, 0, err
 	}
-	st := store.Stats()
-	log.Info("store loaded", "data_dir", cfg.DataDir, "entries", st.Entries, "bytes", st.Bytes,
-		"max_size", FormatBytes(maxSize), "min_free", FormatBytes(minFree), "ttl", cfg.TTL, "scrub_interval", cfg.ScrubInterval,
-		"took", time.Since(start).Round(time.Millisecond))
+	attrs := []any{"data_dir", cfg.DataDir, "max_size", FormatBytes(maxSize), "min_free", FormatBytes(minFree),
+		"ttl", cfg.TTL, "scrub_interval", cfg.ScrubInterval, "took", time.Since(start).Round(time.Millisecond)}
+	if storeLoading(store) {
+		log.Info("store opened; loading its index in the background", attrs...)
+	} else {
+		st := store.Stats()
+		log.Info("store loaded", append(attrs, "entries", st.Entries, "bytes", st.Bytes)...)
+	}
 	return store, maxSize, nil
+}
+
+// storeLoading reports whether the store's index is still loading in the
+// background (diskstore.Store.Loaded).
+func storeLoading(store *diskstore.Store) bool {
+	select {
+	case <-store.Loaded():
+		return false
+	default:
+		return true
+	}
+}
+
+// awaitLoad waits for the store's background load, if one runs, and logs
+// its end once. A load that fails ends the daemon with its error, as it
+// did when the load was part of the start: the store would serve on, but
+// never evict again.
+func (d *Daemon) awaitLoad(ctx context.Context) error {
+	if !d.storeLoading {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-d.store.Loaded():
+	}
+	if err := d.store.LoadErr(); err != nil {
+		return fmt.Errorf("load the store's index: %w", err)
+	}
+	st := d.store.Stats()
+	d.log.Info("store loaded", "data_dir", d.cfg.DataDir, "entries", st.Entries, "bytes", st.Bytes,
+		"took", time.Since(d.storeOpened).Round(time.Millisecond))
+	return nil
 }
 
 // openTags opens the tag records in --data-dir/tags, a directory the

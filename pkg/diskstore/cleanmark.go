@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -11,7 +13,11 @@ import (
 
 // cleanName is the file Close leaves in the store's root and Open
 // removes: its absence at Open means the last store on the directory
-// never closed (the process crashed, was killed, or the power went).
+// never closed (the process crashed, was killed, or the power went). It
+// holds the bytes of the entries stored, in decimal, which a background
+// load counts against the bound until it has read them all; a mark
+// without them (left by an older version) is a clean stop whose store
+// is loaded before Open returns.
 const cleanName = "clean"
 
 // crashWindow is how far back from the newest entry Open re-hashes
@@ -25,20 +31,32 @@ const cleanName = "clean"
 // touched.
 const crashWindow = time.Minute
 
-// takeCleanMark removes the clean mark and reports whether it was there.
-// From here on a crash leaves no mark, until Close.
-func (s *Store) takeCleanMark() bool {
-	if err := os.Remove(filepath.Join(s.root, cleanName)); err != nil {
-		return false
+// takeCleanMark removes the clean mark and reports whether it was there
+// and, if it says, how many bytes the store holds. From here on a crash
+// leaves no mark, until Close.
+func (s *Store) takeCleanMark() (clean bool, stored int64, counted bool) {
+	path := filepath.Join(s.root, cleanName)
+	b, rerr := os.ReadFile(path)
+	if err := os.Remove(path); err != nil {
+		return false, 0, false
 	}
 	_ = syncDir(s.root) // at worst the next start re-hashes for nothing
-	return true
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if rerr != nil || err != nil || n < 0 {
+		return true, 0, false
+	}
+	return true, n, true
 }
 
-// leaveCleanMark records a clean stop for the next Open.
+// leaveCleanMark records a clean stop, and the bytes stored, for the next
+// Open. A store closed while it loads counts, for the entries it had not
+// read, the bytes its own mark gave.
 func (s *Store) leaveCleanMark() error {
+	s.mu.Lock()
+	stored := max(s.used, 0)
+	s.mu.Unlock()
 	if err := s.inTmp(func() error {
-		return writeFileAtomic(s.tmpDir(), filepath.Join(s.root, cleanName), nil)
+		return writeFileAtomic(s.tmpDir(), filepath.Join(s.root, cleanName), []byte(strconv.FormatInt(stored, 10)+"\n"))
 	}); err != nil {
 		return err
 	}

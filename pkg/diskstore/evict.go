@@ -38,8 +38,15 @@ func (s *Store) takeLocked(k key, r record) victim {
 	s.index.Remove(k)
 	s.used -= r.size
 	s.removals.Add(1)
-	v := victim{k: k, d: digestOf(k, r), size: r.size, done: make(chan struct{})}
+	return s.unlinkingLocked(k, digestOf(k, r), r.size)
+}
+
+// unlinkingLocked records that the files of d (key k) are about to be
+// unlinked, and returns the victim for removeVictims.
+func (s *Store) unlinkingLocked(k key, d digest.Digest, size int64) victim {
+	v := victim{k: k, d: d, size: size, done: make(chan struct{})}
 	s.deleting[k] = v.done
+	s.goneLocked(k)
 	return v
 }
 
@@ -76,6 +83,11 @@ func (s *Store) waitDeleting(k key) {
 // entries, whose files the caller unlinks after unlocking, and whether
 // the bytes fit.
 func (s *Store) makeRoomLocked(need, avail int64) ([]victim, bool) {
+	if s.loading {
+		// The index lacks the least recently used entries yet, and
+		// used counts them: admit what fits, evict nothing.
+		return nil, s.freeLocked(need, avail)
+	}
 	maxSize := s.maxSize
 	if maxSize <= 0 {
 		maxSize = math.MaxInt64
@@ -118,8 +130,15 @@ func (s *Store) makeRoomLocked(need, avail int64) ([]victim, bool) {
 // Sweep removes entries idle for longer than the idle TTL, and evicts
 // entries if the size bounds are exceeded (the disk filled up, or the
 // bounds shrank). Entries are kept in recency order, so the cost is that
-// of the entries removed, whatever the store's size.
+// of the entries removed, whatever the store's size. While the index
+// loads it does nothing: the load sweeps when it ends.
 func (s *Store) Sweep() {
+	s.mu.Lock()
+	loading := s.loading
+	s.mu.Unlock()
+	if loading {
+		return // the load sweeps when it ends
+	}
 	expired := s.idle()
 	for {
 		s.mu.Lock()

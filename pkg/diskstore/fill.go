@@ -38,10 +38,15 @@ type Fill struct {
 	// and -1 before: Stats counts such a fill as stored while its commit
 	// runs. Guarded by store.mu.
 	releasedSize int64
-	meta         Meta        // meta.Public is the value at Begin; see public
-	public       atomic.Bool // MarkPublic may set it while the fill runs
-	file         *os.File
-	dg           *blobio.Digester // used by the writer only
+	// dropped: the entry was deleted while its commit was under way and
+	// the deleter would not wait for it (settleTimeout). The commit then
+	// removes what it put in place instead of indexing it, so that the
+	// deletion is not undone once the disk answers. Guarded by store.mu.
+	dropped bool
+	meta    Meta        // meta.Public is the value at Begin; see public
+	public  atomic.Bool // MarkPublic may set it while the fill runs
+	file    *os.File
+	dg      *blobio.Digester // used by the writer only
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -83,7 +88,7 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 		s.notePassThrough()
 		return nil, fmt.Errorf("%w: %s is %d bytes, the maximum is %d", ErrTooLarge, d, size, s.maxSize)
 	}
-	if err := s.checkAbsent(k, d); err != nil {
+	if err := s.checkAbsent(k, tail, d); err != nil {
 		return nil, err
 	}
 	avail := s.available()
@@ -116,10 +121,12 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 	return f, nil
 }
 
-func (s *Store) checkAbsent(k key, d digest.Digest) error {
-	s.mu.Lock()
+// checkAbsent answers ErrExists if d is stored (its file, while the
+// index loads) and ErrFilling if a fill of d is in progress.
+func (s *Store) checkAbsent(k key, tail *[32]byte, d digest.Digest) error {
+	_, ok := s.lockIndexed(k, tail, d, false)
 	defer s.mu.Unlock()
-	if _, ok := s.index.Peek(k); ok {
+	if ok {
 		return ErrExists
 	}
 	if _, ok := s.fills[d]; ok {
@@ -242,12 +249,27 @@ func (f *Fill) Commit() error {
 	}
 	s := f.store
 	s.mu.Lock()
-	r := record{size: f.written, used: s.now().Unix(), tail: f.tail,
-		mediaType: s.mediaTypeIndexLocked(f.meta.MediaType), public: public}
-	s.index.Add(f.key, r)
-	s.used += r.size
 	s.reserved -= f.reserved
 	delete(s.fills, f.digest)
+	if f.dropped {
+		// Deleted while the commit ran: remove the files just put in
+		// place, marked as being unlinked so that a new fill of the
+		// digest waits for that before putting its own.
+		v := s.unlinkingLocked(f.key, f.digest, f.written)
+		s.mu.Unlock()
+		s.removeVictims([]victim{v}, "deleted")
+		f.finish(nil)
+		return nil
+	}
+	r := record{size: f.written, used: s.now().Unix(), tail: f.tail,
+		mediaType: s.mediaTypeIndexLocked(f.meta.MediaType), public: public}
+	if old, ok := s.index.Peek(f.key); ok {
+		// The load indexed the file of an earlier commit of d while
+		// this fill ran: the same bytes, now this record.
+		s.used -= old.size
+	}
+	s.index.Add(f.key, r)
+	s.used += r.size
 	// A fill of unknown size reserved nothing: make room now.
 	victims, _ := s.makeRoomLocked(0, -1)
 	s.mu.Unlock()
@@ -257,6 +279,15 @@ func (f *Fill) Commit() error {
 	t := time.Unix(r.used, 0)
 	_ = os.Chtimes(s.path(f.digest), t, t)
 	f.finish(nil)
+	return nil
+}
+
+// committingLocked returns d's fill if its content is verified and its
+// commit under way (a fill leaves s.fills when its commit ends), or nil.
+func (s *Store) committingLocked(d digest.Digest) *Fill {
+	if f := s.fills[d]; f != nil && f.releasedSize >= 0 {
+		return f
+	}
 	return nil
 }
 

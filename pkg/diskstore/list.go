@@ -9,7 +9,8 @@ import (
 
 // Manifests returns every committed entry that has a media type (the
 // manifests and indexes), for an operations view. It reads the index
-// only, and records no use.
+// only, and records no use: while the index loads (Loaded), it lists
+// those read so far.
 func (s *Store) Manifests() []Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()

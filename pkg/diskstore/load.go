@@ -25,12 +25,23 @@ const loadWorkers = 8
 // a million-entry store (about 4,000 entries of 88 bytes) in a few calls.
 const direntBufferSize = 64 << 10
 
-// load rebuilds the index from blobs/: the shard directories are read in
-// parallel, each with getdents and one fstatat per entry, and the index
-// is built in one pass sorted by last use. Only names that are valid
-// digests of a supported algorithm count; a media type sidecar whose
-// content file is missing (a crash between the two renames) is removed.
+// load builds the index from blobs/ before the store serves (scan, merge).
 func (s *Store) load() error {
+	acc, err := s.scan(nil, false)
+	if err != nil {
+		return err
+	}
+	s.merge(acc)
+	return nil
+}
+
+// scan reads the entries of blobs/: the shard directories are read in
+// parallel, each with getdents and one fstatat per entry, until stop is
+// closed. Only names that are valid digests of a supported algorithm
+// count; a media type sidecar whose content file is missing (a crash
+// between the two renames) is removed. live is a scan while the store
+// serves (loading.go).
+func (s *Store) scan(stop <-chan struct{}, live bool) (*loadAcc, error) {
 	var dirs []shardDir
 	for _, alg := range ociref.Algorithms() {
 		algDir := filepath.Join(s.root, "blobs", alg.String())
@@ -39,7 +50,7 @@ func (s *Store) load() error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("diskstore: read %s: %w", algDir, err)
+			return nil, fmt.Errorf("diskstore: read %s: %w", algDir, err)
 		}
 		for _, shard := range shards {
 			if shard.IsDir() && len(shard.Name()) == 2 {
@@ -47,29 +58,33 @@ func (s *Store) load() error {
 			}
 		}
 	}
-	acc := &loadAcc{store: s, tails: make(map[key]*[32]byte)}
+	acc := &loadAcc{store: s, live: live, tails: make(map[key]*[32]byte)}
 	var next atomic.Int64
 	errs := make([]error, loadWorkers)
 	var wg sync.WaitGroup
 	for w := range min(loadWorkers, len(dirs)) {
 		wg.Go(func() {
 			sc := shardScanner{acc: acc, buf: make([]byte, direntBufferSize)}
-			for i := next.Add(1) - 1; i < int64(len(dirs)) && errs[w] == nil; i = next.Add(1) - 1 {
+			for i := next.Add(1) - 1; i < int64(len(dirs)) && errs[w] == nil && !closed(stop); i = next.Add(1) - 1 {
 				errs[w] = sc.scan(dirs[i])
 			}
 		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.index.load(acc.slots, acc.tails)
-	for i := range acc.slots {
-		s.used += acc.slots[i].size
+	return acc, nil
+}
+
+// closed reports whether ch is closed; a nil ch never is.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
-	return nil
 }
 
 // shardDir is one blobs/<algorithm>/<xx> directory.
@@ -82,6 +97,7 @@ type shardDir struct {
 // loadAcc gathers what the load workers found.
 type loadAcc struct {
 	store *Store
+	live  bool // the store serves while it loads
 	// mu guards the fields below.
 	mu    sync.Mutex
 	slots []slot
@@ -96,6 +112,26 @@ func (a *loadAcc) add(slots []slot, tails map[key]*[32]byte) {
 	for k, t := range tails {
 		a.tails[k] = t
 	}
+}
+
+// removeSidecar removes the media type file of base in shard d, whose
+// content file the scan did not find. While the store serves, the file
+// may be a fill's, written before its content is renamed into place (or
+// the content was renamed after the shard was read): it is removed only
+// if no fill of the digest is in progress and the index does not hold
+// it, checked and removed under the lock, which a new fill takes before
+// it can write the file.
+func (a *loadAcc) removeSidecar(d shardDir, base string) {
+	path := filepath.Join(d.path, base+typeSuffix)
+	if k, tail, ok := parseName(d.alg, d.name, []byte(base)); ok && a.live {
+		s := a.store
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, indexed := s.index.Peek(k); indexed || s.fills[digestOf(k, record{tail: tail})] != nil {
+			return
+		}
+	}
+	_ = os.Remove(path)
 }
 
 // shardScanner reads shard directories for one load worker, reusing its
@@ -136,7 +172,7 @@ func (sc *shardScanner) scan(d shardDir) error {
 	}
 	for base, matched := range sc.sidecars {
 		if !matched {
-			_ = os.Remove(filepath.Join(d.path, base+typeSuffix))
+			sc.acc.removeSidecar(d, base)
 		}
 	}
 	sc.acc.add(sc.slots, sc.tails)

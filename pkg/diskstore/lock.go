@@ -73,8 +73,9 @@ func (s *Store) lockDir() (*os.File, error) {
 	return nil, fmt.Errorf("diskstore: lock %s: %w", dir, err)
 }
 
-// Close records a clean stop (so the next Open re-hashes nothing) and
-// releases the store's directory, which another Open may then take.
+// Close stops a background load, records a clean stop (so the next Open
+// re-hashes nothing and loads in the background) and releases the
+// store's directory, which another Open may then take.
 // Fills still in progress should be ended first. Close does not wait for
 // Run to return: cancel its context first.
 func (s *Store) Close() error {
@@ -84,6 +85,7 @@ func (s *Store) Close() error {
 	if !open {
 		return nil
 	}
+	s.loader.halt() // before the mark: it counts the bytes stored
 	return errors.Join(s.leaveCleanMark(), s.unlock())
 }
 

@@ -101,22 +101,28 @@ func (s *Store) Pinned(d digest.Digest) bool {
 // the entry out of the index, so a SetPins that pins d cannot land
 // between the check and the removal: pinned content is never deleted by
 // an operator's evict racing the pin manager. It answers ErrPinned for a
-// pinned d, and ErrNotFound for one not stored.
+// pinned d, and ErrNotFound for one not stored. Like Delete, it removes
+// a verified fill of d whose commit is still under way after
+// settleTimeout once the commit lands.
 func (s *Store) DeleteUnpinned(d digest.Digest) (Info, error) {
-	k, _, err := keyOf(d)
+	k, tail, err := keyOf(d)
 	if err != nil {
 		return Info{}, err
 	}
 	s.settle(d)
-	s.mu.Lock()
+	r, ok := s.lockIndexed(k, tail, d, true)
 	if _, pinned := s.pins[k]; pinned {
 		s.mu.Unlock()
 		return Info{}, ErrPinned
 	}
-	r, ok := s.index.Peek(k)
 	if !ok {
+		f := s.dropCommittingLocked(d)
 		s.mu.Unlock()
-		return Info{}, ErrNotFound
+		if f == nil {
+			return Info{}, ErrNotFound
+		}
+		return Info{Digest: d, Size: f.releasedSize, MediaType: f.meta.MediaType,
+			Public: f.public.Load(), Accessed: s.now()}, nil
 	}
 	info := s.infoLocked(k, r)
 	v := s.takeLocked(k, r)
@@ -125,7 +131,8 @@ func (s *Store) DeleteUnpinned(d digest.Digest) (Info, error) {
 	return info, nil
 }
 
-// PinStats returns the size of the pinned set.
+// PinStats returns the size of the pinned set. While the index loads
+// (Loaded), it counts the pinned entries read so far.
 func (s *Store) PinStats() PinStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()

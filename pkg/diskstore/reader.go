@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"nodecache/internal/blobio"
 )
@@ -201,9 +202,22 @@ func (f *Fill) await(ctx context.Context, cond func() (bool, error)) error {
 	}
 }
 
-// settle waits for the commit of a fill whose content is verified: it is
-// a matter of an fsync and a rename, and the answer about the entry
-// follows it. A fill not yet verified is not waited for.
-func (f *Fill) settle() {
-	_ = f.await(context.Background(), func() (bool, error) { return !f.verified || f.done, nil })
+// settleTimeout bounds how long a Stat or a Delete waits for the commit
+// of a verified fill (settle). The commit is an fsync and a rename, done
+// in milliseconds, or a second or two behind a large writeback; a disk
+// that takes longer is failing or hung, and a request held on it would
+// be held for as long. Past the bound the answer is the one that is safe
+// without the commit: Stat misses (the caller fetches the content again),
+// and Delete makes the commit, when it lands, remove what it put in
+// place (see Fill.dropped).
+const settleTimeout = 5 * time.Second
+
+// settle waits, up to settleTimeout, for the commit of a fill whose
+// content is verified, so that the answer about the entry follows it. A
+// fill not yet verified is not waited for. It reports false if the
+// commit was still under way at the bound.
+func (f *Fill) settle() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	return f.await(ctx, func() (bool, error) { return !f.verified || f.done, nil }) == nil
 }

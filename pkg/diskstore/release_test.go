@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -354,6 +355,95 @@ func TestStatAndDeleteWaitForTheCommitUnderWay(t *testing.T) {
 				}
 				if stored := has(s, d); stored != tt.wantAfter {
 					t.Fatalf("stored after the commit and %s = %v, want %v", tt.name, stored, tt.wantAfter)
+				}
+			})
+		})
+	}
+}
+
+// TestSettleIsBounded: a Stat or a Delete of a digest whose commit hangs
+// (held here before its fsync) waits settleTimeout, not for ever. Then
+// Stat misses, and the entry is stored once the commit lands; Delete and
+// DeleteUnpinned succeed, and the commit, when it lands, removes its
+// files rather than undo the deletion, also across a restart.
+func TestSettleIsBounded(t *testing.T) {
+	const mediaType = "application/vnd.oci.image.manifest.v1+json"
+	tests := []struct {
+		name      string
+		call      func(s *Store, d digest.Digest) error
+		wantErr   error
+		wantAfter bool // the entry is stored once the commit lands
+	}{
+		{"Stat", func(s *Store, d digest.Digest) error { _, err := s.Stat(d); return err }, ErrNotFound, true},
+		{"Delete", func(s *Store, d digest.Digest) error { return s.Delete(d) }, nil, false},
+		{"DeleteUnpinned", func(s *Store, d digest.Digest) error {
+			info, err := s.DeleteUnpinned(d)
+			if err == nil && (info.Digest != d || info.Size != 10<<10 || info.MediaType != mediaType) {
+				return fmt.Errorf("DeleteUnpinned = %+v, want the fill's entry", info)
+			}
+			return err
+		}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				data := randomBytes(12, 10<<10)
+				dir := t.TempDir()
+				s, reached, proceed := gatedStore(t, dir, StepWritten, nil)
+				var once sync.Once
+				release := func() { once.Do(proceed) }
+				defer release()
+				d := digest.FromBytes(data)
+				f, err := s.Begin(d, int64(len(data)), Meta{MediaType: mediaType})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.Write(data); err != nil {
+					t.Fatal(err)
+				}
+				committed := make(chan error, 1)
+				go func() { committed <- f.Commit() }()
+				<-reached // released, held before the fsync
+
+				start := time.Now()
+				if err := tt.call(s, d); !errors.Is(err, tt.wantErr) {
+					t.Fatalf("%s while the commit hangs = %v, want %v", tt.name, err, tt.wantErr)
+				}
+				if waited := time.Since(start); waited != settleTimeout {
+					t.Fatalf("%s waited %v, want settleTimeout (%v)", tt.name, waited, settleTimeout)
+				}
+				wantEntries := 1
+				if !tt.wantAfter {
+					wantEntries = 0 // the deletion counts at once
+				}
+				if st, n := s.Stats(), s.Len(); st.Entries != wantEntries || n != wantEntries {
+					t.Fatalf("while the commit hangs: stats %+v, Len %d; want %d entries", st, n, wantEntries)
+				}
+				release()
+				if err := <-committed; err != nil {
+					t.Fatalf("Commit: %v", err)
+				}
+				if stored := has(s, d); stored != tt.wantAfter {
+					t.Fatalf("stored after the commit landed = %v, want %v", stored, tt.wantAfter)
+				}
+				for _, p := range []string{s.path(d), s.path(d) + typeSuffix} {
+					if _, err := os.Stat(p); (err == nil) != tt.wantAfter {
+						t.Fatalf("%s after the commit landed: %v, want present %v", p, err, tt.wantAfter)
+					}
+				}
+				if st := s.Stats(); st.Reserved != 0 {
+					t.Fatalf("reserved after the commit = %d, want 0", st.Reserved)
+				}
+				s = reopen(t, s)
+				defer s.Close()
+				if stored := has(s, d); stored != tt.wantAfter {
+					t.Fatalf("stored after a restart = %v, want %v", stored, tt.wantAfter)
+				}
+				if !tt.wantAfter {
+					// The digest can be filled again.
+					if got := put(t, s, data, mediaType); !has(s, got) {
+						t.Fatal("a new fill after the dropped commit is not stored")
+					}
 				}
 			})
 		})

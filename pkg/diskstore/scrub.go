@@ -196,16 +196,16 @@ func (s *Store) shardDirs() []string {
 // file is another one by now (d was evicted and filled again meanwhile),
 // it is left alone.
 //
-// Only an entry in the index is removed, and it is checked and taken out
-// of the index under the lock: while d is indexed no new fill of d can
-// put its file in place, so the file checked is the file removed. An
-// entry not in the index is left alone: it is being evicted (the
-// eviction unlinks it) or a new fill of d is committing it, and removing
-// its path here could remove that new, good file once it is indexed.
+// Only an entry in the index (or, while it loads, found on disk by
+// lockIndexed) is removed, and it is checked and taken out of the index
+// under the lock: while d is indexed no new fill of d can put its file
+// in place, so the file checked is the file removed. An entry not in the
+// index is left alone: it is being evicted (the eviction unlinks it) or
+// a new fill of d is committing it, and removing its path here could
+// remove that new, good file once it is indexed.
 func (s *Store) removeCorrupt(d digest.Digest, fi os.FileInfo, why error) {
-	k, _, _ := keyOf(d)
-	s.mu.Lock()
-	r, ok := s.index.Peek(k)
+	k, tail, _ := keyOf(d)
+	r, ok := s.lockIndexed(k, tail, d, true)
 	if ok && fi != nil {
 		now, err := os.Stat(s.path(d))
 		ok = err == nil && os.SameFile(now, fi)

@@ -171,8 +171,15 @@ type Store struct {
 	reserved   int64                 // bytes reserved by fills in progress
 	counts     Stats                 // Evictions, Expirations, PassThrough, Corrupt, ScrubBytes
 	pins       map[key]digest.Digest // pinned digests (pin.go)
+	// loading: the index is being loaded in the background (loading.go).
+	// used then starts from the clean mark's count of the bytes stored.
+	loading bool
+	gone    map[key]struct{} // while loading: entries removed, which the load must not add back
 
 	pinWrite sync.Mutex // serialises SetPins' writes of the pins file
+
+	loader   loader         // the index load
+	loadHook func(loadStep) // tests: called at each step of the background load
 
 	removals atomic.Uint64 // Removals
 }
@@ -191,12 +198,15 @@ type Stats struct {
 
 // Open opens or creates the store rooted at dir, removes leftovers of fills
 // interrupted by a crash, and loads the index from the files on disk.
-// The store holds an exclusive lock on dir until Close: a second Open of
-// the same directory fails with an error matching ErrLocked. On a
-// filesystem without flock the store logs a warning and runs unlocked,
-// and nothing keeps a second store out. If the last store on dir did not
-// Close (a crash), the entries written in the minute before it are
-// re-hashed before Open returns (see crashWindow).
+// After a clean stop (Close) the load runs in the background and the
+// store serves at once, every entry on disk found by its lookups (see
+// loading.go and Loaded). The store holds an exclusive lock on dir until
+// Close: a second Open of the same directory fails with an error matching
+// ErrLocked. On a filesystem without flock the store logs a warning and
+// runs unlocked, and nothing keeps a second store out. If the last store
+// on dir did not Close (a crash), the index is loaded and the entries
+// written in the minute before the crash are re-hashed before Open
+// returns (see crashWindow).
 func Open(dir string, opts ...Option) (*Store, error) {
 	s := &Store{
 		root:       dir,
@@ -227,30 +237,43 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	s.lock = lock
-	clean := s.takeCleanMark()
+	s.loader.init()
+	clean, stored, counted := s.takeCleanMark()
 	if err := s.removeLeftovers(); err != nil {
 		s.unlock()
 		return nil, err
-	}
-	if err := s.load(); err != nil {
-		s.unlock()
-		return nil, err
-	}
-	if !clean {
-		s.verifyRecent()
 	}
 	// Pins before the first sweep: nothing pinned is evicted at start.
 	if err := s.loadPins(); err != nil {
 		s.unlock()
 		return nil, err
 	}
-	// The load's buffers are garbage now, and a large store's were tens
-	// of megabytes: give them back to the system at once rather than
-	// over the next minutes.
-	debug.FreeOSMemory()
-	// The bounds may have shrunk since the last run.
-	s.Sweep()
+	if clean && counted {
+		// Every file is a committed entry and the mark says how many
+		// bytes they hold: serve at once, and load in the background.
+		s.loadInBackground(stored)
+		return s, nil
+	}
+	if err := s.load(); err != nil {
+		s.unlock()
+		return nil, err
+	}
+	if !clean {
+		// The re-hash needs the whole index: it is loaded first.
+		s.verifyRecent()
+	}
+	s.loaded()
 	return s, nil
+}
+
+// loaded finishes a load: the load's buffers are garbage now, and a large
+// store's were tens of megabytes, so they go back to the system at once
+// rather than over the next minutes; then the bounds, which may have
+// shrunk since the last run, are applied.
+func (s *Store) loaded() {
+	debug.FreeOSMemory()
+	s.Sweep()
+	s.finishLoad(nil)
 }
 
 // Root returns the directory the store lives in.
@@ -260,16 +283,17 @@ func (s *Store) Root() string { return s.root }
 // If a fill of d is verified and its commit under way, Stat waits for the
 // commit and answers with its outcome: readers of a fill get the last
 // byte before the commit, and a client that has the whole content finds
-// it committed, unless the commit failed.
+// it committed, unless the commit failed. It waits settleTimeout at most,
+// and then answers from the index as it stands: a miss, while the
+// commit is still under way.
 func (s *Store) Stat(d digest.Digest) (Info, error) {
-	k, _, err := keyOf(d)
+	k, tail, err := keyOf(d)
 	if err != nil {
 		return Info{}, ErrNotFound
 	}
 	s.settle(d)
-	s.mu.Lock()
+	r, ok := s.lockIndexed(k, tail, d, false)
 	defer s.mu.Unlock()
-	r, ok := s.index.Peek(k)
 	if !ok {
 		return Info{}, ErrNotFound
 	}
@@ -278,11 +302,24 @@ func (s *Store) Stat(d digest.Digest) (Info, error) {
 
 // settle waits for the commit of d's fill if its content is verified, so
 // that an answer about d (Stat) or a removal of d (Delete) follows the
-// commit its readers were promised, rather than being undone by it.
+// commit its readers were promised, rather than being undone by it. The
+// wait is bounded (settleTimeout): a removal that comes first marks the
+// commit still under way dropped (dropCommittingLocked).
 func (s *Store) settle(d digest.Digest) {
 	if f := s.Filling(d); f != nil {
 		f.settle()
 	}
+}
+
+// dropCommittingLocked marks d's fill dropped if its commit is under way
+// (the settle waited for it in vain), and returns it, or nil: the commit
+// then removes its files instead of indexing them.
+func (s *Store) dropCommittingLocked(d digest.Digest) *Fill {
+	f := s.committingLocked(d)
+	if f != nil {
+		f.dropped = true
+	}
+	return f
 }
 
 // Open opens the committed content of d for reading and records the use.
@@ -307,16 +344,17 @@ func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
 }
 
 // Delete removes the committed entry for d. Readers that already opened it
-// keep reading the old bytes.
+// keep reading the old bytes. A verified fill of d whose commit is still
+// under way after settleTimeout is removed once its commit lands.
 func (s *Store) Delete(d digest.Digest) error {
-	k, _, err := keyOf(d)
+	k, tail, err := keyOf(d)
 	if err != nil {
 		return err
 	}
 	s.settle(d)
-	s.mu.Lock()
-	r, ok := s.index.Peek(k)
+	r, ok := s.lockIndexed(k, tail, d, true)
 	if !ok {
+		s.dropCommittingLocked(d)
 		s.mu.Unlock()
 		return nil
 	}
@@ -329,12 +367,13 @@ func (s *Store) Delete(d digest.Digest) error {
 // Len returns the number of committed entries. A fill whose content is
 // verified and released, its commit under way, counts as one: its
 // readers have had the whole content. Len does not wait for the commit.
+// While the index loads (Loaded), it counts the entries read so far.
 func (s *Store) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.index.Len()
 	for _, f := range s.fills {
-		if f.releasedSize >= 0 {
+		if f.releasedSize >= 0 && !f.dropped {
 			n++
 		}
 	}
@@ -345,13 +384,16 @@ func (s *Store) Len() int {
 // counts a fill whose commit is under way as stored (its bytes in Bytes,
 // not in Reserved), and does not wait for the commit: a scrape of the
 // metrics is not held up by an fsync, nor stopped by a disk that hangs.
+// While the index loads (Loaded), Entries counts the entries read so far
+// and Bytes the bytes of the whole store (the clean mark's, updated by
+// the fills and removals since).
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.counts
 	st.Bytes, st.Reserved, st.Entries = s.used, s.reserved, s.index.Len()
 	for _, f := range s.fills {
-		if f.releasedSize >= 0 {
+		if f.releasedSize >= 0 && !f.dropped {
 			st.Bytes += f.releasedSize
 			st.Reserved -= f.reserved
 			st.Entries++
@@ -373,6 +415,7 @@ func (s *Store) forget(k key) {
 		s.index.Remove(k)
 		s.used -= r.size
 		s.removals.Add(1)
+		s.goneLocked(k)
 	}
 	s.mu.Unlock()
 }
@@ -415,12 +458,11 @@ func (s *Store) path(d digest.Digest) string {
 // it is already committing, when the entry stays private (a later check
 // marks it).
 func (s *Store) MarkPublic(d digest.Digest) error {
-	k, _, err := keyOf(d)
+	k, tail, err := keyOf(d)
 	if err != nil {
 		return ErrNotFound
 	}
-	s.mu.Lock()
-	r, ok := s.index.Peek(k)
+	r, ok := s.lockIndexed(k, tail, d, true)
 	if f := s.fills[d]; !ok && f != nil {
 		f.public.Store(true)
 		s.mu.Unlock()

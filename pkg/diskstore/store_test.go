@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -20,13 +21,34 @@ func randomBytes(seed uint64, n int) []byte {
 	return b
 }
 
+// openStore opens the store in dir and waits until its index is loaded
+// (after a clean stop the load runs in the background): the tests that
+// use it check what the whole store holds. loading_test.go opens stores
+// that are still loading.
 func openStore(t *testing.T, dir string, opts ...Option) *Store {
 	t.Helper()
 	s, err := Open(dir, opts...)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	waitLoaded(t, s)
 	return s
+}
+
+// loadTimeout bounds a test whose store never ends its load; a passing
+// test does not wait for it.
+const loadTimeout = time.Minute
+
+func waitLoaded(t *testing.T, s *Store) {
+	t.Helper()
+	select {
+	case <-s.Loaded():
+	case <-time.After(loadTimeout):
+		t.Fatal("the store's index did not load")
+	}
+	if err := s.LoadErr(); err != nil {
+		t.Fatalf("load: %v", err)
+	}
 }
 
 // reopen closes s and opens its directory again, as a restart does.

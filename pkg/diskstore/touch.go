@@ -12,16 +12,16 @@ import (
 // that keeps d's bytes in memory: the store's index stays the one truth
 // of what may be served (an entry evicted, expired or deleted answers
 // ErrNotFound, and the copy in memory must go too), and eviction and the
-// idle TTL see every use. Only the index is read; the file's times are
+// idle TTL see every use. Only the index is read (and, while it loads,
+// d's file, if the index does not hold d yet); the file's times are
 // updated at most once per touchInterval.
 func (s *Store) Touch(d digest.Digest) (Info, error) {
-	k, _, err := keyOf(d)
+	k, tail, err := keyOf(d)
 	if err != nil {
 		return Info{}, ErrNotFound
 	}
 	now := s.now()
-	s.mu.Lock()
-	r, ok := s.index.Peek(k)
+	r, ok := s.lockIndexed(k, tail, d, true)
 	if !ok {
 		s.mu.Unlock()
 		return Info{}, ErrNotFound
