@@ -72,6 +72,7 @@ var knownMetrics = map[string]metric{
 	"nodecache_store_reserved_bytes":        {gauge, nil},
 	"nodecache_store_max_size_bytes":        {gauge, nil},
 	"nodecache_store_entries":               {gauge, nil},
+	"nodecache_store_loading":               {gauge, nil},
 	"nodecache_store_evictions_total":       {counter, nil},
 	"nodecache_store_expirations_total":     {counter, nil},
 	"nodecache_store_uncached_fills_total":  {counter, nil},
