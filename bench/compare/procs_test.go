@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -100,6 +102,30 @@ func (p *proc) waitHTTP(url string) error {
 			return fmt.Errorf("%s exited (%v); see %s:%s", p.name, p.err, p.log, tail(p.log))
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready at %s: %v; see %s", p.name, url, err, p.log)
+		case <-time.After(readyPoll):
+		}
+	}
+}
+
+// waitMetric polls url (a /metrics page) until a line of it is line.
+func (p *proc) waitMetric(url, line string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			b, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if rerr == nil && slices.Contains(strings.Split(string(b), "\n"), line) {
+				return nil
+			}
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited (%v); see %s:%s", p.name, p.err, p.log, tail(p.log))
+		case <-ctx.Done():
+			return fmt.Errorf("%s: no %q at %s; see %s", p.name, line, url, p.log)
 		case <-time.After(readyPoll):
 		}
 	}
