@@ -1,0 +1,125 @@
+package diskstore
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"testing/synctest"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// heldCommit begins and writes a fill of data in s and commits it in the
+// background; the commit is held at the step its hook gates (see
+// commitGate). It returns the commit's outcome channel.
+func heldCommit(t *testing.T, s *Store, data []byte, mediaType string) (digest.Digest, <-chan error) {
+	t.Helper()
+	d := digest.FromBytes(data)
+	f, err := s.Begin(d, int64(len(data)), Meta{MediaType: mediaType})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	go func() { committed <- f.Commit() }()
+	return d, committed
+}
+
+// commitGate holds commits at step until released.
+type commitGate struct {
+	step    Step
+	reached chan struct{}
+	proceed chan struct{}
+	once    sync.Once
+	at      func() // run in the hook, once reached is signalled and before waiting
+}
+
+func newCommitGate(step Step) *commitGate {
+	return &commitGate{step: step, reached: make(chan struct{}), proceed: make(chan struct{})}
+}
+
+func (c *commitGate) hook(st Step) {
+	if st != c.step {
+		return
+	}
+	close(c.reached)
+	<-c.proceed
+	if c.at != nil {
+		c.at()
+	}
+}
+
+func (c *commitGate) release() { c.once.Do(func() { close(c.proceed) }) }
+
+// TestMergeLeavesACommitUnderWayToItsFill: a fill's file renamed into
+// place, its commit not yet done, is read by the load; the merge must
+// not index it (the commit does, with its media type), nor count its
+// bytes besides the fill's. Then a commit still under way when its entry
+// is deleted (settleTimeout) leaves nothing indexed once it lands.
+func TestMergeLeavesACommitUnderWayToItsFill(t *testing.T) {
+	t.Run("committed", func(t *testing.T) {
+		dir := t.TempDir()
+		storedEntries(t, dir, 3, 1000)
+		c := newCommitGate(StepRenamed)
+		defer c.release()
+		g := newLoadGates(loadStarting)
+		s := openHeld(t, dir, g, WithStepHook(c.hook))
+		g.at(loadStarting)
+		d, committed := heldCommit(t, s, entryBytes(400, 400), manifestType)
+		<-c.reached // the file is in place; the load reads it
+		g.releaseAll()
+		waitLoaded(t, s)
+		if _, err := s.Touch(d); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Touch of a commit under way after the load = %v, want ErrNotFound", err)
+		}
+		if st := s.Stats(); st.Bytes != 3*1000+400 || st.Entries != 4 {
+			t.Fatalf("stats with the commit under way after the load = %+v, want 4 entries of 3400 bytes", st)
+		}
+		c.release()
+		if err := <-committed; err != nil {
+			t.Fatal(err)
+		}
+		if st, n := s.Stats(), s.Len(); st.Bytes != 3*1000+400 || st.Entries != 4 || n != 4 {
+			t.Fatalf("after the commit: stats %+v, Len %d; want 4 entries of 3400 bytes", st, n)
+		}
+		if info, err := s.Stat(d); err != nil || info.MediaType != manifestType {
+			t.Fatalf("Stat after the commit = %+v, %v; want the manifest", info, err)
+		}
+	})
+	t.Run("dropped", func(t *testing.T) {
+		dir := t.TempDir()
+		storedEntries(t, dir, 3, 1000)
+		synctest.Test(t, func(t *testing.T) {
+			c := newCommitGate(StepRenamed)
+			defer c.release()
+			g := newLoadGates(loadStarting)
+			s := openHeld(t, dir, g, WithStepHook(c.hook))
+			g.at(loadStarting)
+			d, committed := heldCommit(t, s, entryBytes(401, 400), "")
+			<-c.reached
+			if err := s.Delete(d); err != nil { // waits settleTimeout, then drops the commit
+				t.Fatal(err)
+			}
+			g.releaseAll()
+			<-s.Loaded()
+			c.release()
+			if err := <-committed; err != nil {
+				t.Fatal(err)
+			}
+			if has(s, d) {
+				t.Fatal("the entry deleted while its commit hung is stored after the load")
+			}
+			if _, err := os.Stat(s.path(d)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("its file: %v, want removed", err)
+			}
+			if st, n := s.Stats(), s.Len(); st.Bytes != 3*1000 || st.Entries != 3 || n != 3 || diskBytes(t, s) != 3*1000 {
+				t.Fatalf("after the load: stats %+v, Len %d, %d bytes on disk; want 3 entries of 3000 bytes",
+					st, n, diskBytes(t, s))
+			}
+		})
+	})
+}
+
