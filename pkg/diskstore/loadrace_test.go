@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 
@@ -123,3 +124,54 @@ func TestMergeLeavesACommitUnderWayToItsFill(t *testing.T) {
 	})
 }
 
+// TestFailedCommitIsNotLoaded: a commit that fails after its rename
+// takes its file away; a load that read the file meanwhile must not
+// index it.
+func TestFailedCommitIsNotLoaded(t *testing.T) {
+	dir := t.TempDir()
+	storedEntries(t, dir, 3, 1000)
+	c := newCommitGate(StepRenamed)
+	defer c.release()
+	g := newLoadGates(loadStarting, loadScanned)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skip(err)
+	}
+	// The directory's sync after the rename fails: no descriptor is left
+	// to open it with. Nothing else runs meanwhile (the load is held).
+	c.at = func() {
+		low := lim
+		low.Cur = 3
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+			t.Error(err)
+		}
+	}
+	s := openHeld(t, dir, g, WithStepHook(c.hook))
+	g.at(loadStarting)
+	d, committed := heldCommit(t, s, entryBytes(402, 400), "")
+	<-c.reached
+	g.release(loadStarting)
+	g.at(loadScanned) // the load has read the renamed file
+	c.release()
+	err := <-committed
+	if serr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); serr != nil {
+		t.Fatal(serr)
+	}
+	if err == nil {
+		t.Fatal("Commit succeeded with no descriptor to sync the directory")
+	}
+	if _, err := os.Stat(s.path(d)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the failed commit's file: %v, want removed", err)
+	}
+	if _, err := s.Touch(d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Touch of the failed commit while loading = %v, want ErrNotFound", err)
+	}
+	g.releaseAll()
+	waitLoaded(t, s)
+	if has(s, d) {
+		t.Fatal("the failed commit is indexed after the load")
+	}
+	if st, n := s.Stats(), s.Len(); st.Bytes != 3*1000 || st.Entries != 3 || n != 3 {
+		t.Fatalf("after the load: stats %+v, Len %d; want 3 entries of 3000 bytes", st, n)
+	}
+}
