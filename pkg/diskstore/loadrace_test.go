@@ -1,6 +1,7 @@
 package diskstore
 
 import (
+	"context"
 	"errors"
 	"os"
 	"sync"
@@ -174,4 +175,60 @@ func TestFailedCommitIsNotLoaded(t *testing.T) {
 	if st, n := s.Stats(), s.Len(); st.Bytes != 3*1000 || st.Entries != 3 || n != 3 {
 		t.Fatalf("after the load: stats %+v, Len %d; want 3 entries of 3000 bytes", st, n)
 	}
+}
+
+// TestNoNewReaderOfADroppedFill: once Delete has returned, a fill whose
+// commit it dropped (settleTimeout) serves no new reader: the entry is
+// deleted. A reader that joined before reads on.
+func TestNoNewReaderOfADroppedFill(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		data := randomBytes(13, 10<<10)
+		s, reached, proceed := gatedStore(t, t.TempDir(), StepWritten, nil)
+		defer s.Close()
+		var once sync.Once
+		release := func() { once.Do(proceed) }
+		defer release()
+		d := digest.FromBytes(data)
+		f, err := s.Begin(d, int64(len(data)), Meta{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		early, err := f.NewReader(context.Background(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer early.Close()
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		committed := make(chan error, 1)
+		go func() { committed <- f.Commit() }()
+		<-reached
+		if err := s.Delete(d); err != nil {
+			t.Fatal(err)
+		}
+		found, err := s.Lookup(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch found.Presence {
+		case Committed:
+			found.File.Close()
+			t.Fatal("Lookup after Delete finds the entry committed")
+		case BeingFilled:
+			if r, err := found.Fill.NewReader(context.Background(), 0); !errors.Is(err, ErrSpilled) {
+				if err == nil {
+					r.Close()
+				}
+				t.Fatalf("a new reader of the dropped fill = %v, want ErrSpilled", err)
+			}
+		}
+		if got := readAllOf(t, early); len(got) != len(data) {
+			t.Fatalf("the reader that joined before the Delete read %d bytes, want %d", len(got), len(data))
+		}
+		release()
+		if err := <-committed; err != nil {
+			t.Fatal(err)
+		}
+	})
 }
