@@ -232,3 +232,32 @@ func TestNoNewReaderOfADroppedFill(t *testing.T) {
 		}
 	})
 }
+
+// TestMergeIndexesADuplicateOnce: a directory read while names are
+// removed and created again may list a name twice (btrfs, tmpfs: a new
+// name gets a new, later position); the index holds it once and counts
+// its bytes once.
+func TestMergeIndexesADuplicateOnce(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	k, _, _ := keyOf(digest.FromString("twice"))
+	k2, _, _ := keyOf(digest.FromString("once"))
+	sl := func(k key, used int64) slot { return slot{key: k, size: 100, used: used, prev: none, next: none} }
+	s.merge(&loadAcc{slots: []slot{sl(k, 10), sl(k2, 15), sl(k, 20)}, tails: map[key]*[32]byte{}})
+	var listed int
+	s.mu.Lock()
+	for i := s.index.head; i != none; i = s.index.slots[i].next {
+		listed++
+	}
+	s.mu.Unlock()
+	if st, n := s.Stats(), s.Len(); n != 2 || listed != 2 || st.Bytes != 200 {
+		t.Fatalf("after a merge of a name listed twice: Len %d, %d in the order, %d bytes; want 2, 2, 200", n, listed, st.Bytes)
+	}
+	s.mu.Lock()
+	s.index.Remove(k)
+	oldest, _, ok := s.index.GetOldest()
+	s.mu.Unlock()
+	if !ok || oldest != k2 {
+		t.Fatal("the name listed twice is still in the order after its removal")
+	}
+}
