@@ -81,11 +81,10 @@ func New(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, &ConfigError{Err: err}
 	}
 	d := &Daemon{cfg: cfg, log: log, storeOpened: time.Now()}
-	if d.store, d.maxSize, err = openStore(cfg, log); err != nil {
+	// Ready does not wait for the index: the store serves while it loads.
+	if d.store, d.maxSize, d.storeLoading, err = openStore(cfg, log); err != nil {
 		return nil, err
 	}
-	// Ready does not wait for the index: the store serves while it loads.
-	d.storeLoading = storeLoading(d.store)
 	defer func() {
 		if err != nil {
 			d.store.Close() // lets go of the data directory

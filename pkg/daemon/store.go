@@ -36,14 +36,15 @@ func (cfg *Config) StoreBounds(total int64) (maxSize, minFree int64) {
 }
 
 // openStore opens the store with its bounds resolved against the
-// filesystem that holds the data directory.
-func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize int64, err error) {
+// filesystem that holds the data directory, and reports whether its
+// index still loads in the background (the line it logged says which).
+func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize int64, loading bool, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, 0, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+		return nil, 0, false, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	total, _, err := diskstore.Capacity(cfg.DataDir)
 	if err != nil {
-		return nil, 0, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+		return nil, 0, false, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	maxSize, minFree := cfg.StoreBounds(total)
 	start := time.Now()
@@ -52,17 +53,23 @@ func openStore(cfg Config, log *slog.Logger) (store *diskstore.Store, maxSize in
 		diskstore.WithIdleTTL(zeroMeans(cfg.TTL, diskstore.NoLimit)), diskstore.WithLogger(log),
 		diskstore.WithScrubInterval(zeroMeans(cfg.ScrubInterval, diskstore.NoScrub)))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	attrs := []any{"data_dir", cfg.DataDir, "max_size", FormatBytes(maxSize), "min_free", FormatBytes(minFree),
 		"ttl", cfg.TTL, "scrub_interval", cfg.ScrubInterval, "took", time.Since(start).Round(time.Millisecond)}
-	if storeLoading(store) {
+	if loading = storeLoading(store); loading {
 		log.Info("store opened; loading its index in the background", attrs...)
-	} else {
-		st := store.Stats()
-		log.Info("store loaded", append(attrs, "entries", st.Entries, "bytes", st.Bytes)...)
+		return store, maxSize, true, nil
 	}
-	return store, maxSize, nil
+	if err := store.LoadErr(); err != nil {
+		// A background load that failed already: the start fails, as it
+		// would have with the load in Open.
+		store.Close()
+		return nil, 0, false, fmt.Errorf("load the store's index: %w", err)
+	}
+	st := store.Stats()
+	log.Info("store loaded", append(attrs, "entries", st.Entries, "bytes", st.Bytes)...)
+	return store, maxSize, false, nil
 }
 
 // storeLoading reports whether the store's index is still loading in the
@@ -79,11 +86,9 @@ func storeLoading(store *diskstore.Store) bool {
 // awaitLoad waits for the store's background load, if one runs, and logs
 // its end once. A load that fails ends the daemon with its error, as it
 // did when the load was part of the start: the store would serve on, but
-// never evict again.
+// never evict again. The error is checked whatever New saw: a load may
+// fail between Open and New's look at it.
 func (d *Daemon) awaitLoad(ctx context.Context) error {
-	if !d.storeLoading {
-		return nil
-	}
 	select {
 	case <-ctx.Done():
 		return nil
@@ -91,6 +96,9 @@ func (d *Daemon) awaitLoad(ctx context.Context) error {
 	}
 	if err := d.store.LoadErr(); err != nil {
 		return fmt.Errorf("load the store's index: %w", err)
+	}
+	if !d.storeLoading {
+		return nil // loaded in Open, or before openStore looked: logged then
 	}
 	st := d.store.Stats()
 	d.log.Info("store loaded", "data_dir", d.cfg.DataDir, "entries", st.Entries, "bytes", st.Bytes,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"nodecache/internal/registrytest"
+	"nodecache/pkg/diskstore"
 )
 
 // storeLogs is a slog.Handler that hands the test the store's start-up
@@ -95,5 +98,73 @@ func TestRestartServesWhileTheStoreLoads(t *testing.T) {
 	case l := <-logs:
 		t.Errorf("another store line: %q", l)
 	default:
+	}
+}
+
+// failingLoad leaves in dir a store closed cleanly whose next background
+// load fails: blobs/sha256 is a file, which the load cannot read as the
+// directory of the sha256 entries.
+func failingLoad(t *testing.T, dir string) {
+	t.Helper()
+	s, err := diskstore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "blobs", "sha256"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAwaitLoadReportsAFailureSeenLate: a background load that failed
+// before New looked at the store (it saw no load running) still ends the
+// daemon with the error: the store would serve on and never evict.
+func TestAwaitLoadReportsAFailureSeenLate(t *testing.T) {
+	dir := t.TempDir()
+	failingLoad(t, dir)
+	s, err := diskstore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	select {
+	case <-s.Loaded():
+	case <-time.After(testTimeout):
+		t.Fatal("the load did not end")
+	}
+	if s.LoadErr() == nil {
+		t.Fatal("the load of an unreadable store succeeded")
+	}
+	d := &Daemon{store: s, log: quietLogger(), storeLoading: storeLoading(s)}
+	if err := d.awaitLoad(context.Background()); err == nil || !strings.Contains(err.Error(), "load the store's index") {
+		t.Fatalf("awaitLoad after a failed load = %v, want its error", err)
+	}
+}
+
+// TestFailedLoadStopsTheDaemon: whenever the background load fails, in
+// Open's wake or later, the daemon does not run on with it: New or Run
+// returns the load's error.
+func TestFailedLoadStopsTheDaemon(t *testing.T) {
+	up := registrytest.Start(t)
+	cfg := testConfig(t, up)
+	failingLoad(t, cfg.DataDir)
+	d, err := New(cfg, quietLogger())
+	if err == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- d.Run(ctx) }()
+		select {
+		case err = <-done:
+		case <-time.After(testTimeout):
+			cancel()
+			<-done
+			t.Fatal("the daemon runs on after its store's load failed")
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "load the store's index") {
+		t.Fatalf("start over a store whose load fails = %v, want the load's error", err)
 	}
 }

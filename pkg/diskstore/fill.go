@@ -244,6 +244,12 @@ func (f *Fill) Commit() error {
 		return err
 	}
 	if err := f.commit(public); err != nil {
+		// The file may have been in place for a moment, and a background
+		// load may have read it: it is gone, as a removal is, before the
+		// fill leaves s.fills (lockIndexed checks both under the lock).
+		f.store.mu.Lock()
+		f.store.goneLocked(f.key)
+		f.store.mu.Unlock()
 		f.Abort(err) // the readers keep the verified file they have
 		return err
 	}

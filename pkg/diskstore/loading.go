@@ -135,9 +135,10 @@ func (s *Store) loadInBackground(stored int64) {
 const mergeRoom = 4096
 
 // merge builds the index of the entries the load found, outside the lock,
-// and puts it in place: without the entries removed during the load, and
-// under the ones indexed during the load, which keep their records and
-// their order at the hot end. used becomes the bytes the index holds.
+// and puts it in place: without the entries removed during the load or
+// being committed by a fill, and under the ones indexed during the load,
+// which keep their records and their order at the hot end. used becomes
+// the bytes the index holds.
 func (s *Store) merge(acc *loadAcc) {
 	s.mu.Lock()
 	during := s.index.Len()
@@ -161,6 +162,13 @@ func (s *Store) merge(acc *loadAcc) {
 	}
 	for k := range s.gone {
 		drop(k)
+	}
+	// A fill whose commit is under way may have its file in place, read
+	// by the load: the commit indexes it (with its media type, which the
+	// load may have missed), drops it (Fill.dropped) or takes it away
+	// (a failed commit). Until then it is the fill's, not an entry.
+	for _, f := range s.fills {
+		drop(f.key)
 	}
 	old := s.index
 	for i := old.tail; i != none; i = old.slots[i].prev {

@@ -169,9 +169,33 @@ func (l *lru) load(slots []slot, tails map[key]*[32]byte) {
 		order[i] = since<<32 | uint64(i)
 	}
 	slices.Sort(order)
+	dup := false
 	for _, o := range order {
 		i := int32(uint32(o))
+		n := len(l.pos)
 		l.pos[slots[i].key] = i
+		dup = dup || len(l.pos) == n
 		l.pushFront(i)
+	}
+	if dup {
+		l.dropDuplicates()
+	}
+}
+
+// dropDuplicates frees the slots of keys listed more than once by load,
+// keeping the most recently used of each (the one pos holds). A directory
+// read while its names are removed and created again may list a name
+// twice: on btrfs or tmpfs a name created again takes a new, later place.
+// A key twice in the order would leave a slot no Remove reaches, whose
+// bytes an eviction would take off used again and again.
+func (l *lru) dropDuplicates() {
+	for i := l.head; i != none; {
+		next := l.slots[i].next
+		if l.pos[l.slots[i].key] != i {
+			l.unlink(i)
+			l.slots[i] = slot{prev: none, next: none}
+			l.free = append(l.free, i)
+		}
+		i = next
 	}
 }

@@ -14,8 +14,14 @@ import (
 // NewReader returns a reader of the fill's content starting at off. Reads
 // block until bytes are available or ctx is done. If the fill is aborted
 // before its content is verified, reads fail with an error matching
-// ErrAborted. The caller must Close it.
+// ErrAborted. The caller must Close it. A fill whose entry was deleted
+// while its commit ran (Fill.dropped) takes no new reader, as a removed
+// entry serves none: that fails with ErrSpilled, and the caller fetches
+// its own copy.
 func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
+	if f.isDropped() {
+		return nil, fmt.Errorf("%w: %s was deleted while its commit ran", ErrSpilled, f.digest)
+	}
 	f.mu.Lock()
 	done, err, verified := f.done, f.err, f.verified
 	r := &Reader{ctx: ctx, fill: f, file: f.file, off: off}
@@ -51,6 +57,13 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (*Reader, error) {
 		return nil, fmt.Errorf("%w: %s was committed and then removed: %w", ErrSpilled, f.digest, err)
 	}
 	return &Reader{ctx: ctx, fill: f, file: file, own: true, off: off}, nil
+}
+
+// isDropped reports whether f's entry was deleted while its commit ran.
+func (f *Fill) isDropped() bool {
+	f.store.mu.Lock()
+	defer f.store.mu.Unlock()
+	return f.dropped
 }
 
 // Reader reads a Fill as it is being written. It is not safe for
