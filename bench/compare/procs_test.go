@@ -85,39 +85,37 @@ func (p *proc) stop() {
 // waitHTTP polls url until it answers with a status below 500, the
 // process exits or readyTimeout passes.
 func (p *proc) waitHTTP(url string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return nil
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
+	return p.poll(url, func(resp *http.Response) error {
+		if resp.StatusCode >= 500 {
+			return fmt.Errorf("not ready at %s: status %d", url, resp.StatusCode)
 		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited (%v); see %s:%s", p.name, p.err, p.log, tail(p.log))
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready at %s: %v; see %s", p.name, url, err, p.log)
-		case <-time.After(readyPoll):
-		}
-	}
+		return nil
+	})
 }
 
 // waitMetric polls url (a /metrics page) until a line of it is line.
 func (p *proc) waitMetric(url, line string) error {
+	return p.poll(url, func(resp *http.Response) error {
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || !slices.Contains(strings.Split(string(b), "\n"), line) {
+			return fmt.Errorf("no %q at %s", line, url)
+		}
+		return nil
+	})
+}
+
+// poll GETs url until check accepts the answer, the process exits or
+// readyTimeout passes.
+func (p *proc) poll(url string, check func(*http.Response) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
 	for {
 		resp, err := client.Get(url)
 		if err == nil {
-			b, rerr := io.ReadAll(resp.Body)
+			err = check(resp)
 			resp.Body.Close()
-			if rerr == nil && slices.Contains(strings.Split(string(b), "\n"), line) {
+			if err == nil {
 				return nil
 			}
 		}
@@ -125,7 +123,7 @@ func (p *proc) waitMetric(url, line string) error {
 		case <-p.done:
 			return fmt.Errorf("%s exited (%v); see %s:%s", p.name, p.err, p.log, tail(p.log))
 		case <-ctx.Done():
-			return fmt.Errorf("%s: no %q at %s; see %s", p.name, line, url, p.log)
+			return fmt.Errorf("%s: %v; see %s", p.name, err, p.log)
 		case <-time.After(readyPoll):
 		}
 	}
