@@ -421,32 +421,16 @@ func TestLoadKeepsTheMediaTypeOfAFillCommitting(t *testing.T) {
 	dir := t.TempDir()
 	storedEntries(t, dir, 3, 100)
 	data := entryBytes(200, 300)
-	typed, proceed := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	release := func() { once.Do(func() { close(proceed) }) }
+	typed := newCommitGate(StepTypeWritten)
 	g := newLoadGates(loadStarting)
-	s := openHeld(t, dir, g, WithStepHook(func(st Step) {
-		if st == StepTypeWritten {
-			close(typed)
-			<-proceed
-		}
-	}))
-	defer release()
+	s := openHeld(t, dir, g, WithStepHook(typed.hook))
+	defer typed.release()
 	g.at(loadStarting)
-	d := digest.FromBytes(data)
-	f, err := s.Begin(d, int64(len(data)), Meta{MediaType: manifestType})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	committed := make(chan error, 1)
-	go func() { committed <- f.Commit() }()
-	<-typed
+	d, committed := heldCommit(t, s, data, manifestType)
+	<-typed.reached
 	g.releaseAll()
 	waitLoaded(t, s)
-	release()
+	typed.release()
 	if err := <-committed; err != nil {
 		t.Fatal(err)
 	}
@@ -465,29 +449,13 @@ func TestCommitUnderWayIsNotReadFromDisk(t *testing.T) {
 	dir := t.TempDir()
 	storedEntries(t, dir, 3, 1000)
 	data := entryBytes(300, 400)
-	renamed, proceed := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	release := func() { once.Do(func() { close(proceed) }) }
+	renamed := newCommitGate(StepRenamed)
 	g := newLoadGates(loadStarting)
-	s := openHeld(t, dir, g, WithStepHook(func(st Step) {
-		if st == StepRenamed {
-			close(renamed)
-			<-proceed
-		}
-	}))
-	defer release()
+	s := openHeld(t, dir, g, WithStepHook(renamed.hook))
+	defer renamed.release()
 	g.at(loadStarting)
-	d := digest.FromBytes(data)
-	f, err := s.Begin(d, int64(len(data)), Meta{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	committed := make(chan error, 1)
-	go func() { committed <- f.Commit() }()
-	<-renamed
+	d, committed := heldCommit(t, s, data, "")
+	<-renamed.reached
 	if _, err := os.Stat(s.path(d)); err != nil {
 		t.Fatalf("the fill's file after its rename: %v", err)
 	}
@@ -497,7 +465,7 @@ func TestCommitUnderWayIsNotReadFromDisk(t *testing.T) {
 	if found, err := s.Lookup(d); err != nil || found.Presence != BeingFilled {
 		t.Fatalf("Lookup of a commit under way = %v, %v; want BeingFilled", found.Presence, err)
 	}
-	release()
+	renamed.release()
 	if err := <-committed; err != nil {
 		t.Fatal(err)
 	}
