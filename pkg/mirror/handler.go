@@ -257,8 +257,13 @@ func (w *recorder) digest() string {
 	return w.wanted
 }
 
+// WriteHeader notes the status and sends the header, with a Date taken
+// from dateHeader unless one is set.
 func (w *recorder) WriteHeader(status int) {
 	w.status = status
+	if h := w.Header(); h["Date"] == nil {
+		h["Date"] = dateHeader(time.Now())
+	}
 	w.ResponseWriter.WriteHeader(status)
 }
 
