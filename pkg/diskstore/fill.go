@@ -48,6 +48,9 @@ type Fill struct {
 	file    *os.File
 	dg      *blobio.Digester // used by the writer only
 
+	hurry     chan struct{} // closed to make a deferred commit run now (defer.go)
+	hurryOnce sync.Once
+
 	// mu guards the fields below.
 	mu       sync.Mutex
 	written  int64
@@ -109,10 +112,18 @@ func (s *Store) Begin(d digest.Digest, size int64, meta Meta) (*Fill, error) {
 	f := &Fill{
 		store: s, key: k, tail: tail, digest: d, size: size, reserved: max(size, 0), releasedSize: -1, meta: meta,
 		file: file, dg: blobio.NewDigester(d, size), wake: make(chan struct{}),
+		hurry: make(chan struct{}),
 	}
 	f.public.Store(meta.Public)
-	victims, err := s.register(f, avail)
+	victims, err := s.register(f, avail, false)
 	s.removeVictims(victims, "evicted")
+	if errors.Is(err, errCommitsWaiting) {
+		// Deferred commits hold room no eviction can free: commit them,
+		// and try again with the entries they add.
+		s.settleCommits()
+		victims, err = s.register(f, s.available(), true)
+		s.removeVictims(victims, "evicted")
+	}
 	if err != nil {
 		file.Close()
 		os.Remove(file.Name())
@@ -135,8 +146,11 @@ func (s *Store) checkAbsent(k key, tail *[32]byte, d digest.Digest) error {
 	return nil
 }
 
-// register reserves room for f and makes it visible to Filling.
-func (s *Store) register(f *Fill, avail int64) ([]victim, error) {
+// register reserves room for f and makes it visible to Filling. If f
+// does not fit while verified fills wait for their commits, and last is
+// false, it fails with errCommitsWaiting: once those are committed, they
+// can be evicted.
+func (s *Store) register(f *Fill, avail int64, last bool) ([]victim, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.index.Peek(f.key); ok {
@@ -147,6 +161,9 @@ func (s *Store) register(f *Fill, avail int64) ([]victim, error) {
 	}
 	victims, fits := s.makeRoomLocked(f.reserved, avail)
 	if !fits {
+		if !last && s.anyCommittingLocked() {
+			return victims, errCommitsWaiting
+		}
 		s.counts.PassThrough++
 		return victims, fmt.Errorf("%w: %d bytes for %s do not fit", ErrNoSpace, f.reserved, f.digest)
 	}
@@ -208,6 +225,7 @@ func (f *Fill) Write(p []byte) (int, error) {
 		return f.spillWrite(p)
 	}
 	n, err := f.file.Write(p)
+	f.store.deferral.noteWrite()
 	f.dg.Write(p[:n])
 	f.mu.Lock()
 	f.written += int64(n)
@@ -230,7 +248,11 @@ func (f *Fill) Write(p []byte) (int, error) {
 // error matching ErrDigestMismatch or ErrSizeMismatch. If the content
 // matched but cannot be made durable, Commit returns that error and
 // nothing is stored; the readers still get every byte (see Fill).
-func (f *Fill) Commit() error {
+func (f *Fill) Commit() error { return f.commitAfter(func() {}) }
+
+// commitAfter is Commit, with wait called between the release of the
+// last byte and the durable part (see CommitWhenIdle).
+func (f *Fill) commitAfter(wait func()) error {
 	f.mu.Lock()
 	spilled := f.sp != nil
 	f.mu.Unlock()
@@ -243,6 +265,7 @@ func (f *Fill) Commit() error {
 		f.Abort(err)
 		return err
 	}
+	wait()
 	if err := f.commit(public); err != nil {
 		// The file may have been in place for a moment, and a background
 		// load may have read it: it is gone, as a removal is, before the

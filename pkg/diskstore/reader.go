@@ -230,6 +230,7 @@ const settleTimeout = 5 * time.Second
 // fill not yet verified is not waited for. It reports false if the
 // commit was still under way at the bound.
 func (f *Fill) settle() bool {
+	f.hurryCommit()
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
 	return f.await(ctx, func() (bool, error) { return !f.verified || f.done, nil }) == nil

@@ -182,6 +182,8 @@ type Store struct {
 	loadHook func(loadStep) // tests: called at each step of the background load
 
 	removals atomic.Uint64 // Removals
+
+	deferral *deferral // fill activity, for deferred commits (defer.go)
 }
 
 // Stats is a snapshot of the store's size and activity.
@@ -220,6 +222,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		scrubInterval: DefaultScrubInterval,
 		scrubRate:     DefaultScrubRate,
 		flock:         syscall.Flock,
+		deferral:      newDeferral(),
 	}
 	for _, o := range opts {
 		o(s)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -163,17 +164,20 @@ func (s *Server) startFill(q *request, d digest.Digest, open func(context.Contex
 		defer release()
 		defer s.running.remove(fill)
 		defer run.clients.ended()
-		s.copyFill(ctx, cancel, q.registry, run, src)
+		s.copyFill(ctx, cancel, q.registry, run, src, release)
 	}()
 	return landing{kind: landedFill, fill: &run, began: true}, nil
 }
 
 // copyFill copies a source into a fill and commits it, or aborts it if
-// the bytes do not match.
-func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, run fillRun, src fillSource) {
+// the bytes do not match. The commit waits for the store's fills to go
+// quiet (diskstore.Fill.CommitWhenIdle), or for Close; the source and
+// the fill slot (release, which may be called twice) are let go first.
+func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, registry string, run fillRun, src fillSource, release func()) {
 	body, fill := src.body, run.fill
 	s.metrics.fillStarted()
-	defer s.metrics.fillEnded()
+	downloaded := sync.OnceFunc(s.metrics.fillEnded) // the gauge counts downloads
+	defer downloaded()
 	defer cancel()
 	defer body.Close()
 	start := time.Now()
@@ -186,7 +190,10 @@ func (s *Server) copyFill(ctx context.Context, cancel context.CancelFunc, regist
 		err = errNoClients
 	}
 	if err == nil {
-		err = fill.Commit()
+		downloaded()
+		body.Close()
+		release()
+		err = fill.CommitWhenIdle(s.fillCtx)
 	} else {
 		fill.Abort(err)
 	}

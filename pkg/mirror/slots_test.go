@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,4 +147,39 @@ func slotHolder(t *testing.T, e *env, data []byte, rest <-chan struct{}) *http.R
 	}
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
+}
+
+// TestSlotFreeWhileCommitWaits: a fill lets go of its slot once all its
+// bytes are in, before its commit (which waits for the store's fills to
+// go quiet): with room for one fill, a second cold digest does not queue
+// behind the first one's commit.
+func TestSlotFreeWhileCommitWaits(t *testing.T) {
+	held := make(chan struct{})
+	var once sync.Once
+	let := func() { once.Do(func() { close(held) }) }
+	e, m, waiting := slotEnv(t, diskstore.WithStepHook(func(st diskstore.Step) {
+		if st == diskstore.StepReleased { // the readers have the last byte
+			<-held
+		}
+	}))
+	t.Cleanup(let) // before the env's own cleanups, which wait for the fills
+	first, second := registrytest.Random(75, 1<<20), registrytest.Random(76, 1<<20)
+	d1, d2 := e.up.PushBlob(t, "test/app", first), e.up.PushBlob(t, "test/app", second)
+	wantAnswer(t, getLater(e.url("/v2/test/app/blobs/"+d1.String())), first, "the first fill")
+	if e.store.Filling(d1) == nil {
+		t.Fatal("the first fill's commit is not held")
+	}
+	got := getLater(e.url("/v2/test/app/blobs/" + d2.String()))
+	select {
+	case <-waiting:
+		t.Fatal("the second fill queued behind the first one's commit")
+	case a := <-got:
+		if a.err != nil || !bytes.Equal(a.body, second) {
+			t.Fatalf("the second fill: %d bytes, %v", len(a.body), a.err)
+		}
+	}
+	if n := testutil.ToFloat64(m.fillsInFlight); n != 0 {
+		t.Errorf("fills in flight = %v with both downloads done, want 0", n)
+	}
+	let()
 }
