@@ -109,8 +109,10 @@ func (s *Store) loadInBackground(stored int64) {
 	s.loading, s.used, s.gone = true, stored, make(map[key]struct{})
 	s.mu.Unlock()
 	s.loader.exited = make(chan struct{})
+	endGC := lowerGCForLoad()
 	go func() {
 		defer close(s.loader.exited)
+		defer endGC()
 		s.loadStep(loadStarting)
 		acc, err := s.scan(s.loader.stop, true)
 		if s.loader.stopped() {

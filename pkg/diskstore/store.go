@@ -257,6 +257,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		s.loadInBackground(stored)
 		return s, nil
 	}
+	defer lowerGCForLoad()()
 	if err := s.load(); err != nil {
 		s.unlock()
 		return nil, err
