@@ -21,7 +21,8 @@ import (
 // ServeHTTP serves one pull-path request and logs one access line.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK, source: "none", kind: "invalid"}
+	x := &exchange{rec: recorder{ResponseWriter: w, status: http.StatusOK, source: "none", kind: "invalid"}}
+	rec := &x.rec
 	complete := false // stays false if handle panics: an aborted answer
 	defer func() {
 		if rec.canceled || (!complete && clientLeft(r, rec)) {
@@ -34,8 +35,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.metrics.observeRequest(rec.kind, rec, took)
 		}
 	}()
-	s.handle(rec, r)
+	s.handle(x, r)
 	complete = true
+}
+
+// exchange is one request's recorder and, once its path parsed, the
+// request: one allocation for both, on the path of every answer.
+type exchange struct {
+	rec recorder
+	req request
 }
 
 // logRequest writes the access line of a request, which ended at end,
@@ -61,8 +69,10 @@ func (s *Server) logRequest(r *http.Request, rec *recorder, end time.Time, took 
 	h.Handle(ctx, line.Record())
 }
 
-// handle answers r on rec, noting on rec what the access log says.
-func (s *Server) handle(rec *recorder, r *http.Request) {
+// handle answers r on x's recorder, noting on it what the access log
+// says.
+func (s *Server) handle(x *exchange, r *http.Request) {
+	rec := &x.rec
 	rt, e := parseRoute(r.URL.Path)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		refused := ocierr.Errorf(http.StatusMethodNotAllowed, ocierr.CodeUnsupported, "%s is not supported by a pull-through mirror", r.Method)
@@ -100,7 +110,8 @@ func (s *Server) handle(rec *recorder, r *http.Request) {
 		return
 	}
 	auth := clientAuth(r)
-	req := &request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.ids.Of(auth)}
+	x.req = request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.ids.Of(auth)}
+	req := &x.req
 	var err error
 	switch rt.kind {
 	case ociref.KindBlobs:
@@ -217,6 +228,9 @@ type request struct {
 	route    route
 	auth     credentials.Auth // what the client sent; never stored or logged
 	identity string           // names auth in caches (credentials.Identifier); "" for none
+	// mem is the reader of a body served from memory (memContent.open),
+	// kept here so that a hit allocates none of its own.
+	mem memBody
 }
 
 func (q *request) upstreamRequest(method string, ref string, header http.Header) upstream.Request {

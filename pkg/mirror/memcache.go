@@ -226,8 +226,11 @@ type memContent struct {
 
 func (c *memContent) info() contentInfo { return c.contentInfo }
 
-func (c *memContent) open(_ *request, start, _ int64) (io.Reader, error) {
-	return &memBody{b: c.body[start:]}, nil
+// open returns q's own reader (request.mem): a request opens its content
+// once.
+func (c *memContent) open(q *request, start, _ int64) (io.Reader, error) {
+	q.mem = memBody{b: c.body[start:]}
+	return &q.mem, nil
 }
 
 // memBody is a body in memory. copyBody writes it in one Write, which
