@@ -265,10 +265,19 @@ type recorder struct {
 // Docker-Content-Digest, which for a tag is the digest it resolved to,
 // else the digest the path asked for.
 func (w *recorder) digest() string {
-	if d := w.Header().Get("Docker-Content-Digest"); d != "" {
+	if d := firstValue(w.Header(), "Docker-Content-Digest"); d != "" {
 		return d
 	}
 	return w.wanted
+}
+
+// firstValue is h.Get(key) for a key already in canonical form, without
+// canonicalising it again: a lookup on the path of every answer.
+func firstValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // WriteHeader notes the status and sends the header, with a Date taken
