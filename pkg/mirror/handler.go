@@ -206,7 +206,7 @@ func queryValue(raw, key string) string {
 	if raw == "" {
 		return ""
 	}
-	if len(raw) > maxFastQuery || strings.ContainsAny(raw, "%+;") {
+	if len(raw) > maxFastQuery || needsParseQuery(raw) {
 		v, _ := url.ParseQuery(raw)
 		return v.Get(key)
 	}
@@ -218,6 +218,19 @@ func queryValue(raw, key string) string {
 		}
 	}
 	return ""
+}
+
+// needsParseQuery reports whether raw has a byte queryValue leaves to
+// url.ParseQuery: strings.ContainsAny(raw, "%+;") without building the
+// set of bytes on every request.
+func needsParseQuery(raw string) bool {
+	for i := range len(raw) {
+		switch raw[i] {
+		case '%', '+', ';':
+			return true
+		}
+	}
+	return false
 }
 
 // request is one pull-path request being served.
