@@ -207,3 +207,54 @@ func FuzzDurationMatchesString(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPlainMatchesBytes holds plain, eight bytes at a time, to its
+// definition byte by byte.
+func FuzzPlainMatchesBytes(f *testing.F) {
+	for _, s := range []string{"", "sha256:0123456789abcdef", "a b", "a=b", "a\"b", "\x7f", "é", "!~!~!~!~!~!~!~!~", "        ", "!!!!!!! ", "\x00\x01abcdefgh"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := true
+		for i := range len(s) {
+			if c := s[i]; c <= ' ' || c >= 0x7f || c == '=' || c == '"' {
+				want = false
+			}
+		}
+		if got := plain(s); got != want {
+			t.Fatalf("plain(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
+
+// TestPlainEdges checks plain on every byte at every place of a word,
+// and on pairs of the bytes next to its bounds, where a borrow from one
+// byte into the next could hide or fake a byte that is not plain.
+func TestPlainEdges(t *testing.T) {
+	byteDef := func(c byte) bool { return c > ' ' && c < 0x7f && c != '=' && c != '"' }
+	base := []byte("abcdefghijklmnop")
+	for i := range base {
+		for c := range 256 {
+			s := bytes.Clone(base)
+			s[i] = byte(c)
+			if got := plain(string(s)); got != byteDef(byte(c)) {
+				t.Fatalf("plain(%q) = %v", s, got)
+			}
+		}
+	}
+	edges := []byte{0x00, 0x01, 0x1f, ' ', '!', '"', '#', '<', '=', '>', 0x7e, 0x7f, 0x80, 0xff}
+	for i := range 8 {
+		for j := range 8 {
+			for _, a := range edges {
+				for _, b := range edges {
+					s := bytes.Clone(base[:8])
+					s[i], s[j] = a, b
+					want := byteDef(s[i]) && byteDef(s[j])
+					if got := plain(string(s)); got != want {
+						t.Fatalf("plain(%q) = %v, want %v", s, got, want)
+					}
+				}
+			}
+		}
+	}
+}
