@@ -35,7 +35,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.metrics.observeRequest(rec.kind, rec, took)
 		}
 	}()
-	s.handle(x, r)
+	s.handle(x, r, start)
 	complete = true
 }
 
@@ -69,9 +69,9 @@ func (s *Server) logRequest(r *http.Request, rec *recorder, end time.Time, took 
 	h.Handle(ctx, line.Record())
 }
 
-// handle answers r on x's recorder, noting on it what the access log
-// says.
-func (s *Server) handle(x *exchange, r *http.Request) {
+// handle answers r, which arrived at start, on x's recorder, noting on
+// it what the access log says.
+func (s *Server) handle(x *exchange, r *http.Request, start time.Time) {
 	rec := &x.rec
 	rt, e := parseRoute(r.URL.Path)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -112,6 +112,9 @@ func (s *Server) handle(x *exchange, r *http.Request) {
 	auth := clientAuth(r)
 	x.req = request{rec: rec, r: r, registry: registry, route: rt, auth: auth, identity: s.ids.Of(auth)}
 	req := &x.req
+	if s.clockIsTimeNow {
+		req.at = start // microseconds ago: the reading clock would take
+	}
 	var err error
 	switch rt.kind {
 	case ociref.KindBlobs:
@@ -244,7 +247,25 @@ type request struct {
 	// mem is the reader of a body served from memory (memContent.open),
 	// kept here so that a hit allocates none of its own.
 	mem memBody
+	// at is the server's clock for the request's lookups of tag records
+	// and manifests in memory (clock); zero until read.
+	at time.Time
 }
+
+// clock is the server's clock for q's lookups of tag records and
+// manifests in memory: read once for all of them, a reading per lookup
+// being a tenth of a hit's own time. It is read again after q waited on
+// upstream (forgetClock). With the default clock, the request's start is
+// the reading.
+func (s *Server) clock(q *request) time.Time {
+	if q.at.IsZero() {
+		q.at = s.now()
+	}
+	return q.at
+}
+
+// forgetClock makes the next clock of q a new reading: q waited.
+func (q *request) forgetClock() { q.at = time.Time{} }
 
 func (q *request) upstreamRequest(method string, ref string, header http.Header) upstream.Request {
 	return upstream.Request{
