@@ -41,6 +41,7 @@ test: lint
 bench: deps
 	$(GO) test -run '^$$' -bench '^BenchmarkWarmBlob$$' -benchtime 10x -count 1 ./pkg/mirror
 	$(GO) test -run '^$$' -bench '^BenchmarkWarmManifest$$' -benchtime 2s -count 1 ./pkg/mirror
+	$(GO) test -run '^$$' -bench '^BenchmarkCachedManifestHandler$$' -benchtime 2s -count 1 ./pkg/daemon
 	$(GO) test -run '^$$' -bench '^BenchmarkColdFill$$' -benchtime 5x -count 1 ./pkg/mirror
 	$(GO) test -run '^$$' -bench '^BenchmarkDaemonRSS$$' -benchtime 1x -count 1 -v ./bench/rss
 	$(GO) test -run '^$$' -bench '^BenchmarkStartup$$' -benchtime 1x -count 1 -timeout 30m -v ./bench/startup

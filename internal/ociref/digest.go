@@ -87,35 +87,69 @@ func ParseDigest(s string) (Digest, error) {
 	return d, nil
 }
 
-// Check reports whether d is a digest ParseDigest accepts.
+// Check reports whether d is a digest ParseDigest accepts. It checks the
+// hex digits without decoding them: a digest in a request's path is
+// checked on every request, and only a refusal needs ParseDigest (for
+// its error).
 func Check(d digest.Digest) error {
+	if validDigest(string(d)) {
+		return nil
+	}
 	_, err := ParseDigest(string(d))
 	return err
 }
+
+// validDigest reports whether ParseDigest accepts s.
+func validDigest(s string) bool {
+	var alg Algorithm
+	switch {
+	case strings.HasPrefix(s, "sha256:"):
+		alg = SHA256
+	case strings.HasPrefix(s, "sha512:"):
+		alg = SHA512
+	default:
+		return false
+	}
+	encoded := s[len("sha256:"):]
+	if len(encoded) != 2*alg.Size() {
+		return false
+	}
+	var bad byte
+	for i := range len(encoded) {
+		bad |= lowerHex[encoded[i]]
+	}
+	return bad&notHex == 0
+}
+
+// notHex marks the bytes that are not lowercase hex digits in lowerHex.
+const notHex = 0x80
+
+// lowerHex maps a lowercase hex digit to its value, and every other byte
+// to notHex: one load per digit instead of two ranges of comparisons.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = notHex
+	}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
 
 // decodeLowerHex decodes s into dst, reporting false if s is not
 // lowercase hex. It does not allocate: the store parses a digest on every
 // lookup.
 func decodeLowerHex(dst []byte, s string) bool {
+	var bad byte
 	for i := 0; i+1 < len(s); i += 2 {
-		hi, ok1 := lowerHexValue(s[i])
-		lo, ok2 := lowerHexValue(s[i+1])
-		if !ok1 || !ok2 {
-			return false
-		}
+		hi, lo := lowerHex[s[i]], lowerHex[s[i+1]]
+		bad |= hi | lo
 		dst[i/2] = hi<<4 | lo
 	}
-	return true
-}
-
-func lowerHexValue(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
+	return bad&notHex == 0
 }
 
 // Algorithm returns d's algorithm.

@@ -98,6 +98,8 @@ var digestCases = []struct {
 	{"long", "sha256:" + sha256Hex + "0", false},
 	{"sha512 of sha256 length", "sha512:" + sha256Hex, false},
 	{"not hex", "sha256:" + strings.Repeat("g", 64), false},
+	{"last digit not hex", "sha256:" + sha256Hex[:63] + "G", false},
+	{"byte above ASCII", "sha256:\xff" + sha256Hex[1:], false},
 	{"no algorithm", sha256Hex, false},
 	{"empty algorithm", ":" + sha256Hex, false},
 	{"empty", "", false},
@@ -217,8 +219,8 @@ func FuzzCheckTag(f *testing.F) {
 }
 
 // FuzzParseDigest checks ParseDigest against go-digest's own parser
-// limited to the accepted algorithms, and that what it accepts prints
-// back as it came in.
+// limited to the accepted algorithms, that what it accepts prints back as
+// it came in, and that Check accepts the same digests.
 func FuzzParseDigest(f *testing.F) {
 	for _, tt := range digestCases {
 		f.Add(tt.in)
@@ -235,6 +237,9 @@ func FuzzParseDigest(f *testing.F) {
 		}
 		if err == nil && d.String() != s {
 			t.Fatalf("ParseDigest(%q) prints as %q", s, d)
+		}
+		if checkErr := Check(digest.Digest(s)); (checkErr == nil) != (err == nil) {
+			t.Fatalf("Check(%q) = %v, ParseDigest says %v", s, checkErr, err)
 		}
 	})
 }

@@ -32,5 +32,7 @@ func CheckRegistry(name string) error {
 // host. docker.io/library/alpine names a registry; library/alpine does
 // not.
 func IsRegistryComponent(c string) bool {
-	return (c == "localhost" || strings.ContainsAny(c, ".:")) && CheckRegistry(c) == nil
+	// IndexByte, not ContainsAny: this runs on every request's path, and
+	// ContainsAny builds its set of bytes on each call.
+	return (c == "localhost" || strings.IndexByte(c, '.') >= 0 || strings.IndexByte(c, ':') >= 0) && CheckRegistry(c) == nil
 }

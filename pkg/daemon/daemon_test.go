@@ -24,7 +24,7 @@ import (
 const testTimeout = 30 * time.Second
 
 // testConfig is a daemon in front of up on 127.0.0.1 ports of its own.
-func testConfig(t *testing.T, up *registrytest.Registry) Config {
+func testConfig(t testing.TB, up *registrytest.Registry) Config {
 	return Config{
 		Listen:          []string{"127.0.0.1:0"},
 		MetricsListen:   "127.0.0.1:0",
@@ -57,7 +57,7 @@ func start(t *testing.T, cfg Config) *running {
 }
 
 // startWith is start with log as the daemon's logger.
-func startWith(t *testing.T, cfg Config, log *slog.Logger) *running {
+func startWith(t testing.TB, cfg Config, log *slog.Logger) *running {
 	t.Helper()
 	d, err := New(cfg, log)
 	if err != nil {
@@ -71,7 +71,7 @@ func startWith(t *testing.T, cfg Config, log *slog.Logger) *running {
 }
 
 // stop cancels Run and returns its error; later calls return nil.
-func (r *running) stop(t *testing.T) error {
+func (r *running) stop(t testing.TB) error {
 	t.Helper()
 	r.cancel()
 	select {

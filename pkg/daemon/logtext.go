@@ -139,7 +139,7 @@ func appendTextRecord(b []byte, r slog.Record) ([]byte, bool) {
 		case slog.KindBool:
 			b = strconv.AppendBool(b, a.Value.Bool())
 		case slog.KindDuration:
-			b = append(b, a.Value.Duration().String()...)
+			b = appendDuration(b, a.Value.Duration())
 		default:
 			ok = false
 		}
@@ -150,7 +150,9 @@ func appendTextRecord(b []byte, r slog.Record) ([]byte, bool) {
 
 // appendAccessLine appends l as appendTextRecord appends l.Record().
 func appendAccessLine(b []byte, l mirror.AccessLine) ([]byte, bool) {
-	b, ok := appendHead(b, l.Time, slog.LevelInfo, mirror.AccessMessage)
+	b = appendTime(b, l.Time)
+	b = append(b, accessHead...)
+	ok := true
 	for _, f := range [...]struct{ key, value string }{
 		{" method=", l.Method}, {" route=", l.Route}, {" registry=", l.Registry},
 		{" repository=", l.Repository}, {" reference=", l.Reference}, {" digest=", l.Digest},
@@ -167,21 +169,74 @@ func appendAccessLine(b []byte, l mirror.AccessLine) ([]byte, bool) {
 	b = append(b, " source="...)
 	b, plain := appendTextString(b, l.Source)
 	b = append(b, " duration="...)
-	b = append(b, l.Duration.String()...)
+	b = appendDuration(b, l.Duration)
 	return append(b, '\n'), ok && plain
+}
+
+// accessHead is appendHead's level and message of every access line:
+// INFO, and a message that is plain (FuzzAccessLineMatchesSlog holds
+// the two to slog's output).
+const accessHead = "level=INFO msg=" + mirror.AccessMessage
+
+// appendDuration appends d as d.String() writes it, without the string:
+// an access line's duration, under a second nearly always, is formatted
+// here; others are left to String.
+func appendDuration(b []byte, d time.Duration) []byte {
+	switch {
+	case d == 0:
+		return append(b, "0s"...)
+	case d < 0 || d >= time.Second:
+		return append(b, d.String()...)
+	case d < time.Microsecond:
+		b = strconv.AppendInt(b, int64(d), 10)
+		return append(b, "ns"...)
+	case d < time.Millisecond:
+		return appendFraction(b, int64(d), 3, "µs")
+	default:
+		return appendFraction(b, int64(d), 6, "ms")
+	}
+}
+
+// appendFraction appends v / 10^prec in decimal, without trailing zeros
+// in its fraction (nor the point if it has none), and then unit.
+func appendFraction(b []byte, v int64, prec int, unit string) []byte {
+	pow := int64(1)
+	for range prec {
+		pow *= 10
+	}
+	b = strconv.AppendInt(b, v/pow, 10)
+	frac := v % pow
+	if frac != 0 {
+		for frac%10 == 0 { // drop the trailing zeros
+			frac /= 10
+			pow /= 10
+		}
+		b = append(b, '.')
+		for pow /= 10; pow > 0; pow /= 10 {
+			b = append(b, byte('0'+frac/pow%10))
+		}
+	}
+	return append(b, unit...)
 }
 
 // appendHead appends a line's time, level and message.
 func appendHead(b []byte, t time.Time, level slog.Level, msg string) ([]byte, bool) {
-	if !t.IsZero() {
-		b = append(b, "time="...)
-		b = appendRFC3339Millis(b, t.Round(0))
-		b = append(b, ' ')
-	}
+	b = appendTime(b, t)
 	b = append(b, "level="...)
 	b = append(b, level.String()...)
 	b = append(b, " msg="...)
 	return appendTextString(b, msg)
+}
+
+// appendTime appends a line's time, with the space after it; nothing
+// for the zero time.
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return b
+	}
+	b = append(b, "time="...)
+	b = appendRFC3339Millis(b, t.Round(0))
+	return append(b, ' ')
 }
 
 // appendTextString appends s as slog's text format writes it, if s is
@@ -200,20 +255,53 @@ func appendTextString(b []byte, s string) ([]byte, bool) {
 // '"': what slog's text format writes unquoted (it quotes these, control
 // characters, and checks non-ASCII rune by rune, which is left to it).
 func plain(s string) bool {
+	for ; len(s) >= 8; s = s[8:] {
+		x := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+			uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+		if !plainWord(x) {
+			return false
+		}
+	}
 	for i := range len(s) {
-		if c := s[i]; c <= ' ' || c >= 0x7f || c == '=' || c == '"' {
+		if !plainByte[s[i]] {
 			return false
 		}
 	}
 	return true
 }
 
+// plainWord is plain of eight bytes at once: the access line's strings,
+// a digest twice among them, are scanned on every request. A byte with
+// its high bit set is not plain. With none set, subtracting a byte's
+// bound from every byte of x sets the high bit of each byte below it (a
+// borrow passes up only from a byte that was below its bound, so never
+// into a plain answer), and x XOR a byte repeated is below 1 where x
+// holds that byte.
+func plainWord(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	return (x|
+		(x-ones*(' '+1))|
+		((x^ones*0x7f)-ones)|
+		((x^ones*'=')-ones)|
+		((x^ones*'"')-ones))&highs == 0
+}
+
+// plainByte is plain's test of one byte: printable ASCII but for space,
+// '=' and '"'.
+var plainByte = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c > ' ' && c < 0x7f && c != '=' && c != '"'
+	}
+	return t
+}()
+
 // appendRFC3339Millis is slog's time format: RFC 3339 with exactly three
 // digits of milliseconds. The text of the second is formatted once and
 // shared by the lines of that second (lastSecond), which spares a
-// time.Format on nearly every line.
+// time.Format on nearly every line. The time is not truncated to the
+// millisecond first, as slog does: that changes neither its second nor
+// its milliseconds, and costs a division on every line.
 func appendRFC3339Millis(b []byte, t time.Time) []byte {
-	t = t.Truncate(time.Millisecond)
 	sec := t.Unix()
 	st := lastSecond.Load()
 	if st == nil || st.unix != sec || st.loc != t.Location() {

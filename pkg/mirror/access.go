@@ -57,8 +57,14 @@ type accessKey struct {
 }
 
 // clientAuth returns the credentials the client sent: Basic, the scheme
-// nodecache's challenge asks for. Anything else counts as none.
+// nodecache's challenge asks for. Anything else counts as none. A request
+// without an Authorization header, most of them, is told by one lookup
+// of the canonical key, as BasicAuth's Header.Get would find it, without
+// canonicalising it again.
 func clientAuth(r *http.Request) credentials.Auth {
+	if firstValue(r.Header, "Authorization") == "" {
+		return credentials.Auth{}
+	}
 	user, pass, ok := r.BasicAuth()
 	if !ok {
 		return credentials.Auth{}

@@ -253,7 +253,7 @@ func serveContent(q *request, c content) error {
 		}
 	} else if info.size >= 0 {
 		h["Accept-Ranges"] = acceptRanges
-		rng, partial, err := parseRange(q.r.Header.Get("Range"), info.size)
+		rng, partial, err := parseRange(firstValue(q.r.Header, "Range"), info.size)
 		if err != nil {
 			e := ocierr.Errorf(http.StatusRequestedRangeNotSatisfiable, ocierr.CodeRangeInvalid, "%v for %d bytes", err, info.size)
 			e.Header = http.Header{"Content-Range": {"bytes */" + strconv.FormatInt(info.size, 10)}}

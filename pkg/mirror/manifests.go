@@ -35,14 +35,14 @@ func (s *Server) serveManifest(q *request) error {
 	}
 	lookup := s.lookupManifest
 	if q.r.Method == http.MethodHead {
-		lookup = func(d digest.Digest) (content, bool, error) {
-			if c, ok := s.fromMemory(d); ok {
+		lookup = func(q *request, d digest.Digest) (content, bool, error) {
+			if c, ok := s.fromMemory(q, d); ok {
 				return c, true, nil
 			}
 			return s.lookupSized(q, d)
 		}
 	}
-	c, ok, err := lookup(d)
+	c, ok, err := lookup(q, d)
 	if err != nil {
 		return err
 	}

@@ -156,13 +156,16 @@ func (m *memCache) usage() (entries int, bytes int64) {
 // anonymously), and records the use; it is relied on for memRecheck
 // while no entry has left the store. A copy of an entry the store no
 // longer holds (evicted, expired, deleted) is dropped: it is never served.
-func (s *Server) fromMemory(d digest.Digest) (content, bool) {
+func (s *Server) fromMemory(q *request, d digest.Digest) (content, bool) {
 	e, ok := s.mem.get(d)
 	if !ok {
 		return nil, false
 	}
-	removals, now := s.store.Removals(), s.now()
+	removals, now := s.store.Removals(), s.clock(q)
 	chk := e.checked.Load()
+	if chk != nil && now.Before(chk.at) {
+		now = s.now() // q began before the last check: only a new reading tells a clock set back
+	}
 	if chk == nil || chk.removals != removals || now.Sub(chk.at) >= memRecheck || now.Before(chk.at) {
 		info, err := s.store.Touch(d)
 		if err != nil || info.Size != int64(len(e.body)) {
@@ -180,8 +183,8 @@ func (s *Server) fromMemory(d digest.Digest) (content, bool) {
 // lookupManifest is lookup for a manifest's GET: from memory if kept,
 // else from the store, keeping a small committed manifest in memory for
 // the next request.
-func (s *Server) lookupManifest(d digest.Digest) (content, bool, error) {
-	if c, ok := s.fromMemory(d); ok {
+func (s *Server) lookupManifest(q *request, d digest.Digest) (content, bool, error) {
+	if c, ok := s.fromMemory(q, d); ok {
 		return c, true, nil
 	}
 	c, ok, err := s.lookup(d)
@@ -226,8 +229,11 @@ type memContent struct {
 
 func (c *memContent) info() contentInfo { return c.contentInfo }
 
-func (c *memContent) open(_ *request, start, _ int64) (io.Reader, error) {
-	return &memBody{b: c.body[start:]}, nil
+// open returns q's own reader (request.mem): a request opens its content
+// once.
+func (c *memContent) open(q *request, start, _ int64) (io.Reader, error) {
+	q.mem = memBody{b: c.body[start:]}
+	return &q.mem, nil
 }
 
 // memBody is a body in memory. copyBody writes it in one Write, which

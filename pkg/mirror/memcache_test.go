@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,5 +328,38 @@ func waitCommitted(t *testing.T, e *env, d digest.Digest) {
 	t.Helper()
 	if _, err := e.store.Stat(d); err != nil { // Stat waits for a commit under way
 		t.Fatalf("%s not committed: %v", d, err)
+	}
+}
+
+// TestHitReadsClockOnce: a manifest hit from memory, by digest or by
+// tag, reads the server's clock once for its lookups of the tag record
+// and of the copy in memory (Server.clock), where it read it for each.
+func TestHitReadsClockOnce(t *testing.T) {
+	var reads atomic.Int64
+	at := time.Unix(1_700_000_000, 0)
+	e := newEnv(t, nil, WithClock(func() time.Time { reads.Add(1); return at }))
+	img := e.up.PushSingleImage(t, "test/app", "v1", 1024)
+	d := img.Manifests["linux/amd64"]
+	accept := http.Header{"Accept": {ocispec.MediaTypeImageManifest}}
+	for _, ref := range []string{d.String(), "v1"} {
+		url := e.url("/v2/test/app/manifests/" + ref)
+		for range 2 { // fills, then copies into memory
+			if resp, _ := e.do(http.MethodGet, url, accept); resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: status %d", ref, resp.StatusCode)
+			}
+			<-e.served
+			if _, err := e.store.Stat(d); err != nil {
+				t.Fatalf("manifest not committed after a full GET: %v", err)
+			}
+		}
+		before := reads.Load()
+		resp, _ := e.do(http.MethodGet, url, accept)
+		<-e.served
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != d.String() {
+			t.Fatalf("GET %s: status %d", ref, resp.StatusCode)
+		}
+		if n := reads.Load() - before; n != 1 {
+			t.Errorf("a hit by %s read the clock %d times, want 1", ref, n)
+		}
 	}
 }

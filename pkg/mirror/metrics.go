@@ -160,8 +160,13 @@ func (m *Metrics) observeRequest(route string, rec *recorder, took time.Duration
 	if result == "" {
 		result = resultUpstream
 	}
-	if rs, ok := m.byRoute[route]; ok && rs.requests[result] != nil {
-		rs.requests[result].Inc()
+	rs := m.byRoute[route]
+	var requests prometheus.Counter
+	if rs != nil {
+		requests = rs.requests[result] // looked up once: every request ends here
+	}
+	if requests != nil {
+		requests.Inc()
 		rs.duration.Observe(took.Seconds())
 	} else {
 		m.requests.WithLabelValues(route, result).Inc()

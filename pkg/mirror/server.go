@@ -130,7 +130,9 @@ func WithAccessTTL(d time.Duration) Option {
 func WithMetrics(m *Metrics) Option { return func(s *Server) { s.metrics = m } }
 
 // WithClock sets the clock for the tag cache.
-func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+func WithClock(now func() time.Time) Option {
+	return func(s *Server) { s.now, s.clockIsTimeNow = now, false }
+}
 
 // Server is the pull-path HTTP handler.
 type Server struct {
@@ -143,6 +145,7 @@ type Server struct {
 	fillTimeout     time.Duration
 	log             *slog.Logger
 	now             func() time.Time
+	clockIsTimeNow  bool     // now is time.Now (no WithClock): a request's start is a reading of it
 	metrics         *Metrics // nil: not measured
 	accessTTL       time.Duration
 	ids             credentials.Identifier // names client credentials in caches
@@ -189,6 +192,7 @@ func New(store *diskstore.Store, up Upstream, opts ...Option) *Server {
 		ids:             credentials.NewIdentifier(),
 		log:             slog.New(slog.DiscardHandler),
 		now:             time.Now,
+		clockIsTimeNow:  true,
 		unreadGrace:     DefaultUnreadFillGrace,
 		afterFunc:       timeAfterFunc,
 		maxFills:        DefaultMaxConcurrentFills,

@@ -60,11 +60,16 @@ type tagRecords struct {
 // Get returns the record under k, whether it is fresh, and whether there
 // is one young enough to serve when upstream cannot answer.
 func (t *tagRecords) Get(k string) (rec tagRecord, fresh, ok bool) {
+	return t.getAt(k, t.now())
+}
+
+// getAt is Get with the clock read by the caller.
+func (t *tagRecords) getAt(k string, now time.Time) (rec tagRecord, fresh, ok bool) {
 	r, ok := t.store.Get(k)
 	if !ok {
 		return tagRecord{}, false, false
 	}
-	age := t.now().Sub(r.At)
+	age := now.Sub(r.At)
 	if t.keep > 0 && age > t.keep {
 		return tagRecord{}, false, false
 	}

@@ -71,11 +71,11 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 		private = shared + "|" + q.identity
 	}
 	if private != "" {
-		if rec, fresh, ok := s.privateTags.Get(private); ok && fresh {
+		if rec, fresh, ok := s.privateTags.getAt(private, s.clock(q)); ok && fresh {
 			return rec, false, rec.notFound(q)
 		}
 	}
-	if rec, fresh, ok := s.sharedTag(shared, private); ok && fresh {
+	if rec, fresh, ok := s.sharedTag(shared, private, s.clock(q)); ok && fresh {
 		return rec, false, rec.notFound(q)
 	}
 	v, err, _ := s.tagsSF.Do(shared+"|"+q.identity, func() (any, error) {
@@ -91,6 +91,7 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 		}
 		return rec, err
 	})
+	q.forgetClock() // it may have waited on upstream
 	if err == nil {
 		rec := v.(tagRecord)
 		return rec, false, rec.notFound(q)
@@ -98,7 +99,7 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 	if !isTransient(err) {
 		return tagRecord{}, false, err
 	}
-	rec, ok := s.staleTag(shared, private)
+	rec, ok := s.staleTag(shared, private, s.clock(q))
 	if !ok {
 		return tagRecord{}, false, err
 	}
@@ -113,13 +114,13 @@ func (s *Server) resolveTag(q *request, accept []string) (rec tagRecord, stale b
 
 // staleTag returns the client's own record if it has one young enough
 // to serve when upstream cannot answer, else the shared one.
-func (s *Server) staleTag(shared, private string) (tagRecord, bool) {
+func (s *Server) staleTag(shared, private string, now time.Time) (tagRecord, bool) {
 	if private != "" {
-		if rec, _, ok := s.privateTags.Get(private); ok {
+		if rec, _, ok := s.privateTags.getAt(private, now); ok {
 			return rec, true
 		}
 	}
-	rec, _, ok := s.sharedTag(shared, private)
+	rec, _, ok := s.sharedTag(shared, private, now)
 	return rec, ok
 }
 
@@ -127,8 +128,8 @@ func (s *Server) staleTag(shared, private string) (tagRecord, bool) {
 // answered without credentials says nothing to a client that has some
 // (a registry may hide a private repository from anonymous requests), so
 // such a client does not get it.
-func (s *Server) sharedTag(shared, private string) (rec tagRecord, fresh, ok bool) {
-	rec, fresh, ok = s.tags.Get(shared)
+func (s *Server) sharedTag(shared, private string, now time.Time) (rec tagRecord, fresh, ok bool) {
+	rec, fresh, ok = s.tags.getAt(shared, now)
 	if ok && rec.missing && private != "" {
 		return tagRecord{}, false, false
 	}
