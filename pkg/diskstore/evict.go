@@ -187,7 +187,7 @@ func (s *Store) Run(ctx context.Context) error {
 		case <-ticks:
 			var n int64
 			if s.scrubInterval > 0 {
-				n = s.tickScrub(&sc, budget)
+				n = s.tickScrub(ctx, &sc, budget)
 			}
 			if s.scrubTicked != nil {
 				s.scrubTicked(n)

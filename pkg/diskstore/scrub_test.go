@@ -154,3 +154,47 @@ func TestScrubOptionsZeroRule(t *testing.T) {
 		}
 	}
 }
+
+// TestScrubTickBoundsFiles: a tick of entries far smaller than its
+// budget opens budget/scrubFileCost files, not the whole pass, and the
+// pass still reaches every entry.
+func TestScrubTickBoundsFiles(t *testing.T) {
+	const rate, size, entries = 4 * scrubFileCost, 10, 10 // 4 files a tick
+	s, tick := scrubRun(t, t.TempDir(), WithScrubRate(rate), WithScrubInterval(time.Hour))
+	for i := range entries {
+		put(t, s, randomBytes(uint64(100+i), size), "")
+	}
+	var total int64
+	for i := range 3 {
+		n := tick()
+		if want := min(4, entries-4*i) * size; n != int64(want) {
+			t.Fatalf("tick %d hashed %d bytes, want %d: four entries of %d", i, n, want, size)
+		}
+		total += n
+	}
+	if st := s.Stats(); total != entries*size || st.ScrubBytes != entries*size || st.Corrupt != 0 {
+		t.Fatalf("hashed %d, stats %+v; want all %d bytes", total, st, entries*size)
+	}
+}
+
+// TestScrubTickStopsWithContext: a tick whose context has ended opens no
+// more files (a shutdown does not wait for it), and the pass goes on at
+// the next tick.
+func TestScrubTickStopsWithContext(t *testing.T) {
+	s := openStore(t, t.TempDir(), WithScrubInterval(time.Hour))
+	defer s.Close()
+	const size = 100
+	for i := range 3 {
+		put(t, s, randomBytes(uint64(200+i), size), "")
+	}
+	var sc scrub
+	defer sc.close()
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n := s.tickScrub(ended, &sc, 1<<20); n != 0 {
+		t.Fatalf("a tick after its context ended hashed %d bytes", n)
+	}
+	if n := s.tickScrub(context.Background(), &sc, 1<<20); n != 3*size {
+		t.Fatalf("the next tick hashed %d bytes, want %d", n, 3*size)
+	}
+}
