@@ -12,11 +12,12 @@ import (
 // A commit's fsync writes the whole content to the disk at once. While a
 // pull is still filling other blobs, that writeback competes with the
 // fills for the CPU and the disk: on a 2-core VM, a cold pull of a 10-layer
-// image took 1.07-1.12× a direct download with the fsyncs in the middle
-// of it, and 0.97-1.04× with them after it (docs/benchmarks.md). The
-// readers have every byte before the commit (Fill.release), so nothing
-// waits for it but durability. CommitWhenIdle therefore puts it off until
-// the store's fills have gone quiet, as the kernel puts off writeback.
+// image took 1.26× as long as through nginx (which never fsyncs) with the
+// fsyncs in the middle of it, and 1.02× with them after it, in the same
+// run (docs/benchmarks.md). The readers have every byte before the
+// commit (Fill.release), so nothing waits for it but durability.
+// CommitWhenIdle therefore puts it off until the store's fills have gone
+// quiet, as the kernel puts off writeback.
 //
 // While a commit waits, the fill stays in progress: new readers join it
 // and read its verified temporary file, Stats counts it as stored, and a
