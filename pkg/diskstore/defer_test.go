@@ -32,6 +32,19 @@ func commitLater(ctx context.Context, f *Fill) <-chan error {
 	return done
 }
 
+// waitingCommit starts f.CommitWhenIdle and checks that it waits. cancel
+// ends the wait: defer it, so that a failing test's bubble ends.
+func waitingCommit(t *testing.T, f *Fill) (done <-chan error, cancel func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done = commitLater(ctx, f)
+	if !pending(t, done) {
+		cancel()
+		t.Fatal("the commit did not wait")
+	}
+	return done, cancel
+}
+
 // onDisk reports whether d's file is in place: committed, without asking
 // Stat, which would make a deferred commit run.
 func onDisk(s *Store, d digest.Digest) bool {
@@ -156,12 +169,8 @@ func TestSettleHurriesDeferredCommit(t *testing.T) {
 				s := openStore(t, t.TempDir())
 				defer s.Close()
 				f := filled(t, s, randomBytes(5, 8<<10))
-				ctx, cancel := context.WithCancel(context.Background())
+				done, cancel := waitingCommit(t, f)
 				defer cancel()
-				done := commitLater(ctx, f)
-				if !pending(t, done) {
-					t.Fatal("the commit did not wait")
-				}
 				start := time.Now()
 				if err := tt.call(s, f.Digest()); err != nil {
 					t.Fatal(err)
@@ -186,11 +195,7 @@ func TestDeferredCommitRunsWhenContextEnds(t *testing.T) {
 		s := openStore(t, t.TempDir())
 		defer s.Close()
 		f := filled(t, s, randomBytes(6, 8<<10))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := commitLater(ctx, f)
-		if !pending(t, done) {
-			t.Fatal("the commit did not wait")
-		}
+		done, cancel := waitingCommit(t, f)
 		cancel()
 		if pending(t, done) || !onDisk(s, f.Digest()) {
 			t.Fatal("the commit did not run once its context ended")
@@ -205,12 +210,8 @@ func TestDeferredBytesBound(t *testing.T) {
 		defer s.Close()
 		s.deferral.maxBytes = 100 << 10
 		first, second := filled(t, s, randomBytes(7, 64<<10)), filled(t, s, randomBytes(8, 64<<10))
-		ctx, cancel := context.WithCancel(context.Background())
+		done1, cancel := waitingCommit(t, first)
 		defer cancel()
-		done1 := commitLater(ctx, first)
-		if !pending(t, done1) {
-			t.Fatal("the first commit did not wait")
-		}
 		if err := <-commitLater(context.Background(), second); err != nil || !onDisk(s, second.Digest()) {
 			t.Fatalf("the commit past the bound did not run at once: %v", err)
 		}
@@ -227,12 +228,8 @@ func TestBeginCommitsWaitingFillsForRoom(t *testing.T) {
 		s := openStore(t, t.TempDir(), WithMaxSize(100<<10))
 		defer s.Close()
 		first := filled(t, s, randomBytes(9, 60<<10))
-		ctx, cancel := context.WithCancel(context.Background())
+		done, cancel := waitingCommit(t, first)
 		defer cancel()
-		done := commitLater(ctx, first)
-		if !pending(t, done) {
-			t.Fatal("the commit did not wait")
-		}
 		second := filled(t, s, randomBytes(10, 60<<10)) // fails the test if it cannot begin
 		if err := <-done; err != nil {
 			t.Fatal(err)
