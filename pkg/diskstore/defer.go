@@ -39,6 +39,10 @@ const (
 	// crash can make the node fetch again, and the dirty pages held back.
 	// A commit that would pass it runs at once.
 	maxDeferredBytes = 1 << 30
+	// maxDeferredCommits bounds the commits waiting at once, each with a
+	// goroutine and an open file: a pull has tens of blobs, a busy node a
+	// few pulls at a time.
+	maxDeferredCommits = 256
 )
 
 // deferral is the store's record of fill activity, for deferred commits.
@@ -46,6 +50,7 @@ type deferral struct {
 	base      time.Time    // the origin of lastWrite, on the monotonic clock
 	lastWrite atomic.Int64 // when a fill last wrote to its file, since base
 	bytes     atomic.Int64 // content of the commits waiting
+	count     atomic.Int64 // commits waiting
 	maxBytes  int64        // maxDeferredBytes; tests lower it
 }
 
@@ -74,7 +79,9 @@ func (f *Fill) awaitIdle(ctx context.Context) {
 	f.mu.Lock()
 	size := f.written
 	f.mu.Unlock()
-	if d.bytes.Add(size) > d.maxBytes {
+	n := d.count.Add(1)
+	defer d.count.Add(-1)
+	if d.bytes.Add(size) > d.maxBytes || n > maxDeferredCommits {
 		d.bytes.Add(-size)
 		return
 	}
@@ -106,8 +113,12 @@ func (f *Fill) hurryCommit() { f.hurryOnce.Do(func() { close(f.hurry) }) }
 var errCommitsWaiting = errors.New("diskstore: commits waiting")
 
 // anyCommittingLocked reports whether a verified fill waits for, or runs,
-// its commit.
+// its commit, and committing it could make room: while the index loads,
+// nothing is evicted.
 func (s *Store) anyCommittingLocked() bool {
+	if s.loading {
+		return false
+	}
 	for _, f := range s.fills {
 		if f.releasedSize >= 0 {
 			return true
@@ -117,7 +128,7 @@ func (s *Store) anyCommittingLocked() bool {
 }
 
 // settleCommits makes the deferred commits run now and waits for them,
-// each up to settleTimeout.
+// settleTimeout in all.
 func (s *Store) settleCommits() {
 	s.mu.Lock()
 	var waiting []*Fill
@@ -128,7 +139,20 @@ func (s *Store) settleCommits() {
 		}
 	}
 	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
 	for _, f := range waiting {
-		f.settle()
+		f.settleCtx(ctx)
 	}
+}
+
+// releasedBytesLocked is the content of the verified fills whose commit
+// waits or runs: on the disk already, so counted by a free space figure,
+// and in s.reserved too.
+func (s *Store) releasedBytesLocked() int64 {
+	var n int64
+	for _, f := range s.fills {
+		n += max(f.releasedSize, 0)
+	}
+	return n
 }

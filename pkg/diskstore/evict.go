@@ -88,6 +88,9 @@ func (s *Store) makeRoomLocked(need, avail int64) ([]victim, bool) {
 		// used counts them: admit what fits, evict nothing.
 		return nil, s.freeLocked(need, avail)
 	}
+	if avail >= 0 {
+		avail += s.releasedBytesLocked() // on the disk and in s.reserved
+	}
 	maxSize := s.maxSize
 	if maxSize <= 0 {
 		maxSize = math.MaxInt64

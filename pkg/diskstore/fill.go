@@ -181,8 +181,19 @@ func (s *Store) notePassThrough() {
 // Digest returns the digest being filled.
 func (f *Fill) Digest() digest.Digest { return f.digest }
 
-// Size returns the expected size, or -1 if it is not known.
-func (f *Fill) Size() int64 { return f.size }
+// Size returns the expected size, or -1 if it is not known; once the
+// content is verified, its size.
+func (f *Fill) Size() int64 {
+	if f.size >= 0 {
+		return f.size
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.verified {
+		return f.written
+	}
+	return -1
+}
 
 // MediaType returns the media type that will be stored with the entry.
 func (f *Fill) MediaType() string { return f.meta.MediaType }
@@ -259,13 +270,14 @@ func (f *Fill) commitAfter(wait func()) error {
 	if spilled {
 		return f.finishSpilled()
 	}
-	// Read once: the file's mode and the index must agree.
-	public := f.public.Load()
 	if err := f.release(); err != nil {
 		f.Abort(err)
 		return err
 	}
 	wait()
+	// Read once, after the wait (MarkPublic may have come during it):
+	// the file's mode and the index must agree.
+	public := f.public.Load()
 	if err := f.commit(public); err != nil {
 		// The file may have been in place for a moment, and a background
 		// load may have read it: it is gone, as a removal is, before the

@@ -30,27 +30,16 @@ func (f *Fill) grow(written, need int64) error {
 	if s.maxSize > 0 {
 		want = min(want, s.maxSize-have)
 	}
-	avail := s.available()
-	if avail >= 0 {
-		avail += written // already on the disk, and already in f.reserved
+	fits, settle, err := f.reserve(written, need, have, want)
+	if err == nil && settle {
+		// Deferred commits hold the room: commit them, so that their
+		// entries can be evicted, and try once more.
+		s.settleCommits()
+		fits, _, err = f.reserve(written, need, have, want)
 	}
-	s.mu.Lock()
-	if s.fills[f.digest] != f {
-		s.mu.Unlock()
-		return ErrAborted
+	if err != nil {
+		return err
 	}
-	var victims []victim
-	fits := s.freeLocked(want, avail)
-	if !fits {
-		want = need - have
-		victims, fits = s.makeRoomLocked(want, avail)
-	}
-	if fits {
-		f.reserved += want
-		s.reserved += want
-	}
-	s.mu.Unlock()
-	s.removeVictims(victims, "evicted")
 	if !fits {
 		return fmt.Errorf("%w: %s has grown to %d bytes and the bounds leave no more", ErrNoSpace, f.digest, written)
 	}
@@ -63,5 +52,38 @@ func (s *Store) freeLocked(need, avail int64) bool {
 	if s.maxSize > 0 && s.used+s.reserved+need > s.maxSize {
 		return false
 	}
-	return s.minFree <= 0 || avail < 0 || avail-s.reserved-need >= s.minFree
+	if s.minFree <= 0 || avail < 0 {
+		return true
+	}
+	return avail+s.releasedBytesLocked()-s.reserved-need >= s.minFree // those bytes are on the disk and in s.reserved
+}
+
+// reserve is one attempt of grow to reserve want bytes, or need-have with
+// evictions. settle reports that it did not fit while deferred commits
+// hold room.
+func (f *Fill) reserve(written, need, have, want int64) (fits, settle bool, err error) {
+	s := f.store
+	avail := s.available()
+	if avail >= 0 {
+		avail += written // already on the disk, and already in f.reserved
+	}
+	s.mu.Lock()
+	if s.fills[f.digest] != f {
+		s.mu.Unlock()
+		return false, false, ErrAborted
+	}
+	var victims []victim
+	fits = s.freeLocked(want, avail)
+	if !fits {
+		want = need - have
+		victims, fits = s.makeRoomLocked(want, avail)
+	}
+	if fits {
+		f.reserved += want
+		s.reserved += want
+	}
+	settle = !fits && s.anyCommittingLocked()
+	s.mu.Unlock()
+	s.removeVictims(victims, "evicted")
+	return fits, settle, nil
 }

@@ -86,6 +86,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.loader.halt() // before the mark: it counts the bytes stored
+	s.settleCommits()
 	return errors.Join(s.leaveCleanMark(), s.unlock())
 }
 

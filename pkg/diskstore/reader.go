@@ -230,8 +230,16 @@ const settleTimeout = 5 * time.Second
 // fill not yet verified is not waited for. It reports false if the
 // commit was still under way at the bound.
 func (f *Fill) settle() bool {
-	f.hurryCommit()
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
+	return f.settleCtx(ctx)
+}
+
+// settleCtx is settle until ctx ends. A verified fill's deferred commit
+// runs at once.
+func (f *Fill) settleCtx(ctx context.Context) bool {
+	if f.IsVerified() {
+		f.hurryCommit()
+	}
 	return f.await(ctx, func() (bool, error) { return !f.verified || f.done, nil }) == nil
 }

@@ -51,9 +51,10 @@ func (s *Server) serveBlob(q *request) error {
 const headSizeWait = 3 * time.Second
 
 // lookupSized is lookup for a HEAD. A fill whose source sent no size is
-// waited for, at most headSizeWait, and the committed content returned;
-// a fill that does not end in time, or fails, is not found, so that the
-// caller answers from upstream.
+// waited for, at most headSizeWait, until its content is verified (its
+// size is then known) and that content returned; a fill not verified in
+// time, or that fails, is not found, so that the caller answers from
+// upstream.
 func (s *Server) lookupSized(q *request, d digest.Digest) (content, bool, error) {
 	c, ok, err := s.lookup(d)
 	if !ok || err != nil || c.info().size >= 0 {
@@ -62,7 +63,7 @@ func (s *Server) lookupSized(q *request, d digest.Digest) (content, bool, error)
 	c.close()
 	if f, filling := c.(*fillingContent); filling {
 		ctx, cancel := context.WithTimeout(q.r.Context(), s.headSizeWait)
-		waitForEnd(ctx, f.fill)
+		_ = f.fill.Verified(ctx)
 		cancel()
 	}
 	if c, ok, err = s.lookup(d); ok && c.info().size < 0 {

@@ -217,8 +217,9 @@ func (s *Server) getTag(ctx context.Context, q *request, req upstream.Request) (
 // keepManifest fills the store with a manifest already read, through a
 // flight for d like any fill: a fill of d in progress or committed is
 // left alone, and the bytes are verified and committed by the store. It
-// returns once a fill it began has ended, so that the store holds d
-// when the tag's answer is served, as before the tag had a fill. A fill
+// returns once a fill it began has its content verified, so that the
+// store serves d (committed, or from the verified fill) when the tag's
+// answer is served, as before the tag had a fill. A fill
 // of d that another client began is not waited for: it may be as slow as
 // that client's upstream, and the tag's answer needs only the digest.
 // Keeping is best effort: a store that cannot take d leaves the request
@@ -235,13 +236,12 @@ func (s *Server) keepManifest(ctx context.Context, q *request, d digest.Digest, 
 		l.stream.release()
 	case landedFill:
 		if l.began {
-			waitForEnd(ctx, l.fill.fill)
+			// Verified, not committed: the commit waits for the store's
+			// fills to go quiet, and a lookup finds the verified fill.
+			_ = l.fill.fill.Verified(ctx)
 		}
 	}
 }
-
-// waitForEnd returns once f is committed or aborted, or ctx ends.
-func waitForEnd(ctx context.Context, f *diskstore.Fill) { _ = f.Ended(ctx) }
 
 // isTransient reports whether err means upstream could not answer now, as
 // opposed to answering no: the condition for serving a stale tag.
