@@ -52,7 +52,7 @@ func testCRIPull(t *testing.T, b containerdBuild) {
 		}
 	}
 	for _, d := range img.all() {
-		if !nc.has(d) {
+		if !nc.holds(d) {
 			t.Errorf("nodecache's store lacks %s after the CRI pull", d)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -54,7 +55,7 @@ func testContainerdPull(t *testing.T, b containerdBuild) {
 		}
 	}
 	for _, d := range all {
-		if !nc.has(d) {
+		if !nc.holds(d) {
 			t.Errorf("nodecache's store lacks %s after the pull", d)
 		}
 	}
@@ -142,6 +143,24 @@ func startNodecacheWith(t *testing.T, args ...string) *nodecache {
 func (nc *nodecache) has(d digest.Digest) bool {
 	_, err := os.Stat(filepath.Join(nc.dataDir, "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded()))
 	return err == nil
+}
+
+// commitWait bounds how long holds waits for a commit: a fill's commit
+// follows its last byte once the store's fills have gone quiet, within
+// diskstore's maxCommitDelay (10 s).
+const commitWait = 15 * time.Second
+
+// holds reports whether nodecache's store holds d, waiting for the
+// commit up to commitWait.
+func (nc *nodecache) holds(d digest.Digest) bool {
+	deadline := time.Now().Add(commitWait)
+	for !nc.has(d) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pollInterval)
+	}
+	return true
 }
 
 // imageDigests returns every digest of img, sorted.

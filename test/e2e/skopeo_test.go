@@ -65,7 +65,7 @@ func TestSkopeoTwoRegistriesOneRepository(t *testing.T) {
 	copyAll("upstreams up")
 	for name, img := range imgs {
 		for _, d := range img.all() {
-			if !nc.has(d) {
+			if !nc.holds(d) {
 				t.Errorf("nodecache's store lacks %s of %s's image", d, name)
 			}
 		}
