@@ -2,6 +2,7 @@ package diskstore
 
 import (
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 )
 
@@ -29,17 +30,25 @@ func lowerGCForLoad() (end func()) {
 	loadGC.Lock()
 	defer loadGC.Unlock()
 	if loadGC.loads == 0 {
-		loadGC.prev = debug.SetGCPercent(loadGCPercent)
-		if loadGC.prev < loadGCPercent { // lower already, or off (-1)
-			debug.SetGCPercent(loadGC.prev)
+		loadGC.prev = gcPercent()
+		if loadGC.prev > loadGCPercent { // neither lower already nor off (-1)
+			debug.SetGCPercent(loadGCPercent)
 		}
 	}
 	loadGC.loads++
 	return sync.OnceFunc(func() {
 		loadGC.Lock()
 		defer loadGC.Unlock()
-		if loadGC.loads--; loadGC.loads == 0 {
+		if loadGC.loads--; loadGC.loads == 0 && loadGC.prev > loadGCPercent {
 			debug.SetGCPercent(loadGC.prev)
 		}
 	})
+}
+
+// gcPercent reads GOGC without setting it (debug.SetGCPercent would, and
+// setting it starts a collection when it was off); -1 is off.
+func gcPercent() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(int64(s[0].Value.Uint64()))
 }

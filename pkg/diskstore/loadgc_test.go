@@ -7,13 +7,6 @@ import (
 	"testing"
 )
 
-// gcPercent reads GOGC.
-func gcPercent() int {
-	v := debug.SetGCPercent(-1)
-	debug.SetGCPercent(v)
-	return v
-}
-
 // A load runs with GOGC at loadGCPercent, unless it was lower, and puts
 // it back when it ends.
 func TestLoadLowersGC(t *testing.T) {
