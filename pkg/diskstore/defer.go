@@ -52,10 +52,11 @@ type deferral struct {
 	bytes     atomic.Int64 // content of the commits waiting
 	count     atomic.Int64 // commits waiting
 	maxBytes  int64        // maxDeferredBytes; tests lower it
+	maxCount  int64        // maxDeferredCommits; tests lower it
 }
 
 func newDeferral() *deferral {
-	d := &deferral{base: time.Now(), maxBytes: maxDeferredBytes}
+	d := &deferral{base: time.Now(), maxBytes: maxDeferredBytes, maxCount: maxDeferredCommits}
 	d.lastWrite.Store(int64(-commitQuiet)) // a commit just after Open need not wait
 	return d
 }
@@ -81,7 +82,7 @@ func (f *Fill) awaitIdle(ctx context.Context) {
 	f.mu.Unlock()
 	n := d.count.Add(1)
 	defer d.count.Add(-1)
-	if d.bytes.Add(size) > d.maxBytes || n > maxDeferredCommits {
+	if d.bytes.Add(size) > d.maxBytes || n > d.maxCount {
 		d.bytes.Add(-size)
 		return
 	}

@@ -212,11 +212,34 @@ func TestDeferredBytesBound(t *testing.T) {
 		first, second := filled(t, s, randomBytes(7, 64<<10)), filled(t, s, randomBytes(8, 64<<10))
 		done1, cancel := waitingCommit(t, first)
 		defer cancel()
-		if err := <-commitLater(context.Background(), second); err != nil || !onDisk(s, second.Digest()) {
-			t.Fatalf("the commit past the bound did not run at once: %v", err)
+		if pending(t, commitLater(context.Background(), second)) || !onDisk(s, second.Digest()) {
+			t.Fatal("the commit past the bound did not run at once")
 		}
 		if !pending(t, done1) {
 			t.Fatal("the first commit stopped waiting")
+		}
+	})
+}
+
+// Past maxCount commits waiting, a commit runs at once.
+func TestDeferredCountBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := openStore(t, t.TempDir())
+		defer s.Close()
+		s.deferral.maxCount = 2
+		var cancels []func()
+		defer func() {
+			for _, c := range cancels {
+				c()
+			}
+		}()
+		for i := range 2 {
+			_, cancel := waitingCommit(t, filled(t, s, randomBytes(uint64(300+i), 100)))
+			cancels = append(cancels, cancel)
+		}
+		third := filled(t, s, randomBytes(302, 100))
+		if pending(t, commitLater(context.Background(), third)) || !onDisk(s, third.Digest()) {
+			t.Fatal("the commit past the bound did not run at once")
 		}
 	})
 }
