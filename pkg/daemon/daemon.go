@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"nodecache/internal/ctrdconf"
+	"nodecache/internal/fastlane"
 	"nodecache/internal/hostsdir"
 	"nodecache/pkg/credentials"
 	"nodecache/pkg/diskstore"
@@ -69,6 +70,10 @@ type servers struct {
 	mirror  *http.Server // the pull path, /metrics and the probes
 	metrics *http.Server // /metrics and the probes alone
 	peer    *http.Server // the peer API; nil without peers
+	// lane serves the mirror's connections while their requests are
+	// answers kept in memory, and hands each to mirror at its first
+	// other request.
+	lane *fastlane.Server
 }
 
 // New opens the store and the listeners and builds every part of the
@@ -158,6 +163,7 @@ func (d *Daemon) newServers(metrics *mirror.Metrics) (err error) {
 	}
 	probes := newProbes(&d.ready, reg)
 	d.servers.mirror = d.newServer(withMirror(probes, d.mirror))
+	d.servers.lane = &fastlane.Server{Handler: d.servers.mirror.Handler, Pick: mirror.ManifestRequest, Next: d.servers.mirror, Log: log}
 	// The admin API is on the metrics listener alone, never the mirror's.
 	metricsMux := newProbes(&d.ready, reg)
 	(&admin{store: d.store, mirror: d.mirror, pins: d.pins}).register(metricsMux)
@@ -261,7 +267,11 @@ func (d *Daemon) serve(g *errgroup.Group, base context.Context) {
 		for _, l := range ls {
 			g.Go(func() error {
 				bl := newBoundedListener(l, maxConns, writeProgressTimeout)
-				if err := srv.Serve(bl); !errors.Is(err, http.ErrServerClosed) {
+				run := srv.Serve
+				if srv == d.servers.mirror {
+					run = d.servers.lane.Serve
+				}
+				if err := run(bl); !errors.Is(err, http.ErrServerClosed) {
 					return err
 				}
 				return nil
@@ -293,6 +303,11 @@ func (d *Daemon) shutdown(ctx context.Context, abort context.CancelCauseFunc) er
 			srv.Close()
 			errs = append(errs, fmt.Errorf("shutdown: %w", err))
 		}
+	}
+	if err := d.servers.lane.Shutdown(sctx); err != nil {
+		abort(mirror.ErrAborted)
+		d.servers.lane.Close()
+		errs = append(errs, fmt.Errorf("shutdown: %w", err))
 	}
 	// No client is left: fills still downloading are aborted and their
 	// temporary files removed, so nothing partial remains.
