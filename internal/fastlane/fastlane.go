@@ -21,10 +21,11 @@
 // and headers are written by http.Header.Write. A picked request's
 // handler is the same http.Handler; its ResponseWriter frames the answer
 // by its Content-Length, or chunked, and supports Flush. Unlike net/http,
-// the loop does not watch the connection while the handler runs, so a
-// request's context does not end when its client hangs up mid-answer;
-// it ends when the connection does. The predicate should pick answers
-// that do not wait long.
+// the loop does not watch the connection while the handler runs: a
+// request's context ends when a write to its client fails or the
+// connection ends, not as soon as the client hangs up, and not when the
+// handler returns. The predicate should pick answers that do not wait
+// long. Next's Shutdown begins the loop's too (RegisterOnShutdown).
 package fastlane
 
 import (
@@ -65,6 +66,7 @@ type Server struct {
 	// panic. Nil is slog.Default().
 	Log *slog.Logger
 
+	hook    sync.Once // registers beginShutdown with Next
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
 	idle    chan struct{} // closed when conns empties while closing
@@ -75,6 +77,7 @@ type Server struct {
 // or closed, which closes l. It returns what Next.Serve returns:
 // http.ErrServerClosed after Shutdown or Close.
 func (s *Server) Serve(l net.Listener) error {
+	s.hook.Do(func() { s.Next.RegisterOnShutdown(s.beginShutdown) })
 	h := newHandoff(l)
 	base := context.Background()
 	if s.Next.BaseContext != nil {
@@ -137,13 +140,25 @@ func (s *Server) forget(c *conn) {
 	}
 }
 
-// Shutdown closes the connections waiting for a request, and each of the
-// others once its answer is out, and returns when none is left, or with
-// ctx's error when ctx ends first. It does not stop Serve: Next's
-// Shutdown does.
-func (s *Server) Shutdown(ctx context.Context) error {
+// beginShutdown closes the connections waiting for a request, and makes
+// each of the others close once its answer is out (with Connection:
+// close). Next runs it as its Shutdown begins, as net/http closes its
+// own idle connections then.
+func (s *Server) beginShutdown() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closing.Store(true)
+	for c := range s.conns {
+		c.wake()
+	}
+}
+
+// Shutdown begins the shutdown (beginShutdown), if Next's has not, and
+// returns when no connection is left, or with ctx's error when ctx ends
+// first. It does not stop Serve: Next's Shutdown does.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.beginShutdown()
+	s.mu.Lock()
 	if len(s.conns) == 0 {
 		s.mu.Unlock()
 		return nil
@@ -152,9 +167,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.idle = make(chan struct{})
 	}
 	idle := s.idle
-	for c := range s.conns {
-		c.wake()
-	}
 	s.mu.Unlock()
 	select {
 	case <-idle:
@@ -182,12 +194,16 @@ type conn struct {
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	remote  string
-	resp    response    // the answer being written; one per connection
-	header  http.Header // resp's, cleared for each answer
+	cancel  context.CancelCauseFunc // ends the requests' context: the connection failed or ended
+	resp    response                // the answer being written; one per connection
+	header  http.Header             // resp's, cleared for each answer
 	// setAt is when the read deadline was set last, and idle whether it
 	// was a wait for the next request (idle timeout).
 	setAt time.Time
 	idle  bool
+	// headDeadline is the header deadline of the head being read, zero
+	// if none was set for it: a head handed off keeps it.
+	headDeadline time.Time
 }
 
 // deadlineSlackDivisor sets how stale an idle deadline may be before a
@@ -205,17 +221,23 @@ func (c *conn) wake() { c.rwc.SetReadDeadline(time.Unix(1, 0)) }
 func (c *conn) serve(base context.Context) {
 	handed := false
 	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			c.logPanic(v)
+		}
 		c.s.forget(c)
 		if !handed {
 			c.rwc.Close()
 		}
 	}()
-	ctx, cancel := context.WithCancel(base)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(base)
+	defer cancel(nil)
+	c.cancel = cancel
 	c.br = bufio.NewReaderSize(c.rwc, headBufSize)
 	c.header = make(http.Header, 8)
 	c.bw = bufio.NewWriterSize(c.rwc, writeBufSize)
-	c.remote = c.rwc.RemoteAddr().String()
+	if a := c.rwc.RemoteAddr(); a != nil {
+		c.remote = a.String()
+	}
 	for first := true; ; first = false {
 		head, whole, ok := c.readHead(first)
 		if !ok {
@@ -230,7 +252,7 @@ func (c *conn) serve(base context.Context) {
 		if r == nil || !c.s.Pick(r) {
 			c.s.forget(c) // before Next has it: Shutdown must not wake it
 			handed = true
-			c.handoff.give(c.rwc, c.br)
+			c.handoff.give(c.rwc, c.br, c.headDeadline)
 			return
 		}
 		c.br.Discard(len(head))
@@ -253,6 +275,7 @@ func (c *conn) readHead(first bool) (head []byte, whole, ok bool) {
 	next := c.s.Next
 	headerWait := cmpOr(next.ReadHeaderTimeout, next.ReadTimeout)
 	headerSet := false // the header deadline is set for this head
+	c.headDeadline = time.Time{}
 	if c.br.Buffered() == 0 {
 		wait, idle := next.IdleTimeout, !first
 		if wait == 0 {
@@ -263,6 +286,9 @@ func (c *conn) readHead(first bool) (head []byte, whole, ok bool) {
 		}
 		if !c.setReadDeadline(wait, idle) {
 			return nil, false, false
+		}
+		if headerSet && wait > 0 {
+			c.headDeadline = c.setAt.Add(wait)
 		}
 		if _, err := c.br.Peek(1); err != nil {
 			return nil, false, false
@@ -283,6 +309,9 @@ func (c *conn) readHead(first bool) (head []byte, whole, ok bool) {
 				return nil, false, false
 			}
 			headerSet = true
+			if headerWait > 0 {
+				c.headDeadline = c.setAt.Add(headerWait)
+			}
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			return nil, false, false
@@ -350,27 +379,26 @@ func headEnd(buf []byte) int {
 }
 
 // answer runs the handler for r and finishes its answer. It reports
-// whether the connection can carry another request.
-func (c *conn) answer(r *http.Request) (keep bool) {
+// whether the connection can carry another request. A panic in the
+// handler closes the connection (serve recovers it), as in net/http:
+// panic(http.ErrAbortHandler) is how a handler aborts an answer.
+func (c *conn) answer(r *http.Request) bool {
 	clear(c.header)
 	c.resp = response{c: c, req: r, header: c.header, length: -1}
-	w := &c.resp
-	defer func() {
-		if v := recover(); v != nil {
-			if v != http.ErrAbortHandler {
-				buf := make([]byte, 64<<10)
-				buf = buf[:runtime.Stack(buf, false)]
-				log := c.s.Log
-				if log == nil {
-					log = slog.Default()
-				}
-				log.Error("panic serving", "remote", c.remote, "panic", v, "stack", string(buf))
-			}
-			keep = false
-		}
-	}()
-	c.s.Handler.ServeHTTP(w, r)
-	return w.finish()
+	c.s.Handler.ServeHTTP(&c.resp, r)
+	return c.resp.finish()
+}
+
+// logPanic logs a panic of the handler, or of Pick, with its stack, as
+// net/http does.
+func (c *conn) logPanic(v any) {
+	buf := make([]byte, 64<<10)
+	buf = buf[:runtime.Stack(buf, false)]
+	log := c.s.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("panic serving", "remote", c.remote, "panic", v, "stack", string(buf))
 }
 
 // handoff is the listener Next serves: it yields the connections the loop
@@ -417,15 +445,19 @@ func (h *handoff) closed() bool {
 
 // give hands rwc to Next, with what br has read from it and not consumed,
 // or closes it if Next has stopped.
-func (h *handoff) give(rwc net.Conn, br *bufio.Reader) {
-	rwc.SetReadDeadline(time.Time{}) // Next sets its own
+//
+// A head the loop began to wait for keeps its header deadline, limit:
+// Next's own header timeout, which it sets first, cannot extend it, so a
+// client trickling a head is cut at one timeout, not two.
+func (h *handoff) give(rwc net.Conn, br *bufio.Reader, limit time.Time) {
+	rwc.SetReadDeadline(limit) // zero: none until Next sets its own
 	var pending []byte
 	if n := br.Buffered(); n > 0 {
 		buf, _ := br.Peek(n)
 		pending = bytes.Clone(buf)
 	}
 	select {
-	case h.conns <- &replayConn{Conn: rwc, pending: pending}:
+	case h.conns <- &replayConn{Conn: rwc, pending: pending, limit: limit}:
 	case <-h.done:
 		rwc.Close()
 	}
@@ -437,6 +469,19 @@ func (h *handoff) give(rwc net.Conn, br *bufio.Reader) {
 type replayConn struct {
 	net.Conn
 	pending []byte
+	limit   time.Time // caps the first read deadline Next sets; zero: none
+}
+
+// SetReadDeadline sets the connection's read deadline, the first one no
+// later than limit.
+func (c *replayConn) SetReadDeadline(t time.Time) error {
+	if !c.limit.IsZero() {
+		if t.IsZero() || t.After(c.limit) {
+			t = c.limit
+		}
+		c.limit = time.Time{}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {

@@ -112,7 +112,7 @@ func (w *response) sendHeader(p []byte) {
 	bw.WriteString(http.StatusText(code))
 	bw.WriteString("\r\n")
 	if err := writeHeader(bw, h); err != nil {
-		w.err = err
+		w.fail(err)
 	}
 	bw.WriteString("\r\n")
 }
@@ -189,9 +189,19 @@ func (w *response) Write(p []byte) (int, error) {
 	}
 	w.written += int64(n)
 	if err != nil {
-		w.err = err
+		w.fail(err)
 	}
 	return n, err
+}
+
+// fail records the first error writing the answer, and ends the
+// connection's context, as net/http ends a request's when a write to its
+// client fails: the handler learns that its client is gone.
+func (w *response) fail(err error) {
+	if w.err == nil {
+		w.err = err
+		w.c.cancel(err)
+	}
 }
 
 // FlushError sends what is buffered, headers first if not yet written.
@@ -201,7 +211,9 @@ func (w *response) FlushError() error {
 	if w.err != nil {
 		return w.err
 	}
-	w.err = w.c.bw.Flush()
+	if err := w.c.bw.Flush(); err != nil {
+		w.fail(err)
+	}
 	return w.err
 }
 
@@ -227,11 +239,15 @@ func (w *response) finish() bool {
 		w.sendHeader(nil)
 	}
 	if w.chunked && w.err == nil {
-		_, w.err = w.c.bw.WriteString("0\r\n\r\n")
+		if _, err := w.c.bw.WriteString("0\r\n\r\n"); err != nil {
+			w.fail(err)
+		}
 	}
 	short := w.body && w.length >= 0 && w.written < w.length
 	if w.err == nil {
-		w.err = w.c.bw.Flush()
+		if err := w.c.bw.Flush(); err != nil {
+			w.fail(err)
+		}
 	}
 	return w.err == nil && !w.close && !short
 }
