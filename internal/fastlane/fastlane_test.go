@@ -340,33 +340,11 @@ func TestHeadSizeLimit(t *testing.T) {
 	c.expectNext("GET", nextSummary("GET", "/fast/after", "", 0))
 }
 
-// Bytes that cannot begin a head the loop takes go to Next at once,
-// without waiting for the end of a head: a TLS client on the plain port
-// waits for the server to speak, and net/http answers it 400.
-func TestHandoffBeforeHeadEnd(t *testing.T) {
-	tests := []struct {
-		name, send string
-	}{
-		// A ClientHello's record header and the start of the hello; its
-		// bytes hold a line end but never an empty line.
-		{"TLS ClientHello", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x0a\x5e\x99\x00\x01\x02"},
-		{"not a request line", "NOT-HTTP\r\nHost: exa"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tl := startLane(t, routes{}, http.HandlerFunc(serveNext))
-			c := dialRaw(t, tl.addr)
-			c.send(tt.send)
-			resp, body := c.response("GET")
-			if resp.StatusCode != http.StatusBadRequest {
-				t.Fatalf("answer %s %q, want net/http's 400", resp.Status, body)
-			}
-		})
-	}
-}
-
 // A request net/http refuses is not answered in the loop: net/http
-// answers it, with its error.
+// answers it, with its error. Bytes that cannot begin a head the loop
+// takes go to Next at once, without waiting for the end of a head: a TLS
+// client on the plain port waits for the server to speak, and net/http
+// answers it 400.
 func TestHandoffNetHTTPErrors(t *testing.T) {
 	tests := []struct {
 		name, req string
@@ -377,6 +355,10 @@ func TestHandoffNetHTTPErrors(t *testing.T) {
 		{"malformed Host, angle bracket", "GET /fast/x HTTP/1.1\r\nHost: x<y\r\n\r\n"},
 		{"header name with a space", "GET /fast/x HTTP/1.1\r\nHost: example\r\nBad Name: v\r\n\r\n"},
 		{"unsupported version", "GET /fast/x HTTP/2.0\r\nHost: example\r\n\r\n"},
+		// A ClientHello's record header and the start of the hello; its
+		// bytes hold a line end but never an empty line.
+		{"TLS ClientHello", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x0a\x5e\x99\x00\x01\x02"},
+		{"not a request line, no head end", "NOT-HTTP\r\nHost: exa"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -600,24 +582,33 @@ func TestTimeouts(t *testing.T) {
 	}
 }
 
-// Shutdown closes the idle connections at once, the others after their
-// answer, and returns when none is left; Serve returns
-// http.ErrServerClosed once Next is shut down.
-func TestShutdown(t *testing.T) {
+// laneWithRequestInHandler serves a lane with two connections: idle,
+// after one answer, and active, whose request waits in its handler until
+// release is closed.
+func laneWithRequestInHandler(t *testing.T) (tl *testLane, idle, active *rawClient, release chan struct{}) {
+	t.Helper()
 	entered := make(chan struct{})
-	release := make(chan struct{})
+	release = make(chan struct{})
 	fast := routes{"/fast/block": func(w http.ResponseWriter, r *http.Request) {
 		close(entered)
 		<-release
 		serveFast(w, r)
 	}}
-	tl := startLane(t, fast, http.HandlerFunc(serveNext))
-	idle := dialRaw(t, tl.addr)
+	tl = startLane(t, fast, http.HandlerFunc(serveNext))
+	idle = dialRaw(t, tl.addr)
 	idle.send(getReq("/fast/ok"))
 	idle.expect(fastAnswer("GET", "/fast/ok"))
-	active := dialRaw(t, tl.addr)
+	active = dialRaw(t, tl.addr)
 	active.send(getReq("/fast/block"))
 	waitFor(t, entered, "the handler")
+	return tl, idle, active, release
+}
+
+// Shutdown closes the idle connections at once, the others after their
+// answer, and returns when none is left; Serve returns
+// http.ErrServerClosed once Next is shut down.
+func TestShutdown(t *testing.T) {
+	tl, idle, active, release := laneWithRequestInHandler(t)
 
 	shutdownNext(t, tl.Next)
 	if err := tl.serveErr(t); !isServerClosed(err) {
@@ -655,21 +646,8 @@ func TestShutdown(t *testing.T) {
 // Shutdown with a context that ends first returns its error; Close then
 // closes the connection left.
 func TestShutdownContextEnds(t *testing.T) {
-	entered := make(chan struct{})
-	release := make(chan struct{})
-	fast := routes{"/fast/block": func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		<-release
-		serveFast(w, r)
-	}}
-	tl := startLane(t, fast, http.HandlerFunc(serveNext))
+	tl, idle, active, release := laneWithRequestInHandler(t)
 	t.Cleanup(func() { close(release) })
-	idle := dialRaw(t, tl.addr)
-	idle.send(getReq("/fast/ok"))
-	idle.expect(fastAnswer("GET", "/fast/ok"))
-	active := dialRaw(t, tl.addr)
-	active.send(getReq("/fast/block"))
-	waitFor(t, entered, "the handler")
 
 	shutdownNext(t, tl.Next)
 	ctx, cancel := context.WithCancel(context.Background())
