@@ -66,6 +66,33 @@ func (w *response) sendHeader(p []byte) {
 	if w.fixed != nil {
 		h = w.fixed
 	}
+	w.frame(code, h, p)
+	if _, ok := h["Date"]; !ok { // a nil Date asks for none, as in net/http
+		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
+	}
+	// The connection closes after this answer if the client or the
+	// handler asked, or the server is shutting down (as net/http).
+	w.close = w.req.Close || h.Get("Connection") == "close" || w.c.s.closing.Load()
+	if w.close {
+		h["Connection"] = []string{"close"}
+	}
+	bw := w.c.bw
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(code))
+	bw.WriteByte(' ')
+	bw.WriteString(http.StatusText(code))
+	bw.WriteString("\r\n")
+	if err := writeHeader(bw, h); err != nil {
+		w.fail(err)
+	}
+	bw.WriteString("\r\n")
+}
+
+// frame decides how the body of an answer with status code and headers
+// h is framed, and sets the headers that say so, as net/http does: by
+// the handler's Content-Length, else chunked; none for HEAD, 204 and
+// 304. A missing Content-Type is sniffed from p, the first body bytes.
+func (w *response) frame(code int, h http.Header, p []byte) {
 	if cl := h.Get("Content-Length"); cl != "" {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil || n < 0 {
@@ -96,25 +123,6 @@ func (w *response) sendHeader(p []byte) {
 		w.chunked = true
 		h["Transfer-Encoding"] = []string{"chunked"}
 	}
-	if _, ok := h["Date"]; !ok { // a nil Date asks for none, as in net/http
-		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
-	}
-	// The connection closes after this answer if the client or the
-	// handler asked, or the server is shutting down (as net/http).
-	w.close = w.req.Close || h.Get("Connection") == "close" || w.c.s.closing.Load()
-	if w.close {
-		h["Connection"] = []string{"close"}
-	}
-	bw := w.c.bw
-	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(strconv.Itoa(code))
-	bw.WriteByte(' ')
-	bw.WriteString(http.StatusText(code))
-	bw.WriteString("\r\n")
-	if err := writeHeader(bw, h); err != nil {
-		w.fail(err)
-	}
-	bw.WriteString("\r\n")
 }
 
 // writeHeader writes h as http.Header.Write does, sorted by name, without
