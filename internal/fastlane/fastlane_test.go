@@ -348,17 +348,18 @@ func TestHeadSizeLimit(t *testing.T) {
 func TestHandoffNetHTTPErrors(t *testing.T) {
 	tests := []struct {
 		name, req string
+		status    int // 0: any error status of net/http's
 	}{
-		{"no Host", "GET /fast/x HTTP/1.1\r\n\r\n"},
-		{"two Hosts", "GET /fast/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
-		{"malformed Host, space", "GET /fast/x HTTP/1.1\r\nHost: exa mple\r\n\r\n"},
-		{"malformed Host, angle bracket", "GET /fast/x HTTP/1.1\r\nHost: x<y\r\n\r\n"},
-		{"header name with a space", "GET /fast/x HTTP/1.1\r\nHost: example\r\nBad Name: v\r\n\r\n"},
-		{"unsupported version", "GET /fast/x HTTP/2.0\r\nHost: example\r\n\r\n"},
+		{"no Host", "GET /fast/x HTTP/1.1\r\n\r\n", 0},
+		{"two Hosts", "GET /fast/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 0},
+		{"malformed Host, space", "GET /fast/x HTTP/1.1\r\nHost: exa mple\r\n\r\n", 0},
+		{"malformed Host, angle bracket", "GET /fast/x HTTP/1.1\r\nHost: x<y\r\n\r\n", 0},
+		{"header name with a space", "GET /fast/x HTTP/1.1\r\nHost: example\r\nBad Name: v\r\n\r\n", 0},
+		{"unsupported version", "GET /fast/x HTTP/2.0\r\nHost: example\r\n\r\n", 0},
 		// A ClientHello's record header and the start of the hello; its
 		// bytes hold a line end but never an empty line.
-		{"TLS ClientHello", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x0a\x5e\x99\x00\x01\x02"},
-		{"not a request line, no head end", "NOT-HTTP\r\nHost: exa"},
+		{"TLS ClientHello", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x0a\x5e\x99\x00\x01\x02", http.StatusBadRequest},
+		{"not a request line, no head end", "NOT-HTTP\r\nHost: exa", http.StatusBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -368,6 +369,9 @@ func TestHandoffNetHTTPErrors(t *testing.T) {
 			resp, body := c.response("GET")
 			if resp.StatusCode < 400 || resp.Header.Get("X-Next") != "" {
 				t.Fatalf("answer %s %q, want net/http's error", resp.Status, body)
+			}
+			if tt.status != 0 && resp.StatusCode != tt.status {
+				t.Fatalf("answer %s %q, want net/http's %d", resp.Status, body, tt.status)
 			}
 		})
 	}
