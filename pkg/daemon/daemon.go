@@ -70,9 +70,9 @@ type servers struct {
 	mirror  *http.Server // the pull path, /metrics and the probes
 	metrics *http.Server // /metrics and the probes alone
 	peer    *http.Server // the peer API; nil without peers
-	// lane serves the mirror's connections while their requests are
-	// answers kept in memory, and hands each to mirror at its first
-	// other request.
+	// lane serves the mirror's connections while they ask for
+	// manifests (mirror.ManifestRequest), and hands each to mirror at
+	// its first other request.
 	lane *fastlane.Server
 }
 
