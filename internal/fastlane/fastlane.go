@@ -31,6 +31,7 @@ package fastlane
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -273,22 +274,19 @@ func (c *conn) readHead(first bool) (head []byte, whole, ok bool) {
 		return nil, false, false
 	}
 	next := c.s.Next
-	headerWait := cmpOr(next.ReadHeaderTimeout, next.ReadTimeout)
+	headerWait := cmp.Or(next.ReadHeaderTimeout, next.ReadTimeout)
 	headerSet := false // the header deadline is set for this head
 	c.headDeadline = time.Time{}
 	if c.br.Buffered() == 0 {
-		wait, idle := next.IdleTimeout, !first
-		if wait == 0 {
-			wait = next.ReadTimeout
+		idleWait := cmp.Or(next.IdleTimeout, next.ReadTimeout)
+		var open bool
+		if first || idleWait == 0 {
+			open, headerSet = c.setHeaderDeadline(headerWait), true
+		} else {
+			open = c.setReadDeadline(idleWait, true)
 		}
-		if first || wait == 0 {
-			wait, idle, headerSet = headerWait, false, true
-		}
-		if !c.setReadDeadline(wait, idle) {
+		if !open {
 			return nil, false, false
-		}
-		if headerSet && wait > 0 {
-			c.headDeadline = c.setAt.Add(wait)
 		}
 		if _, err := c.br.Peek(1); err != nil {
 			return nil, false, false
@@ -305,13 +303,10 @@ func (c *conn) readHead(first bool) (head []byte, whole, ok bool) {
 		// The head is not all here: the rest must come within the
 		// header timeout, which a head that came whole never waits for.
 		if !headerSet {
-			if !c.setReadDeadline(headerWait, false) {
+			if !c.setHeaderDeadline(headerWait) {
 				return nil, false, false
 			}
 			headerSet = true
-			if headerWait > 0 {
-				c.headDeadline = c.setAt.Add(headerWait)
-			}
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			return nil, false, false
@@ -337,11 +332,14 @@ func (c *conn) setReadDeadline(d time.Duration, idle bool) bool {
 	return !c.s.closing.Load()
 }
 
-func cmpOr(a, b time.Duration) time.Duration {
-	if a != 0 {
-		return a
+// setHeaderDeadline is setReadDeadline for the head being read, whose
+// deadline a handoff keeps (headDeadline).
+func (c *conn) setHeaderDeadline(d time.Duration) bool {
+	open := c.setReadDeadline(d, false)
+	if d > 0 {
+		c.headDeadline = c.setAt.Add(d)
 	}
-	return b
+	return open
 }
 
 // mayTake reports whether buf, the start of a request, may begin a head

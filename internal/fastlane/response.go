@@ -30,6 +30,15 @@ type response struct {
 
 func (w *response) Header() http.Header { return w.header }
 
+// outHeader is the header the answer sends: as WriteHeader fixed it, if
+// it did, else the handler's map.
+func (w *response) outHeader() http.Header {
+	if w.fixed != nil {
+		return w.fixed
+	}
+	return w.header
+}
+
 // WriteHeader sets the status and fixes the headers: later changes to
 // the map do not count, as in net/http. Headers without a Content-Type
 // wait, as in net/http, for the first body bytes to sniff one from, or a
@@ -62,10 +71,7 @@ func (w *response) sendHeader(p []byte) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	code, h := w.status, w.header
-	if w.fixed != nil {
-		h = w.fixed
-	}
+	code, h := w.status, w.outHeader()
 	w.frame(code, h, p)
 	if _, ok := h["Date"]; !ok { // a nil Date asks for none, as in net/http
 		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
@@ -236,10 +242,7 @@ func (w *response) Flush() { w.FlushError() }
 // of its declared length (the client would wait for the rest).
 func (w *response) finish() bool {
 	if !w.sent {
-		h := w.header
-		if w.fixed != nil {
-			h = w.fixed
-		}
+		h := w.outHeader()
 		if w.req.Method != http.MethodHead && w.status != http.StatusNoContent && w.status != http.StatusNotModified &&
 			h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" {
 			h["Content-Length"] = []string{"0"}
